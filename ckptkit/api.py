@@ -1,0 +1,207 @@
+"""The public surface the CLI and users share: open a source, read its tensor index."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+from .errors import FormatError, SourceError, UnsafeInputError, UnsupportedError
+from .formats import safetensors as st
+from .index import FileInfo, TensorIndex, TensorInfo
+from .sources.base import Source
+from .sources.local import LocalSource
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(@[\w./-]+)?$")
+MAX_JSON_BYTES = 200_000_000  # config/index files larger than this are refused
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+# ---- sources ----------------------------------------------------------------------------------
+
+def open_source(spec: str, revision: str | None = None, token: str | None = None) -> Source:
+    """A local path (file or folder) or a Hub repo (`org/name`, `org/name@rev`, `hf://...`)."""
+    if spec.startswith("hf://"):
+        return _hub(spec, revision, token)
+    p = Path(spec)
+    if p.exists():
+        if revision:
+            raise SourceError("--revision applies to Hub repos, not local paths", spec)
+        m = _SPLIT_GGUF.match(p.name)
+        if p.is_file() and m:  # one part of a split GGUF: read all its parts
+            parts = sorted(q.name for q in p.parent.iterdir()
+                           if (mm := _SPLIT_GGUF.match(q.name)) and mm["stem"] == m["stem"])
+            return LocalSource(p.parent, only=parts)
+        return LocalSource(p)
+    if _REPO_ID.match(spec) and not spec.endswith((".safetensors", ".gguf", ".json")):
+        return _hub(spec, revision, token)
+    raise SourceError("no such file or directory, and not a Hub repo id (org/name)", spec)
+
+
+def _hub(spec: str, revision: str | None, token: str | None) -> Source:
+    from .sources.hub import HubSource, parse_hub_spec
+    repo_id, rev, sub = parse_hub_spec(spec, revision)
+    return HubSource(repo_id, revision=rev, subfolder=sub, token=token)
+
+
+# ---- which files make up the checkpoint --------------------------------------------------------
+
+def read_json(source: Source, path: str) -> Any:
+    size = source.files().get(path)
+    if size is not None and size > MAX_JSON_BYTES:
+        raise FormatError(f"{size} bytes is too large for a JSON file", path)
+    raw = source.read_file(path)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"not valid JSON: {e}", path) from None
+
+
+def _top_level(files: dict[str, int | None]) -> list[str]:
+    return [f for f in files if "/" not in f]
+
+
+def checked_shard_name(name: object, where: str) -> str:
+    """A shard name from an index, refused when it could lead outside the checkpoint."""
+    if not isinstance(name, str) or not name:
+        raise FormatError(f"weight_map holds a shard name that is not a string: {name!r}", where)
+    pp = PurePosixPath(name)
+    if pp.is_absolute() or "\\" in name or ".." in pp.parts or re.match(r"^[A-Za-z]:", name):
+        raise UnsafeInputError(f"weight_map names shard {name!r}, a path outside the checkpoint", where)
+    return name
+
+
+def find_checkpoint_files(source: Source) -> tuple[str, list[str], str | None]:
+    """(format, files in order, index file or None) for the checkpoint a source holds."""
+    files = source.files()
+    top = _top_level(files)
+    indexes = sorted(f for f in top if f.endswith(".safetensors.index.json"))
+    if indexes:
+        # model.safetensors.index.json wins over e.g. consolidated.safetensors.index.json
+        idx = "model.safetensors.index.json" if "model.safetensors.index.json" in indexes else indexes[0]
+        return "safetensors", [], idx
+    sts = sorted(f for f in top if f.endswith(".safetensors"))
+    if "model.safetensors" in sts:
+        return "safetensors", ["model.safetensors"], None
+    if sts:
+        others = [f for f in sts if not f.startswith("consolidated")]
+        return "safetensors", others or sts, None
+    ggufs = sorted(f for f in top if f.endswith(".gguf"))
+    if ggufs:
+        return "gguf", _pick_gguf(ggufs, source.label), None
+    pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise UnsafeInputError(
+            f"holds only pickle files ({', '.join(pickles[:3])}{', …' if len(pickles) > 3 else ''}); "
+            "ckptkit never unpickles: convert them to safetensors with a tool you trust", source.label)
+    raise SourceError("no .safetensors or .gguf files found", source.label)
+
+
+def _pick_gguf(ggufs: list[str], label: str) -> list[str]:
+    sets: dict[str, list[str]] = {}
+    for f in ggufs:
+        m = _SPLIT_GGUF.match(f)
+        sets.setdefault(m["stem"] if m else f, []).append(f)
+    if len(sets) > 1:
+        raise SourceError(f"holds several GGUF models ({', '.join(sorted(sets))}); name one file", label)
+    (parts,) = sets.values()
+    m = _SPLIT_GGUF.match(parts[0])
+    if m:
+        count = int(m["count"])
+        have = {int(_SPLIT_GGUF.match(p)["no"]) for p in parts}
+        missing = sorted(set(range(1, count + 1)) - have)
+        if missing:
+            raise SourceError(f"split GGUF part {missing[0]} of {count} is missing", label)
+    return sorted(parts)
+
+
+# ---- the index --------------------------------------------------------------------------------
+
+def _header_guess(names: list[str]) -> int:
+    # A header entry is the quoted name plus about 85 bytes of dtype, shape and offsets;
+    # overshooting slightly is cheaper than a second round trip.
+    return 8 + sum(len(n) + 90 for n in names) + 512
+
+
+def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
+    """Read every header of the checkpoint in ``source`` into one TensorIndex (no tensor data)."""
+    fmt, files, index_file = find_checkpoint_files(source)
+    config = None
+    if "config.json" in source.files():
+        config = read_json(source, "config.json")
+        if not isinstance(config, dict):
+            raise FormatError("config.json is not a JSON object", "config.json")
+    shard_index = None
+    guesses: dict[str, int] = {}
+    if index_file:
+        shard_index = read_json(source, index_file)
+        wm = shard_index.get("weight_map") if isinstance(shard_index, dict) else None
+        if not isinstance(wm, dict):
+            raise FormatError("no weight_map object", index_file)
+        by_shard: dict[str, list[str]] = {}
+        for name, shard in wm.items():
+            by_shard.setdefault(checked_shard_name(shard, index_file), []).append(name)
+        have = source.files()
+        for shard in by_shard:
+            if shard not in have:
+                raise SourceError(f"shard {shard!r} named by the index is missing", index_file)
+        files = sorted(by_shard)
+        guesses = {s: _header_guess(n) for s, n in by_shard.items()}
+
+    if fmt == "gguf":
+        return _load_gguf(source, files, config, progress)
+
+    done = [0]
+
+    def one(path: str):
+        header, size = st.read_header(source, path, guess=guesses.get(path, 1 << 16))
+        done[0] += 1
+        if progress:
+            progress(done[0], len(files))
+        return header, size
+
+    headers = source.map(one, files)
+    tensors: dict[str, TensorInfo] = {}
+    infos: list[FileInfo] = []
+    metadata: dict[str, Any] = {}
+    for path, (header, size) in zip(files, headers):
+        infos.append(FileInfo(path, size, "safetensors", header.data_start))
+        metadata.update(header.metadata)
+        for t in header.tensors:
+            if t.name in tensors:
+                raise FormatError(f"tensor {t.name!r} is in both {tensors[t.name].file} and {path}", source.label)
+            tensors[t.name] = t
+    return TensorIndex("safetensors", infos, tensors, config, shard_index, metadata, source.label)
+
+
+def _load_gguf(source: Source, files: list[str], config: dict | None,
+               progress: Progress | None) -> TensorIndex:
+    try:
+        from .formats import gguf as gg
+    except ImportError:  # pragma: no cover - during development only
+        raise UnsupportedError("GGUF reading is not available in this build", source.label)
+    headers = source.map(lambda p: gg.read_gguf_header(source, p), files)
+    tensors: dict[str, TensorInfo] = {}
+    infos: list[FileInfo] = []
+    metadata: dict[str, Any] = {}
+    for path, h in zip(files, headers):
+        infos.append(FileInfo(path, h.file_size, "gguf", h.data_offset))
+        for k, v in h.metadata.items():
+            metadata.setdefault(k, v)
+        for t in gg.tensor_infos(h, path):
+            if t.name in tensors:
+                raise FormatError(f"tensor {t.name!r} is in both {tensors[t.name].file} and {path}", source.label)
+            tensors[t.name] = t
+    if progress:
+        progress(len(files), len(files))
+    return TensorIndex("gguf", infos, tensors, config, None, metadata, source.label)
+
+
+def inspect(spec: str, revision: str | None = None, progress: Progress | None = None) -> TensorIndex:
+    """Open ``spec`` and read its tensor index."""
+    with open_source(spec, revision) as source:
+        return load_index(source, progress)

@@ -1,0 +1,168 @@
+"""Strict safetensors header reader, to the letter of the format.
+
+Layout: 8-byte little-endian header length N, N bytes of UTF-8 JSON, then the data region.
+The JSON maps tensor names to {dtype, shape, data_offsets: [begin, end]} (relative to the
+data region) plus an optional "__metadata__" of string to string. Offsets must tile the data
+region exactly: sorted, contiguous from 0, no gap, no overlap, ending at its end.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from math import prod
+
+from ..dtypes import SAFETENSORS_BITS, safetensors_nbytes
+from ..errors import FormatError
+from ..index import TensorInfo
+from ..sources.base import Source
+
+MAX_HEADER_BYTES = 100_000_000  # the reference implementation's own ceiling
+_FIRST_READ = 1 << 16           # a good first guess: most shard headers are smaller
+
+
+@dataclass
+class SafetensorsHeader:
+    header_len: int                       # N
+    tensors: list[TensorInfo]             # in data order
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.header_len
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def parse_header_length(first8: bytes, file_size: int | None, where: str) -> int:
+    if len(first8) < 8:
+        raise FormatError(f"truncated: {len(first8)} bytes, a safetensors file starts with an 8-byte header length", where)
+    (n,) = struct.unpack("<Q", first8[:8])
+    if n == 0:
+        raise FormatError("header length is 0", where)
+    if n > MAX_HEADER_BYTES:
+        raise FormatError(f"header length {n} exceeds the {MAX_HEADER_BYTES}-byte limit", where)
+    if file_size is not None and 8 + n > file_size:
+        raise FormatError(f"header length {n} runs past the end of the {file_size}-byte file", where)
+    return n
+
+
+def parse_header_json(raw: bytes, where: str) -> tuple[dict, dict[str, str]]:
+    """The header's JSON as (tensor entries, __metadata__), checked for form, not offsets."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"header is not valid UTF-8 (byte {e.start})", where) from None
+    if not text.lstrip().startswith("{"):
+        raise FormatError("header is not a JSON object", where)
+    try:
+        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    except ValueError as e:  # JSONDecodeError is a ValueError; so is our duplicate check
+        raise FormatError(f"header is not valid JSON: {e}", where) from None
+    if not isinstance(obj, dict):
+        raise FormatError("header is not a JSON object", where)
+    meta = obj.pop("__metadata__", None)
+    if meta is None:
+        meta = {}
+    elif not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise FormatError("__metadata__ must map strings to strings", where)
+    return obj, meta
+
+
+def _check_entry(name: str, entry: object, where: str) -> tuple[str, tuple[int, ...], int, int]:
+    if not isinstance(entry, dict):
+        raise FormatError(f"tensor {name!r}: entry is not an object", where)
+    extra = set(entry) - {"dtype", "shape", "data_offsets"}
+    if extra:
+        raise FormatError(f"tensor {name!r}: unknown field {sorted(extra)[0]!r}", where)
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS_BITS:
+        raise FormatError(f"tensor {name!r}: unknown dtype {dtype!r}", where)
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise FormatError(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}", where)
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
+            or offsets[0] < 0 or offsets[1] < offsets[0]):
+        raise FormatError(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}", where)
+    nbytes = safetensors_nbytes(dtype, prod(shape))
+    if nbytes is None:
+        raise FormatError(f"tensor {name!r}: {dtype} data of shape {shape} does not end on a byte boundary", where)
+    if offsets[1] - offsets[0] != nbytes:
+        raise FormatError(
+            f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes but {dtype} {shape} needs {nbytes}", where)
+    return dtype, tuple(shape), offsets[0], offsets[1]
+
+
+def parse_header(raw: bytes, header_len: int, file: str, file_size: int | None,
+                 where: str | None = None) -> SafetensorsHeader:
+    """Validate a header completely: every entry, and that the offsets tile the data region."""
+    where = where or file
+    entries, meta = parse_header_json(raw, where)
+    rows = []
+    for name, entry in entries.items():
+        dtype, shape, begin, end = _check_entry(name, entry, where)
+        rows.append((begin, end, name, dtype, shape))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    data_start = 8 + header_len
+    cursor = 0
+    tensors: list[TensorInfo] = []
+    for begin, end, name, dtype, shape in rows:
+        if begin < cursor:
+            raise FormatError(f"tensor {name!r}: data [{begin}, {end}) overlaps the previous tensor (ends at {cursor})", where)
+        if begin > cursor:
+            raise FormatError(f"tensor {name!r}: gap of {begin - cursor} bytes before its data at {begin}", where)
+        cursor = end
+        tensors.append(TensorInfo(name, dtype, shape, file, data_start + begin, end - begin))
+    if file_size is not None:
+        data_len = file_size - data_start
+        if cursor > data_len:
+            raise FormatError(f"tensor data ends at byte {data_start + cursor}, past the end of the {file_size}-byte file (truncated?)", where)
+        if cursor < data_len:
+            raise FormatError(f"{data_len - cursor} bytes after the last tensor are not covered by the header", where)
+    return SafetensorsHeader(header_len, tensors, meta)
+
+
+def read_header(source: Source, path: str, guess: int = _FIRST_READ,
+                where: str | None = None) -> tuple[SafetensorsHeader, int | None]:
+    """Read and validate one file's header with one read when ``guess`` covers it, two otherwise.
+
+    Returns the header and the file size (None when the source cannot tell)."""
+    where = where or path
+    head, size = source.read_head(path, max(guess, 8))
+    n = parse_header_length(head[:8], size, where)
+    if len(head) < 8 + n:
+        if size is not None and len(head) >= size:
+            raise FormatError(f"header length {n} runs past the end of the file", where)
+        head += source.read(path, len(head), 8 + n - len(head))
+    return parse_header(head[8:8 + n], n, path, size, where), size
+
+
+def build_header(tensors: list[tuple[str, str, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None, align: int = 8) -> tuple[bytes, list[int]]:
+    """Header bytes (length prefix included) for tensors laid out in the given order, and each
+    tensor's offset from the start of the data region. The JSON is padded with spaces so the
+    data starts aligned, as the reference writer does."""
+    obj: dict = {}
+    if metadata:
+        obj["__metadata__"] = metadata
+    offsets, cursor = [], 0
+    for name, dtype, shape in tensors:
+        nbytes = safetensors_nbytes(dtype, prod(shape))
+        if nbytes is None:
+            raise FormatError(f"tensor {name!r}: {dtype} {list(shape)} does not end on a byte boundary")
+        obj[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [cursor, cursor + nbytes]}
+        offsets.append(cursor)
+        cursor += nbytes
+    raw = json.dumps(obj, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % align)
+    return struct.pack("<Q", len(raw)) + raw, offsets

@@ -1,0 +1,134 @@
+"""The tensor index: what a checkpoint holds, read from headers only.
+
+Plain data. Built by ``ckptkit.api.load_index`` from a Source; consumed by inference,
+validation, rendering and the converters.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Iterable
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str                 # safetensors dtype ("BF16", "F8_E4M3") or ggml type name ("Q4_K")
+    shape: tuple[int, ...]     # numpy order (GGUF's reversed ne[] is turned around)
+    file: str                  # path relative to the checkpoint root
+    offset: int                # absolute byte offset of the data in ``file``
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    size: int | None
+    format: str                # "safetensors" | "gguf"
+    header_bytes: int = 0      # bytes of the file before its tensor data
+
+
+@dataclass
+class TensorIndex:
+    format: str                                  # "safetensors" | "gguf"
+    files: list[FileInfo]
+    tensors: dict[str, TensorInfo]               # in file order
+    config: dict[str, Any] | None = None         # config.json, when present
+    shard_index: dict[str, Any] | None = None    # model.safetensors.index.json, when present
+    metadata: dict[str, Any] = field(default_factory=dict)  # safetensors __metadata__ / GGUF KV
+    source: str = ""                             # label of the source it came from
+
+    @property
+    def total_parameters(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def parameters_by_dtype(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tensors.values():
+            out[t.dtype] = out.get(t.dtype, 0) + t.numel
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+    def by_file(self) -> dict[str, list[TensorInfo]]:
+        out: dict[str, list[TensorInfo]] = {f.name: [] for f in self.files}
+        for t in self.tensors.values():
+            out.setdefault(t.file, []).append(t)
+        return out
+
+
+# ---- collapsing names by pattern -------------------------------------------------------------
+
+_NUM = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
+
+
+@dataclass
+class TensorGroup:
+    pattern: str               # "model.layers.{0..60}.mlp.experts.{0..255}.down_proj.weight"
+    template: str              # "model.layers.{}.mlp.experts.{}.down_proj.weight"
+    shape: tuple[int, ...]
+    dtype: str
+    count: int
+    numel: int                 # parameters in the whole group
+    nbytes: int
+    first: str                 # first member's name
+
+
+def _ranges(values: Iterable[int]) -> str:
+    vals = sorted(set(values))
+    parts: list[str] = []
+    start = prev = vals[0]
+    for v in vals[1:] + [None]:  # type: ignore[operator]
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        parts.append(str(start) if start == prev else f"{start}..{prev}")
+        if v is not None:
+            start = prev = v
+    return "{" + ",".join(parts) + "}"
+
+
+def split_numbers(name: str) -> tuple[str, tuple[int, ...]]:
+    """"model.layers.3.mlp.experts.7.w1" -> ("model.layers.{}.mlp.experts.{}.w1", (3, 7))."""
+    nums: list[int] = []
+
+    def sub(m: re.Match) -> str:
+        nums.append(int(m.group(0)))
+        return "{}"
+
+    return _NUM.sub(sub, name), tuple(nums)
+
+
+def group_tensors(tensors: Iterable[TensorInfo]) -> list[TensorGroup]:
+    """Collapse tensors that differ only in their numeric path parts (layers, experts) and
+    share shape and dtype, in order of first appearance."""
+    groups: dict[tuple, dict] = {}
+    for t in tensors:
+        template, nums = split_numbers(t.name)
+        key = (template, t.shape, t.dtype)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {"slots": [set() for _ in nums], "count": 0, "numel": 0,
+                               "nbytes": 0, "first": t.name}
+        for slot, n in zip(g["slots"], nums):
+            slot.add(n)
+        g["count"] += 1
+        g["numel"] += t.numel
+        g["nbytes"] += t.nbytes
+    out = []
+    for (template, shape, dtype), g in groups.items():
+        pattern = template
+        for slot in g["slots"]:
+            rendered = str(next(iter(slot))) if len(slot) == 1 else _ranges(slot)
+            pattern = pattern.replace("{}", rendered.replace("{", "\0").replace("}", "\1"), 1)
+        pattern = pattern.replace("\0", "{").replace("\1", "}")
+        out.append(TensorGroup(pattern, template, shape, dtype, g["count"], g["numel"],
+                               g["nbytes"], g["first"]))
+    return out

@@ -1,0 +1,34 @@
+"""The machine-readable report of `inspect --json`: plain dicts, stable keys.
+
+Keys `family`, `facts`, `evidence` and `findings` are filled by inference and validation."""
+from __future__ import annotations
+
+from typing import Any
+
+from .index import TensorIndex
+
+SCHEMA_VERSION = 1
+
+
+def index_report(index: TensorIndex, with_tensors: bool = True) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "source": index.source,
+        "format": index.format,
+        "files": [{"name": f.name, "size": f.size} for f in index.files],
+        "total_bytes": index.total_bytes,
+        "parameters": {"total": index.total_parameters},
+        "dtypes": index.parameters_by_dtype(),
+        "tensor_count": len(index.tensors),
+        "family": None,
+        "facts": {},
+        "evidence": {},
+        "findings": [],
+    }
+    if with_tensors:
+        report["tensors"] = [
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "file": t.file,
+             "offset": t.offset, "nbytes": t.nbytes}
+            for t in index.tensors.values()
+        ]
+    return report

@@ -1,0 +1,68 @@
+"""The one interface every source implements: a set of named files and ranged reads of them.
+
+Sources do I/O on input and nothing else; format parsing lives in ``ckptkit.formats``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Source(ABC):
+    """A checkpoint's files, addressed by path relative to the checkpoint root ("a/b.safetensors")."""
+
+    #: how many reads may run at once (a local disk gains little; the Hub gains a lot)
+    concurrency: int = 1
+    #: human-readable name used in messages ("org/name@rev", "/path/to/dir")
+    label: str = ""
+
+    @abstractmethod
+    def files(self) -> dict[str, int | None]:
+        """Every file of the checkpoint and its size in bytes (None when unknown)."""
+
+    @abstractmethod
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset``; FormatError when the file is shorter."""
+
+    def read_head(self, path: str, length: int) -> tuple[bytes, int | None]:
+        """Up to ``length`` bytes from the start (fewer if the file is shorter) and the file size.
+
+        Speculative header reads use this: one request whatever the file's real header size.
+        """
+        size = self.files().get(path)
+        n = length if size is None else min(length, size)
+        return self.read(path, 0, n), size
+
+    def read_file(self, path: str) -> bytes:
+        """A whole (small) file: config.json, an index, a tokenizer."""
+        size = self.files().get(path)
+        if size is None:
+            data, size = self.read_head(path, 1 << 30)
+            return data
+        return self.read(path, 0, size)
+
+    def local_path(self, path: str) -> Path | None:
+        """A path on disk holding the file's bytes, when there is one (local files, HF cache)."""
+        return None
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``fn`` over ``items`` with this source's concurrency, results in order."""
+        items = list(items)
+        if self.concurrency <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def close(self) -> None:  # pragma: no cover - default has nothing to release
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,95 @@
+"""Local files and folders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import FormatError, SourceError, UnsafeInputError
+from .base import Source
+
+# Files a checkpoint folder may hold that ckptkit looks at; everything else is ignored.
+_WANTED_SUFFIXES = (".safetensors", ".gguf", ".json", ".model", ".bin", ".pt", ".pth", ".ckpt",
+                    ".pkl", ".txt", ".jinja", ".tiktoken")
+_MAX_DEPTH = 3
+
+
+class LocalSource(Source):
+    """A single file or a folder on disk. Symlinks may not lead out of the folder."""
+
+    concurrency = 4
+
+    def __init__(self, path: str | os.PathLike, only: list[str] | None = None):
+        p = Path(path)
+        if not p.exists():
+            raise SourceError("no such file or directory", str(path))
+        self.label = str(path)
+        if p.is_dir():
+            self.root = p.resolve()
+            self._files = self._scan(self.root)
+            if only is not None:
+                self._files = {k: v for k, v in self._files.items() if k in set(only)}
+        else:
+            self.root = p.resolve().parent
+            self._files = {p.name: p.stat().st_size}
+        self.single_file = not p.is_dir()
+
+    def _scan(self, root: Path) -> dict[str, int | None]:
+        out: dict[str, int | None] = {}
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            rel = Path(dirpath).relative_to(root)
+            depth = len(rel.parts)
+            dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and depth < _MAX_DEPTH]
+            for fn in sorted(filenames):
+                if fn.startswith(".") or not fn.endswith(_WANTED_SUFFIXES):
+                    continue
+                relpath = (rel / fn).as_posix()
+                out[relpath] = None  # sizes are taken when a file is actually used
+        return out
+
+    def _resolve(self, path: str) -> Path:
+        if path not in self._files:
+            raise SourceError("no such file in the checkpoint", f"{self.label}/{path}")
+        full = self.root / path
+        real = full.resolve()
+        if real != full.absolute() and not any(real.is_relative_to(r) for r in self._allowed_roots()):
+            raise UnsafeInputError(f"symlink leads out of the checkpoint folder (to {real})", str(full))
+        if not real.is_file():
+            raise SourceError("not a regular file", str(full))
+        return real
+
+    def _allowed_roots(self) -> list[Path]:
+        roots = [self.root]
+        # A snapshot folder of the HF cache links its files to ../../blobs: that is still inside
+        # the cached repo, so it is allowed.
+        if self.root.parent.name == "snapshots":
+            roots.append(self.root.parent.parent / "blobs")
+        return roots
+
+    def files(self) -> dict[str, int | None]:
+        return self._files
+
+    def size(self, path: str) -> int:
+        if self._files.get(path) is None:
+            self._files[path] = self._resolve(path).stat().st_size
+        return self._files[path]  # type: ignore[return-value]
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        full = self._resolve(path)
+        with open(full, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length:
+            raise FormatError(f"truncated: wanted {length} bytes at offset {offset}, file has {offset + len(data)}", str(full))
+        return data
+
+    def read_head(self, path: str, length: int) -> tuple[bytes, int | None]:
+        full = self._resolve(path)
+        size = self.size(path)
+        with open(full, "rb") as f:
+            return f.read(min(length, size)), size
+
+    def read_file(self, path: str) -> bytes:
+        return self.read(path, 0, self.size(path))
+
+    def local_path(self, path: str) -> Path | None:
+        return self._resolve(path)

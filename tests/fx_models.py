@@ -1,0 +1,1 @@
+"""Fixtures for generated checkpoints (see modelgen.py)."""

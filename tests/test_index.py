@@ -1,0 +1,111 @@
+"""Loading the tensor index from local folders and files; collapsing names by pattern."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from ckptkit import api
+from ckptkit.errors import FormatError, SourceError, UnsafeInputError
+from ckptkit.index import TensorInfo, group_tensors, split_numbers
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "tiny-llama"
+
+
+def _sharded(tmp_path: Path) -> Path:
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    save_file({"a.0.w": np.zeros((2, 3), np.float32), "a.1.w": np.ones((2, 3), np.float32)}, str(d / "m-1.safetensors"))
+    save_file({"b": np.zeros((4,), np.float16)}, str(d / "m-2.safetensors"))
+    wm = {"a.0.w": "m-1.safetensors", "a.1.w": "m-1.safetensors", "b": "m-2.safetensors"}
+    (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 56}, "weight_map": wm}))
+    (d / "config.json").write_text(json.dumps({"model_type": "x"}))
+    return d
+
+
+def test_example_index():
+    idx = api.inspect(str(EXAMPLE))
+    st = json.loads((EXAMPLE / "model.safetensors.index.json").read_text())
+    assert set(idx.tensors) == set(st["weight_map"])
+    assert idx.total_bytes == st["metadata"]["total_size"]
+    assert idx.config["model_type"] == "llama"
+    assert all(idx.tensors[n].file == f for n, f in st["weight_map"].items())
+
+
+def test_dir_file_and_index_agree(tmp_path):
+    d = _sharded(tmp_path)
+    idx = api.inspect(str(d))
+    assert idx.format == "safetensors" and [f.name for f in idx.files] == ["m-1.safetensors", "m-2.safetensors"]
+    assert idx.total_parameters == 16 and idx.parameters_by_dtype() == {"F32": 12, "F16": 4}
+    single = api.inspect(str(d / "m-1.safetensors"))
+    assert set(single.tensors) == {"a.0.w", "a.1.w"}
+    assert single.tensors["a.1.w"] == idx.tensors["a.1.w"]
+
+
+def test_missing_shard(tmp_path):
+    d = _sharded(tmp_path)
+    os.remove(d / "m-2.safetensors")
+    with pytest.raises(SourceError, match="m-2.safetensors.*missing"):
+        api.inspect(str(d))
+
+
+@pytest.mark.parametrize("shard", ["../../etc/passwd", "/etc/passwd", "C:\\x.safetensors", "a/../../b"])
+def test_index_path_traversal_refused(tmp_path, shard):
+    d = _sharded(tmp_path)
+    idx = json.loads((d / "model.safetensors.index.json").read_text())
+    idx["weight_map"]["b"] = shard
+    (d / "model.safetensors.index.json").write_text(json.dumps(idx))
+    with pytest.raises(UnsafeInputError, match="outside"):
+        api.inspect(str(d))
+
+
+def test_pickle_only_refused(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04junk")
+    with pytest.raises(UnsafeInputError, match="never unpickles"):
+        api.inspect(str(tmp_path))
+
+
+def test_symlink_out_of_folder_refused(tmp_path):
+    outside = tmp_path / "outside.safetensors"
+    save_file({"x": np.zeros(1, np.float32)}, str(outside))
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "model.safetensors").symlink_to(outside)
+    with pytest.raises(UnsafeInputError, match="symlink"):
+        api.inspect(str(d))
+
+
+def test_config_must_be_object(tmp_path):
+    d = _sharded(tmp_path)
+    (d / "config.json").write_text("[1, 2]")
+    with pytest.raises(FormatError, match="config.json"):
+        api.inspect(str(d))
+
+
+def test_tensor_in_two_shards(tmp_path):
+    d = tmp_path / "dup"
+    d.mkdir()
+    save_file({"w": np.zeros(2, np.float32)}, str(d / "a.safetensors"))
+    save_file({"w": np.zeros(2, np.float32)}, str(d / "b.safetensors"))
+    with pytest.raises(FormatError, match="both"):
+        api.inspect(str(d))
+
+
+def test_nothing_readable(tmp_path):
+    (tmp_path / "README.txt").write_text("hi")
+    with pytest.raises(SourceError, match="no .safetensors"):
+        api.inspect(str(tmp_path))
+
+
+def test_split_numbers_and_grouping():
+    assert split_numbers("model.layers.12.mlp.experts.3.w1.weight") == ("model.layers.{}.mlp.experts.{}.w1.weight", (12, 3))
+    assert split_numbers("blk.0.attn_q.weight") == ("blk.{}.attn_q.weight", (0,))
+    ts = [TensorInfo(f"m.layers.{l}.experts.{e}.w", "BF16", (4, 2), "f", 0, 16) for l in (0, 1, 2, 5) for e in range(3)]
+    ts.append(TensorInfo("m.layers.3.experts.0.w", "BF16", (8, 2), "f", 0, 32))
+    groups = group_tensors(ts)
+    assert [(g.pattern, g.count) for g in groups] == [
+        ("m.layers.{0..2,5}.experts.{0..2}.w", 12), ("m.layers.3.experts.0.w", 1)]
+    assert groups[0].numel == 12 * 8
