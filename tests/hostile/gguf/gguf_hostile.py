@@ -22,23 +22,25 @@ class MemSource(Source):
     def __init__(self, files: dict[str, bytes], known_size: bool = True):
         self.data = files
         self.known_size = known_size
-        self.reads: list[tuple[int, int]] = []
+        self.reads: list[tuple[int, int]] = []   # successful reads: (offset, length)
+        self.failed_reads = 0
         self.label = "mem"
 
     def files(self) -> dict[str, int | None]:
         return {k: (len(v) if self.known_size else None) for k, v in self.data.items()}
 
     def read(self, path: str, offset: int, length: int) -> bytes:
-        self.reads.append((offset, length))
         blob = self.data[path]
         if offset < 0 or length < 0 or offset + length > len(blob):
+            self.failed_reads += 1
             raise FormatError(f"short read: {length} bytes at {offset}", where=path)
+        self.reads.append((offset, length))
         return blob[offset:offset + length]
 
     def read_head(self, path: str, length: int) -> tuple[bytes, int | None]:
-        self.reads.append((0, length))
-        blob = self.data[path]
-        return blob[:length], (len(blob) if self.known_size else None)
+        blob = self.data[path][:length]
+        self.reads.append((0, len(blob)))
+        return blob, (len(self.data[path]) if self.known_size else None)
 
     @property
     def bytes_read(self) -> int:
