@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import random
+import time
 
 import numpy as np
 import pytest
@@ -363,3 +364,50 @@ def test_source_errors_after_listing(hub, hf_cache):
     with pytest.raises(SourceError) as e:
         src.read_file("config.json")
     assert "hubtest/vanishing" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_file_metadata_headers(hub, repos):
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    sha = hub.head_sha("hubtest/huge")
+    meta = get_hf_file_metadata(hf_hub_url("hubtest/huge", "model.safetensors"))
+    assert (meta.commit_hash, meta.size) == (sha, HUGE)
+    assert meta.etag and len(meta.etag) == 64  # LFS: sha256-like
+    hub.lfs_redirect = True  # metadata then comes from the 302 itself, as with the Hub's CDN
+    meta2 = get_hf_file_metadata(hf_hub_url("hubtest/huge", "model.safetensors"))
+    assert (meta2.commit_hash, meta2.size, meta2.etag) == (sha, HUGE, meta.etag)
+    assert "/cdn/" in meta2.location and hub.count("HEAD", "/cdn/") == 0
+    small = get_hf_file_metadata(hf_hub_url("hubtest/tiny", "config.json"))
+    assert small.size == len(repos["tiny"]["config.json"]) and len(small.etag) == 40
+
+
+def test_server_from_a_plain_script(tmp_path):
+    """The bench's use: a private server, a folder registered from disk, latency, clean close."""
+    import httpx2
+
+    from hubserver import HubServer
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_bytes(b'{"a": 1}')
+    (tmp_path / "m" / "w.safetensors").write_bytes(_safetensors(11))
+    with HubServer(latency=0.05) as server:
+        sha = server.add_repo_from_dir("script/model", tmp_path / "m")
+        src = HubSource("script/model", endpoint=server.url, timeout=5)
+        t0 = time.monotonic()
+        assert src.read_file("config.json") == b'{"a": 1}'
+        assert time.monotonic() - t0 >= 0.1  # two requests, 50 ms each
+        assert src.commit_sha == sha
+        assert src.read("w.safetensors", 0, 8) == (tmp_path / "m" / "w.safetensors").read_bytes()[:8]
+        assert server.count() == 3
+        url = server.url
+    with pytest.raises(httpx2.TransportError):
+        httpx2.get(url + "/api/models/script/model", timeout=1)
+
+
+def test_virtual_file_is_not_materialised():
+    vf = VirtualFile(b"abc", 10)
+    assert vf.read(0, 10) == b"abc" + bytes(7)
+    assert vf.read(2, 5) == b"c\0\0"
+    assert list(VirtualFile(b"", 3 << 20).chunks(0, 3 << 20))[0] == bytes(1 << 20)
+    with pytest.raises(ValueError):
+        VirtualFile(b"abcd", 2)
