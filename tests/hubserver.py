@@ -153,7 +153,8 @@ class _Repo:
 class Fault:
     """A misbehaviour for requests whose decoded path matches ``pattern`` (a regex, searched).
 
-    kinds: ``status`` (answer ``status`` with an optional ``Retry-After``), ``reset`` (TCP reset after
+    kinds: ``status`` (answer ``status`` with an optional ``Retry-After``, and ``body`` instead of the
+    usual JSON error when given), ``reset`` (TCP reset after
     ``after_bytes`` body bytes; 0 = before any response), ``short`` (announce the full Content-Length,
     send ``after_bytes`` bytes, close), ``stall`` (wait ``seconds`` before answering, or mid-body after
     ``after_bytes`` bytes when that is > 0). Fires ``times`` times (None = always).
@@ -167,6 +168,7 @@ class Fault:
     retry_after: int | None = None
     after_bytes: int = 0
     seconds: float = 0.0
+    body: bytes | None = None
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -515,7 +517,10 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
-            self._error(fault.status, None, f"Injected error {fault.status}", headers)
+            if fault.body is not None:  # an arbitrary (e.g. malformed) answer
+                self._send(fault.status, {"Content-Type": "application/json", **headers}, fault.body)
+            else:
+                self._error(fault.status, None, f"Injected error {fault.status}", headers)
             raise _Done
 
     def _reset(self) -> None:
@@ -600,6 +605,9 @@ class _Handler(BaseHTTPRequestHandler):
             segments = segments[:-1]
         if segments[:1] == ["cdn"] and len(segments) == 2:
             return self._cdn(segments[1])
+        if segments == ["api", "agent-harnesses"]:
+            # huggingface_hub fetches this registry once a day (unless telemetry is disabled)
+            return self._json(200, {"standardEnvVars": ["AI_AGENT", "AGENT"], "harnesses": {}})
         if segments[:2] == ["api", "models"]:
             return self._api(raw_path, segments[2:])
         rid, repo, rest = self.server.hub._lookup(segments)

@@ -209,17 +209,25 @@ class HubSource(Source):
         from huggingface_hub import HfApi
 
         api = HfApi(endpoint=self.endpoint, token=self.token)
-        info = self._retrying(
-            lambda: api.model_info(self.repo_id, revision=self.revision, files_metadata=True, timeout=self.timeout),
-            "listing the repo",
-        )
-        if not info.sha or info.siblings is None:
-            raise SourceError(f"{self.endpoint} did not return a commit and a file list", self.label)
-        if info.id and info.id != self.repo_id:
+        bad = SourceError(f"{self.endpoint} answered the model info request with malformed JSON", self.label)
+
+        def model_info():
+            try:
+                return api.model_info(self.repo_id, revision=self.revision, files_metadata=True, timeout=self.timeout)
+            except (ValueError, KeyError, TypeError, AttributeError):  # JSON or fields not as the Hub sends
+                raise bad from None
+
+        info = self._retrying(model_info, "listing the repo")
+        if not isinstance(info.sha, str) or not _HEX40.fullmatch(info.sha) or not isinstance(info.siblings, list):
+            raise SourceError(f"{self.endpoint} did not return a commit sha and a file list", self.label)
+        if isinstance(info.id, str) and info.id != self.repo_id and _REPO_ID.fullmatch(info.id):
             self._remote_id = info.id
-        entries = {
-            s.rfilename: (s.size, s.lfs.sha256 if s.lfs else None, s.blob_id) for s in info.siblings
-        }
+        entries = {}
+        for s in info.siblings:
+            size = s.size
+            if not isinstance(s.rfilename, str) or not (size is None or (isinstance(size, int) and size >= 0)):
+                raise bad
+            entries[s.rfilename] = (size, s.lfs.sha256 if s.lfs else None, s.blob_id)
         return info.sha, entries
 
     def _resolve_offline(self):
@@ -418,6 +426,8 @@ class HubSource(Source):
                 reason, wait = f"HTTP {status}", _retry_after(e.response)
             except httpx2.TransportError as e:
                 reason, wait = f"{type(e).__name__}: {e}".rstrip(": "), None
+            except httpx2.HTTPError as e:  # redirect loops, undecodable bodies: not transient
+                raise NetworkError(f"{what}: {type(e).__name__}: {e}", self.label) from None
             failures += 1
             if failures > self.retries:
                 raise NetworkError(
@@ -527,6 +537,8 @@ class HubSource(Source):
                 reason, wait = e.reason, e.wait
             except httpx2.TransportError as e:  # connect, timeout, reset, truncated body
                 reason, wait = f"{type(e).__name__}: {e}".rstrip(": "), None
+            except httpx2.HTTPError as e:  # redirect loops, undecodable bodies: not transient
+                raise NetworkError(f"reading: {type(e).__name__}: {e}", self._where(path)) from None
             if got > before:
                 failures = 0  # progress: the budget is per stall, as in huggingface_hub's http_get
             failures += 1
