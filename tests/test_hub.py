@@ -411,3 +411,15 @@ def test_virtual_file_is_not_materialised():
     assert list(VirtualFile(b"", 3 << 20).chunks(0, 3 << 20))[0] == bytes(1 << 20)
     with pytest.raises(ValueError):
         VirtualFile(b"abcd", 2)
+
+
+def test_reads_run_concurrently(hub, repos, hf_cache):
+    src = _fast("hubtest/tiny")
+    src.files()
+    hub.latency = 0.2
+    full = repos["tiny"]["model.safetensors"]
+    spans = [(i * 10, 10) for i in range(8)]
+    t0 = time.monotonic()
+    assert src.map(lambda s: src.read("model.safetensors", *s), spans) == [full[o : o + n] for o, n in spans]
+    assert time.monotonic() - t0 < 1.0  # 8 x 200 ms one after the other would take 1.6 s
+    assert src.concurrency == 8 and hub.count("GET") == 8
