@@ -1,0 +1,194 @@
+"""The catalogue of known architectures (``mappings/families/*.toml``) and models
+(``mappings/models.toml``), and matching inferred facts against it."""
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
+
+# facts compared against a model's published numbers to name the model
+MODEL_KEYS = ("num_layers", "hidden_size", "vocab_size", "num_attention_heads",
+              "num_key_value_heads", "head_dim", "intermediate_size", "expert_intermediate_size",
+              "num_experts", "num_shared_experts", "dense_prefix_layers", "kv_lora_rank",
+              "q_lora_rank")
+# a model is named only when these agree
+REQUIRED = ("num_layers", "hidden_size")
+
+
+@lru_cache(maxsize=1)
+def families() -> dict[str, dict]:
+    out = {}
+    for path in sorted((MAPPINGS / "families").glob("*.toml")):
+        with open(path, "rb") as f:
+            fam = tomllib.load(f)
+        out[fam["name"]] = fam
+    return out
+
+
+@lru_cache(maxsize=1)
+def models() -> list[dict]:
+    with open(MAPPINGS / "models.toml", "rb") as f:
+        rows = tomllib.load(f)["model"]
+    for r in rows:
+        r.setdefault("weights", True)
+    return rows
+
+
+def _fact(facts: dict, key: str) -> Any:
+    f = facts.get(key)
+    return getattr(f, "value", f)
+
+
+def _holds(value: Any, cond: Any) -> bool:
+    if cond == "present":
+        return value not in (None, [], 0, False)
+    if cond == "absent":
+        return value in (None, [], 0, False)
+    if isinstance(cond, list):
+        return value in cond
+    return value == cond
+
+
+def signature_matches(fam: dict, facts: dict) -> bool:
+    return all(_holds(_fact(facts, k), c) for k, c in fam.get("signature", {}).items())
+
+
+def compare_model(model: dict, facts: dict) -> tuple[int, list[str]]:
+    """(number of agreeing keys, keys that differ) between a model row and facts."""
+    agree, differ = 0, []
+    for k in MODEL_KEYS:
+        want, got = model.get(k), _fact(facts, k)
+        if want is None or got is None:
+            continue
+        if want == got:
+            agree += 1
+        else:
+            differ.append(k)
+    mtp = model.get("mtp_layers")
+    if mtp is not None and _fact(facts, "mtp_layers") not in (None, mtp) and \
+            _fact(facts, "mtp_layers") != 0:
+        differ.append("mtp_layers")
+    return agree, differ
+
+
+def find_model(family: str | None, facts: dict) -> tuple[dict | None, dict | None, list[str]]:
+    """(exact model, closest model, keys the closest differs in) among a family's models."""
+    best, best_diff, best_score = None, [], -1
+    for m in models():
+        if family is not None and m["family"] != family:
+            continue
+        agree, differ = compare_model(m, facts)
+        if any(_fact(facts, k) is not None and m.get(k) is not None and _fact(facts, k) != m[k]
+               for k in REQUIRED):
+            score = agree - 10 * len(differ) - 100
+        else:
+            score = agree - 10 * len(differ)
+        if score > best_score:
+            best, best_diff, best_score = m, differ, score
+    exact = best if best is not None and not best_diff and all(
+        _fact(facts, k) is not None and best.get(k) == _fact(facts, k) for k in REQUIRED) else None
+    return exact, best, best_diff
+
+
+def _claimed(config: dict | None, gguf: dict | None) -> tuple[str | None, str | None]:
+    """Family named by config.json (model_type, then architectures) or GGUF metadata."""
+    fams = families()
+    if isinstance(config, dict):
+        types = [config.get("model_type")]
+        text = config.get("text_config")
+        if isinstance(text, dict):
+            types.append(text.get("model_type"))
+        for t in types:
+            for name, fam in fams.items():
+                if t and t in fam.get("model_types", []):
+                    return name, f"config.json:model_type = {t}"
+        for arch in config.get("architectures") or []:
+            for name, fam in fams.items():
+                if arch in fam.get("hf_architectures", []):
+                    return name, f"config.json:architectures = {arch}"
+    if isinstance(gguf, dict):
+        arch = gguf.get("general.architecture")
+        hits = [n for n, f in fams.items() if f.get("gguf_arch") == arch]
+        if len(hits) == 1:
+            return hits[0], f"general.architecture = {arch}"
+        if hits:
+            return "|".join(hits), f"general.architecture = {arch}"
+    return None, None
+
+
+def match_family(facts: dict, config: dict | None = None,
+                 gguf_metadata: dict | None = None) -> dict | None:
+    """Name the family (and, when the dimensions agree, the known model) of a checkpoint.
+
+    ``facts`` maps fact keys to Fact objects or plain values. Config/GGUF claims decide the
+    family when present; otherwise the family whose tensor signature fits, preferring one
+    with a model of the same dimensions."""
+    fams = families()
+    claimed, why = _claimed(config, gguf_metadata)
+    candidates: list[str]
+    if claimed and "|" not in claimed:
+        candidates = [claimed]
+    else:
+        pool = claimed.split("|") if claimed else list(fams)
+        candidates = [n for n in pool if signature_matches(fams[n], facts)]
+        if not candidates:
+            return None
+        why = why or "tensor signature"
+    ranked = []
+    for name in candidates:
+        exact, closest, differ = find_model(name, facts)
+        specificity = len(fams[name].get("signature", {}))
+        ranked.append((exact is not None, specificity, name, exact, closest, differ))
+    ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
+    _, _, name, exact, closest, differ = ranked[0]
+    fam = fams[name]
+    out = {"family": name, "title": fam.get("title", name), "model": exact["name"] if exact else None,
+           "matched_by": why, "signature_ok": signature_matches(fam, facts)}
+    if exact is None and closest is not None:
+        out["closest_model"] = closest["name"]
+        out["differs_in"] = differ
+    if len(ranked) > 1 and not claimed:
+        out["also_fits"] = [r[2] for r in ranked[1:]]
+    return out
+
+
+def catalogue_rows(family: str | None = None) -> list[dict]:
+    """One row per known model, for ``ckptkit catalogue`` and ``compare``."""
+    fams = families()
+    rows = []
+    for m in models():
+        if family and m["family"] != family:
+            continue
+        fam = fams.get(m["family"], {})
+        experts = m.get("num_experts")
+        rows.append({
+            "model": m["name"],
+            "family": fam.get("title", m["family"]),
+            "weights": m["weights"],
+            "repo": m.get("repo"),
+            "layers": m.get("num_layers"),
+            "hidden": m.get("hidden_size"),
+            "attention": m.get("attention"),
+            "heads": m.get("num_attention_heads"),
+            "kv_heads": m.get("num_key_value_heads"),
+            "head_dim": m.get("head_dim"),
+            "vocab": m.get("vocab_size"),
+            "experts": f"{m.get('num_experts_per_tok')}/{experts}" if experts else None,
+            "shared_experts": m.get("num_shared_experts"),
+            "dense_prefix": m.get("dense_prefix_layers"),
+            "context": m.get("context_length"),
+            "params_total_b": m.get("params_total"),
+            "params_active_b": m.get("params_active", m.get("params_total")),
+            "source": m.get("source"),
+        })
+    return rows
+
+
+def known_names(names: Iterable[str], family: str) -> int:
+    """How many of ``names`` match the family's identifying name patterns."""
+    import re
+    pats = [re.compile(p) for p in families()[family].get("name_patterns", [])]
+    return sum(1 for n in names if any(p.search(n) for p in pats))

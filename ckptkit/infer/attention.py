@@ -1,0 +1,254 @@
+"""Attention: kind (MHA/GQA/MQA/MLA), heads, head sizes, biases, sinks, linear-attention
+layers, sliding windows and the KV-cache size per token."""
+from __future__ import annotations
+
+from .fact import Fact, Hints
+from .scan import Layer, Scan
+
+ATTN_KEYS = ("num_attention_heads", "num_key_value_heads", "head_dim")
+
+
+def _shape(seen) -> str:
+    return f"{seen.name} {list(seen.shape)}"
+
+
+def _layers_with(s: Scan, prefix: str) -> list[int]:
+    return [n for n, l in sorted(s.layers.items()) if l.has(prefix)]
+
+
+def infer_attention(s: Scan, h: Hints) -> dict[str, Fact]:
+    facts: dict[str, Fact] = {}
+    linear = _layers_with(s, "ssm_")
+    mla = _layers_with(s, "attn_kv_a_mqa.")
+    std = [n for n in sorted(s.layers) if n not in mla and n not in linear and
+           (s.layers[n].has("attn_q.") or s.layers[n].has("attn_qkv.") or s.layers[n].has("attn_k."))]
+    facts["linear_attention_layers"] = Fact(
+        linear, "tensors", [f"linear-attention (ssm_*/linear_attn) tensors in layers {linear}"]
+        if linear else ["no linear-attention tensors"])
+
+    bias = []
+    for n in std + mla:
+        for role in ("attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_qkv.bias",
+                     "attn_output.bias"):
+            if role in s.layers[n].roles:
+                bias.append(s.layers[n].roles[role].name)
+        if bias:
+            break
+    facts["attention_bias"] = Fact(bool(bias), "tensors", bias or ["no attention bias tensors"])
+
+    sink_layer = next((s.layers[n] for n in std + mla if "attn_sinks.weight" in s.layers[n].roles),
+                      None)
+    if sink_layer is not None:
+        sk = sink_layer.roles["attn_sinks.weight"]
+        facts["attention_sinks"] = Fact(True, "tensors", [f"{_shape(sk)}: one logit per head"])
+    else:
+        facts["attention_sinks"] = Fact(False, "tensors", ["no sink tensors"])
+
+    mla_keys = ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+    if mla:
+        facts.update(_mla(s.layers[mla[0]], h))
+    elif std:
+        facts.update(_standard(s.layers[std[0]], h))
+        for k in mla_keys:
+            facts[k] = Fact(None, "tensors", ["not multi-head latent attention"])
+    else:
+        for k in ("attention",) + ATTN_KEYS + mla_keys:
+            facts[k] = Fact(None, "tensors", ["no attention tensors"])
+
+    windows = sliding_window(h, len(s.layers))
+    facts["sliding_window"] = windows
+    facts["kv_cache_bytes_per_token"] = kv_cache(facts, std, mla, windows)
+    return facts
+
+
+def _standard(layer: Layer, h: Hints) -> dict[str, Fact]:
+    r = layer.roles
+    q, k, o = r.get("attn_q.weight"), r.get("attn_k.weight"), r.get("attn_output.weight")
+    qkv = r.get("attn_qkv.weight")
+    ev: list[str] = []
+    # o_proj's input is heads*head_dim even where q_proj also carries a gate (Qwen3-Next)
+    q_width = o.shape[1] if o is not None and len(o.shape) == 2 else (q.shape[0] if q else None)
+    k_width = k.shape[0] if k is not None else None
+    if o is not None:
+        ev.append(f"{_shape(o)}: heads*head_dim = {q_width}")
+    if k is not None:
+        ev.append(f"{_shape(k)}: kv_heads*head_dim = {k_width}")
+    if qkv is not None:
+        ev.append(f"{_shape(qkv)}: fused q,k,v")
+
+    head_dim = heads = None
+    src = "tensors"
+    qn, kn = r.get("attn_q_norm.weight"), r.get("attn_k_norm.weight")
+    sk = r.get("attn_sinks.weight")
+    if qn is not None and q_width and qn.shape[0] != q_width and q_width % qn.shape[0] == 0:
+        head_dim = qn.shape[0]
+        ev.append(f"{_shape(qn)}: per-head norm, head_dim = {head_dim}")
+    elif kn is not None and k_width and kn.shape[0] != k_width and k_width % kn.shape[0] == 0:
+        head_dim = kn.shape[0]
+        ev.append(f"{_shape(kn)}: per-head norm, head_dim = {head_dim}")
+    if sk is not None and q_width and q_width % sk.shape[0] == 0:
+        heads = sk.shape[0]
+        head_dim = head_dim or q_width // heads
+        ev.append(f"{_shape(sk)}: one sink per head, heads = {heads}")
+    if head_dim is None:
+        g, gk = h.int_gguf("attention.key_length")
+        gh, ghk = h.int_gguf("attention.head_count")
+        c, ck = h.int_cfg("head_dim")
+        ch, chk = h.int_cfg("num_attention_heads", "n_head", "num_heads")
+        if g:
+            head_dim, src = g, "gguf"
+            ev.append(f"{gk} = {g} (shapes cannot split heads from head_dim)")
+        elif gh and q_width:
+            head_dim, src = q_width // gh, "gguf"
+            ev.append(f"{ghk} = {gh} (shapes cannot split heads from head_dim)")
+        elif c:
+            head_dim, src = c, "config"
+            ev.append(f"{ck} = {c} (shapes cannot split heads from head_dim)")
+        elif ch and q_width:
+            head_dim, src = q_width // ch, "config"
+            ev.append(f"{chk} = {ch} (shapes cannot split heads from head_dim)")
+        elif ch and qkv is not None:
+            hid, _ = h.int_cfg("hidden_size", "n_embd")
+            if hid:
+                head_dim, src = hid // ch, "config"
+                ev.append(f"{chk} = {ch} (shapes cannot split heads from head_dim)")
+
+    kv_heads = None
+    if head_dim:
+        if q_width:
+            heads = heads or q_width // head_dim
+        if k_width:
+            kv_heads = k_width // head_dim
+        elif qkv is not None:
+            if heads is None:
+                heads, hk = h.int_cfg("num_attention_heads", "n_head")
+                heads = heads or None
+            if heads:
+                kv_heads = (qkv.shape[0] // head_dim - heads) // 2
+
+    facts = {
+        "num_attention_heads": Fact(heads, src, ev),
+        "num_key_value_heads": Fact(kv_heads, src, ev),
+        "head_dim": Fact(head_dim, src, ev),
+    }
+    # the kind follows from widths alone when k is as wide as the attention output
+    if q_width and k_width and k_width == q_width:
+        kind, ksrc = "mha", "tensors"
+    elif qkv is not None and q_width and qkv.shape[0] == 3 * q_width:
+        kind, ksrc = "mha", "tensors"       # fused rows = q + k + v, all equally wide
+    elif qkv is not None and heads and kv_heads is None:
+        kind, ksrc = None, src
+    elif kv_heads and heads:
+        kind = "mha" if kv_heads == heads else "mqa" if kv_heads == 1 else "gqa"
+        ksrc = src
+    elif q_width and k_width and k_width < q_width and k_width > 256 and not head_dim:
+        # narrower k than q means shared kv heads; wider than any usual head (<= 256) means
+        # more than one of them
+        kind, ksrc = "gqa", "derived"
+        ev = ev + ["k narrower than q and wider than one head of <= 256: grouped kv heads"]
+    else:
+        kind, ksrc = None, src
+    if qkv is not None and kv_heads and heads and kind is None:
+        kind = "mha" if kv_heads == heads else "mqa" if kv_heads == 1 else "gqa"
+    facts["attention"] = Fact(kind, ksrc, ev)
+    return facts
+
+
+def _mla(layer: Layer, h: Hints) -> dict[str, Fact]:
+    r = layer.roles
+    kva, kvn = r["attn_kv_a_mqa.weight"], r.get("attn_kv_a_norm.weight")
+    qa, qb, q = r.get("attn_q_a.weight"), r.get("attn_q_b.weight"), r.get("attn_q.weight")
+    kvb, o = r.get("attn_kv_b.weight"), r.get("attn_output.weight")
+    ev = [_shape(x) for x in (qa, qb or q, kva, kvn, kvb, o) if x is not None]
+    facts: dict[str, Fact] = {}
+    rank = kvn.shape[0] if kvn is not None else None
+    rope = kva.shape[0] - rank if rank else None
+    qproj = qb or q
+    heads = nope = v = None
+    if rope and qproj is not None and kvb is not None and o is not None:
+        # q = H(nope+rope), kv_b = H(nope+v), o_in = H*v
+        Q, KVB, O = qproj.shape[0], kvb.shape[0], o.shape[1]
+        hr = Q - KVB + O
+        if hr > 0 and hr % rope == 0:
+            heads = hr // rope
+            if (KVB - O) % heads == 0 and O % heads == 0:
+                nope, v = (KVB - O) // heads, O // heads
+    src = "tensors"
+    if heads is None:   # GGUF MLA files may split kv_b; take the metadata's word
+        src = "gguf" if h.arch else "config"
+        heads = (h.int_gguf("attention.head_count")[0] if h.arch else
+                 h.int_cfg("num_attention_heads")[0])
+        rope = rope or h.int_cfg("qk_rope_head_dim")[0] or h.int_gguf("rope.dimension_count")[0]
+        nope = h.int_cfg("qk_nope_head_dim")[0]
+        v = h.int_cfg("v_head_dim")[0] or h.int_gguf("attention.value_length")[0]
+        ev.append("heads and head sizes from metadata: kv_b_proj absent or inconsistent")
+    facts["attention"] = Fact("mla", "tensors", [_shape(kva) + ": compressed kv (latent + rope)"])
+    facts["kv_lora_rank"] = Fact(rank, "tensors", [_shape(kvn)] if kvn else [])
+    facts["q_lora_rank"] = Fact(qa.shape[0] if qa is not None else None, "tensors",
+                                [_shape(qa)] if qa is not None else ["queries not compressed"])
+    facts["qk_rope_head_dim"] = Fact(rope, "tensors" if rank else src,
+                                     [f"{kva.shape[0]} - kv_lora_rank {rank}"])
+    facts["qk_nope_head_dim"] = Fact(nope, src, ev)
+    facts["v_head_dim"] = Fact(v, src, ev)
+    facts["num_attention_heads"] = Fact(heads, src, ev)
+    facts["num_key_value_heads"] = Fact(heads, src, ev + ["MLA expands the latent to every head"])
+    facts["head_dim"] = Fact((nope or 0) + (rope or 0) or None, src, ev + ["qk head = nope + rope"])
+    return facts
+
+
+def sliding_window(h: Hints, num_layers: int) -> Fact:
+    """Window size and the layers that use it: only config.json or GGUF metadata say."""
+    use, uk = h.cfg("use_sliding_window")
+    win, wk = h.int_cfg("sliding_window", "attention_window")
+    if use is False:
+        return Fact(None, "config", [f"{uk} = false"])
+    if win:
+        types, tk = h.cfg("layer_types")
+        ev = [f"{wk} = {win}"]
+        if isinstance(types, list) and types:
+            layers = [i for i, t in enumerate(types) if isinstance(t, str) and "sliding" in t]
+            ev.append(f"{tk}: {len(layers)} sliding of {len(types)}")
+        else:
+            pat, pk = h.int_cfg("sliding_window_pattern")
+            if pat:   # Gemma 3: every pat-th layer is global
+                layers = [i for i in range(num_layers) if (i + 1) % pat]
+                ev.append(f"{pk} = {pat}")
+            else:
+                layers = list(range(num_layers))
+                ev.append("no layer_types: window applies to every layer")
+        if not layers:
+            return Fact(None, "config", ev + ["no layer uses the window"])
+        return Fact({"window": win, "layers": layers}, "config", ev)
+    g, gk = h.int_gguf("attention.sliding_window")
+    if g:
+        return Fact({"window": g, "layers": None}, "gguf", [f"{gk} = {g}",
+                                                           "which layers: fixed by the arch"])
+    return Fact(None, "config" if h.config else "tensors", ["no sliding window configured"])
+
+
+def kv_cache(facts: dict[str, Fact], std: list[int], mla: list[int], windows: Fact) -> Fact:
+    """Bytes of KV cache each token adds at 16 bits, over the layers whose cache grows with the
+    context. Windowed layers stop growing at the window; linear-attention layers keep none."""
+    win = windows.value if isinstance(windows.value, dict) else None
+    if mla:
+        rank, rope = facts["kv_lora_rank"].value, facts["qk_rope_head_dim"].value
+        if not rank or not rope:
+            return Fact(None, "derived", ["MLA dimensions unknown"])
+        per = (rank + rope) * 2
+        return Fact(per * len(mla), "derived",
+                    [f"MLA: (kv_lora_rank {rank} + rope {rope}) x 2 bytes x {len(mla)} layers"])
+    kv, hd = facts["num_key_value_heads"].value, facts["head_dim"].value
+    if not std or not kv or not hd:
+        return Fact(None, "derived", ["KV heads or head_dim unknown"])
+    per = 2 * kv * hd * 2
+    layers = win.get("layers") if win else None
+    windowed = [n for n in std if n in set(layers)] if layers is not None else []
+    ev = [f"2 (k,v) x {kv} kv heads x {hd} head_dim x 2 bytes = {per} per layer",
+          f"{len(std)} attention layers"]
+    if windowed:
+        ev.append(f"{len(windowed)} of them sliding-window layers: their cache stops growing at "
+                  f"{win['window']} tokens ({per * len(windowed) * win['window']} bytes); beyond "
+                  f"that {per * (len(std) - len(windowed))} bytes per token")
+    elif win:
+        ev.append(f"sliding window {win['window']} on layers the metadata does not list")
+    return Fact(per * len(std), "derived", ev)

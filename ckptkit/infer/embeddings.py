@@ -1,0 +1,83 @@
+"""Layers, widths, vocabulary, tied head, positions, MTP modules."""
+from __future__ import annotations
+
+from .fact import Fact, Hints
+from .scan import Scan
+
+
+def _span(nums) -> str:
+    nums = sorted(nums)
+    return f"{nums[0]}..{nums[-1]}" if nums else "none"
+
+
+def hidden_size(s: Scan) -> tuple[int | None, str | None]:
+    emb = s.globals.get("token_embd.weight")
+    if emb is not None and len(emb.shape) == 2:
+        return emb.shape[1], emb.name
+    for layer in s.layers.values():
+        norm = layer.roles.get("attn_norm.weight") or layer.roles.get("ffn_norm.weight")
+        if norm is not None:
+            return norm.shape[0], norm.name
+    return None, None
+
+
+def infer_embeddings(s: Scan, h: Hints) -> dict[str, Fact]:
+    facts: dict[str, Fact] = {}
+    nums = sorted(s.layers)
+    facts["num_layers"] = Fact(len(nums), "tensors", [f"decoder layers {_span(nums)}"])
+    hid, where = hidden_size(s)
+    facts["hidden_size"] = Fact(hid, "tensors", [where] if where else [])
+
+    emb = s.globals.get("token_embd.weight")
+    out = s.globals.get("output.weight")
+    if emb is not None:
+        facts["vocab_size"] = Fact(emb.shape[0], "tensors", [f"{emb.name} {list(emb.shape)}"])
+    elif out is not None:
+        facts["vocab_size"] = Fact(out.shape[0], "tensors", [f"{out.name} {list(out.shape)}"])
+    else:
+        v, k = h.int_cfg("vocab_size")
+        facts["vocab_size"] = Fact(v, "config", [k] if k else ["no embedding tensor"])
+    if out is not None:
+        facts["tied_embeddings"] = Fact(False, "tensors", [f"separate output head {out.name}"])
+    else:
+        facts["tied_embeddings"] = Fact(True, "tensors", ["no output head tensor; logits reuse "
+                                                          "the token embedding"])
+
+    pos = s.globals.get("position_embd.weight")
+    if pos is not None:
+        facts["positional"] = Fact("learned", "tensors",
+                                   [f"{pos.name} {list(pos.shape)}: {pos.shape[0]} positions"])
+    else:
+        facts["positional"] = _rotary(h)
+
+    mtp = sorted(s.mtp_layers)
+    ev = [f"layer {n}" if n >= 0 else f"mtp.layers.{-1 - n}" for n in mtp]
+    for name, seen in s.globals.items():
+        if name.startswith("mtp."):
+            ev.append(seen.name)
+    facts["mtp_layers"] = Fact(len(mtp), "tensors",
+                               ev or ["no next-token-prediction (eh_proj/nextn) tensors"])
+    return facts
+
+
+def _rotary(h: Hints) -> Fact:
+    """No position table: rotary, partly or not at all; which, only config/GGUF say."""
+    ev = ["no position-embedding table"]
+    nope, k = h.cfg("no_rope_layers")
+    if isinstance(nope, list) and nope:
+        # SmolLM3 / Llama 4: 1 = rotary on this layer, 0 = no positional encoding (NoPE)
+        off = [i for i, x in enumerate(nope) if not x]
+        if off:
+            return Fact("rope+nope", "config", ev + [f"{k}: no rotary on layers {off}"])
+    step, k = h.int_cfg("no_rope_layer_interval")
+    if step:
+        return Fact("rope+nope", "config", ev + [f"{k}={step}"])
+    for key in ("rope_theta", "rope_scaling", "rope_parameters", "rotary_pct",
+                "partial_rotary_factor"):
+        v, k = h.cfg(key)
+        if v is not None:
+            return Fact("rope", "config", ev + [k])
+    v, k = h.gguf("rope.freq_base", "rope.dimension_count")
+    if v is not None:
+        return Fact("rope", "gguf", ev + [k])
+    return Fact("rope", "derived", ev + ["assumed rotary: nothing else encodes positions"])

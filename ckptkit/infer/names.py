@@ -1,0 +1,164 @@
+"""Canonical tensor names: what role a tensor plays, in which layer, for which expert.
+
+The name tables live in ``mappings/roles.toml``; this module holds only the parsing logic.
+Roles are GGUF-style names without the ``blk.N.`` part (``attn_q.weight``), so a GGUF name
+maps to itself and an HF name maps to what llama.cpp would call it.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
+
+
+@dataclass(frozen=True)
+class NameInfo:
+    role: str | None          # "attn_q.weight", "ffn_down_exps.scale", "vision", None if unknown
+    layer: int | None         # layer number; None for global tensors
+    expert: int | None        # expert number of a per-expert tensor
+    part: str = "weight"      # "weight", "bias", "scale", "blocks", "scales", "input_scale"
+    mtp: bool = False         # belongs to a multi-token-prediction module
+    transposed: bool = False  # stored [in, out] (GPT-2 Conv1D)
+    contextual: tuple[str, ...] = ()  # alternative roles, resolved by canonicalize()
+
+
+class _Tables:
+    """Compiled lookup tables, built once from roles.toml."""
+
+    def __init__(self, data: dict):
+        pre = data["prefix"]
+        strip = "|".join(re.escape(p) for p in pre["strip"])
+        self.prefix = re.compile(rf"^(?:(?:{strip})\.)+")
+        conts = "|".join(re.escape(c) for c in pre["layer_containers"])
+        self.layer = re.compile(rf"^(?:{conts})\.(\d+)\.(.+)$")
+        self.mtp = tuple(c + "." for c in pre["mtp_containers"])
+        self.vision = tuple(v + "." for v in pre["vision"])
+        self.expert = re.compile(r"^(.*\.experts)\.(\d+)\.(.+)$")
+        self.glob = _invert(data["global"])
+        self.mtp_glob = _invert(data["mtp_global"])
+        self.layer_roles = _invert(data["layer"])
+        self.contextual = {k: tuple(v) for k, v in data["contextual"].items()}
+        self.transposed = frozenset(data["transposed"]["names"])
+        # longest suffix first so "weight_scale_inv" wins over "weight_scale"
+        self.parts = sorted(data["parts"].items(), key=lambda kv: -len(kv[0]))
+
+
+def _invert(table: dict[str, list[str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for role, names in table.items():
+        out[role] = role
+        for n in names:
+            out[n] = role
+    return out
+
+
+@lru_cache(maxsize=1)
+def tables() -> _Tables:
+    with open(MAPPINGS / "roles.toml", "rb") as f:
+        return _Tables(tomllib.load(f))
+
+
+def _split_part(name: str, t: _Tables) -> tuple[str, str | None]:
+    for suffix, part in t.parts:
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            if suffix.startswith("_"):          # "gate_up_proj_blocks" -> "gate_up_proj"
+                return base, part
+            if base.endswith("."):              # "x.weight_scale_inv" -> "x.weight"
+                return base + "weight", part
+    return name, None
+
+
+def _with_part(role: str, part: str | None) -> tuple[str, str]:
+    if part is None:
+        return role, ("bias" if role.endswith(".bias") else "weight")
+    stem = role[: -len(".weight")] if role.endswith(".weight") else role
+    return f"{stem}.{part}", part
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_suffix(rest: str, is_layer: bool, is_mtp: bool) -> tuple[str | None, str, tuple[str, ...], bool]:
+    """Role of a name with prefix and layer removed; expert numbers already starred. Cached:
+    a 100k-tensor checkpoint has only a few hundred distinct suffixes."""
+    t = tables()
+    base, part = _split_part(rest, t)
+    alts: tuple[str, ...] = ()
+    if is_layer:
+        role = t.layer_roles.get(base)
+        if role is None and base in t.contextual:
+            alts = t.contextual[base]
+            role = alts[0]
+    else:
+        role = (t.mtp_glob if is_mtp else t.glob).get(base)
+    if role is None:
+        return None, part or "weight", (), False
+    if alts:
+        alts = tuple(_with_part(a, part)[0] for a in alts)
+    role, p = _with_part(role, part)
+    return role, p, alts, base in t.transposed
+
+
+def parse_name(name: str) -> NameInfo:
+    """Everything the name alone says about a tensor."""
+    t = tables()
+    m = t.prefix.match(name)
+    rest = name[m.end():] if m else name
+    if rest.startswith(t.vision) or name.startswith(t.vision):
+        return NameInfo("vision", None, None)
+    mtp = False
+    if rest.startswith(t.mtp):
+        mtp = True
+        rest = rest.split(".", 1)[1]
+    layer = expert = None
+    lm = t.layer.match(rest)
+    if lm:
+        layer = int(lm.group(1))
+        rest = lm.group(2)
+        em = t.expert.match(rest) if ".experts." in rest else None
+        if em:
+            expert = int(em.group(2))
+            rest = f"{em.group(1)}.*.{em.group(3)}"
+    role, part, alts, transposed = _parse_suffix(rest, layer is not None, mtp)
+    if role is not None and role.startswith("nextn."):
+        mtp = True
+    return NameInfo(role, layer, expert, part, mtp, transposed, alts)
+
+
+def canonical_name(name: str) -> tuple[str | None, int | None, int | None]:
+    """``name`` -> (role, layer, expert). Role is None for names no table knows.
+
+    ``post_attention_layernorm`` gets its Llama meaning (``ffn_norm``) here; use
+    ``canonicalize`` on a whole checkpoint to resolve it from the layer's other norms."""
+    info = parse_name(name)
+    return info.role, info.layer, info.expert
+
+
+def resolve_contextual(info: NameInfo, layer_roles: set[str]) -> str | None:
+    """Pick the role of an ambiguous norm given the other roles in its layer."""
+    if not info.contextual:
+        return info.role
+    default, alt = info.contextual[0], info.contextual[1]
+    stem = default.split(".")[0]
+    has_own = any(r.startswith(stem + ".") for r in layer_roles)   # e.g. a pre_feedforward norm
+    has_input = any(r.startswith("attn_norm.") for r in layer_roles)
+    return alt if (has_own or not has_input) else default
+
+
+def canonicalize(names: Iterable[str]) -> dict[str, NameInfo]:
+    """Parse every name of a checkpoint and resolve the context-dependent norm roles."""
+    infos = {n: parse_name(n) for n in names}
+    per_layer: dict[tuple[int | None, bool], set[str]] = {}
+    for info in infos.values():
+        if info.layer is not None and info.role and not info.contextual:
+            per_layer.setdefault((info.layer, info.mtp), set()).add(info.role)
+    for n, info in infos.items():
+        if info.contextual:
+            role = resolve_contextual(info, per_layer.get((info.layer, info.mtp), set()))
+            infos[n] = NameInfo(role, info.layer, info.expert, info.part, info.mtp,
+                                info.transposed, ())
+    return infos
