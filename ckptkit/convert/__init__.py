@@ -1,0 +1,81 @@
+"""HF safetensors -> GGUF, planned from headers, then streamed."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..api import load_index, open_source
+from ..errors import CkptError, UnsupportedError
+from ..formats.gguf_write import kv
+from .family import family_for
+from .plan import Plan, plan_gguf
+from .run import execute
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.I)
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text)
+    if not m:
+        raise CkptError(f"not a size: {text!r} (e.g. 50G, 500M)")
+    return int(float(m[1]) * 1000 ** " KMGT".index((m[2] or " ").upper()))
+
+
+@dataclass
+class ConvertResult:
+    plan: Plan
+    outputs: list[Path]
+
+
+def build_plan(source, outtype: str = "auto", keep_mtp: bool = True, family: str | None = None,
+               vocab: bool = True, pre: str | None = None):
+    index = load_index(source)
+    if index.format != "safetensors":
+        raise UnsupportedError("convert to GGUF reads safetensors checkpoints; this one is already GGUF")
+    fam = family_for(index.config, family)
+    plan = plan_gguf(index, fam, outtype, keep_mtp)
+    plan.kvs.append(kv("general.file_type", _file_type(plan)))
+    plan.kvs.append(kv("general.quantization_version", 2))
+    name = (index.config or {}).get("_name_or_path") or Path(source.label.rstrip("/")).name
+    plan.kvs.insert(1, kv("general.name", str(name)))
+    if vocab and _has_tokenizer(source):
+        from .tokenizer import tokenizer_kvs
+        vocab_size = next((t.slot.shape[0] for t in plan.tensors if t.slot.name == "token_embd.weight"),
+                          (index.config or {}).get("vocab_size", 0))
+        plan.kvs.extend(tokenizer_kvs(source, index.config, vocab_size, pre))
+    else:
+        # llama.cpp loads a model without a vocabulary when told so explicitly
+        plan.kvs.append(kv("tokenizer.ggml.model", "none"))
+    return plan
+
+
+def _has_tokenizer(source) -> bool:
+    from .tokenizer import has_tokenizer
+    return has_tokenizer(source)
+
+
+def _file_type(plan: Plan) -> int:
+    # llama_ftype: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q8_0 = 7, MOSTLY_BF16 = 32
+    from collections import Counter
+    c = Counter(t.slot.ggml_type for t in plan.tensors if len(t.slot.shape) > 1)
+    top = c.most_common(1)[0][0] if c else 0
+    return {0: 0, 1: 1, 8: 7, 30: 32}.get(top, 0)
+
+
+def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", revision: str | None = None,
+                    threads: int = 1, split_max_size: str | None = None, keep_mtp: bool = True,
+                    family: str | None = None, vocab: bool = True, pre: str | None = None,
+                    dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
+                    on_plan: Callable[[Plan], None] | None = None) -> ConvertResult:
+    with open_source(spec, revision) as source:
+        plan = build_plan(source, outtype, keep_mtp, family, vocab, pre)
+        if on_plan:
+            on_plan(plan)
+        if dry_run:
+            return ConvertResult(plan, [])
+        split = parse_size(split_max_size) if split_max_size else None
+        outputs = execute(plan, source, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes)
+        return ConvertResult(plan, outputs)

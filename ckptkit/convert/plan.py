@@ -1,0 +1,245 @@
+"""Plan a conversion from the tensor index alone: every output tensor's name, shape, type and
+the pieces of source tensors it is made of. No tensor data is read here.
+
+A piece is a run of rows of one source tensor seen as a matrix (leading axes folded into rows)
+plus the ops applied to it; an output tensor is its pieces' results concatenated in C order.
+So expert stacking is one piece per expert, a split is a row range, and nothing is ever
+gathered in memory beyond one chunk of rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+from ..dtypes import GGML_TYPE_BY_NAME
+from ..errors import CkptError, UnsupportedError
+from ..expr import evaluate
+from ..formats.gguf_write import KV, VT, TensorSlot, kv
+from ..index import TensorIndex, TensorInfo
+from ..infer.names import NameInfo, canonicalize
+from .family import Family, effective_config
+from .transforms import OPS, WHOLE
+
+OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
+_TYPED = {"u32": VT.UINT32, "i32": VT.INT32, "f32": VT.FLOAT32, "bool": VT.BOOL, "str": VT.STRING,
+          "u64": VT.UINT64}
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, cols) of a tensor with all leading axes folded into rows; 1-D is a column."""
+    if not shape:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], 1
+    return prod(shape[:-1]), shape[-1]
+
+
+@dataclass(frozen=True)
+class Piece:
+    src: TensorInfo
+    r0: int
+    r1: int
+    ops: tuple[tuple[Any, ...], ...] = ()
+    quantum: int = 1                       # chunks hold a multiple of this many rows
+    scale: TensorInfo | None = None        # FP8 block scales of ``src``
+    scale_block: tuple[int, int] = (128, 128)
+
+    @property
+    def rows(self) -> int:
+        return self.r1 - self.r0
+
+
+@dataclass
+class OutTensor:
+    slot: TensorSlot
+    pieces: list[Piece]
+
+
+@dataclass
+class Plan:
+    family: str
+    arch: str
+    kvs: list[KV]
+    tensors: list[OutTensor]
+    dropped: list[tuple[str, str]] = field(default_factory=list)   # (source name, why)
+
+    @property
+    def slots(self) -> list[TensorSlot]:
+        return [t.slot for t in self.tensors]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(s.nbytes for s in self.slots)
+
+
+# ---- metadata ----------------------------------------------------------------------------------
+
+def check_config(fam: Family, cfg: dict) -> None:
+    """The family's [checks]: what llama.cpp's implementation assumes about the config."""
+    for expr, why in fam.checks.items():
+        if not evaluate(expr, cfg):
+            raise UnsupportedError(f"{fam.arch}: {why}")
+
+
+def metadata_kvs(fam: Family, cfg: dict) -> list[KV]:
+    check_config(fam, cfg)
+    out = [kv("general.architecture", fam.arch)]
+    names = dict(cfg)
+    for key, src in fam.metadata.items():
+        key = key.replace("{arch}", fam.arch)
+        typ = None
+        if ":" in key:
+            key, t = key.rsplit(":", 1)
+            typ = _TYPED[t]
+        try:
+            value = evaluate(src, names)
+        except (TypeError, KeyError, IndexError, ValueError, ZeroDivisionError):
+            value = None
+        if value is None:
+            continue
+        if typ == VT.FLOAT32:
+            value = float(value)
+        out.append(kv(key, value, typ))
+    have = {k.key for k in out}
+    for req in fam.required:
+        req = req.replace("{arch}", fam.arch)
+        if req not in have:
+            raise UnsupportedError(f"config.json lacks what GGUF key {req} needs ({fam.metadata.get(req.replace(fam.arch, '{arch}'), '?')})")
+    return out
+
+
+# ---- output types --------------------------------------------------------------------------------
+
+def output_type(role: str, src_dtype: str, shape: tuple[int, ...], outtype: str, fam: Family) -> int:
+    T = GGML_TYPE_BY_NAME
+    if len(shape) <= 1 or role in fam.f32_roles:
+        return T["F32"]
+    if outtype == "f32":
+        return T["F32"]
+    if outtype == "f16":
+        return T["F16"]
+    if outtype == "bf16":
+        return T["BF16"]
+    if outtype == "q8_0":
+        return T["Q8_0"] if shape[-1] % 32 == 0 else T["F16"]
+    # auto: keep 16-bit and 32-bit as they are; widen 8-bit floats to BF16
+    if src_dtype in ("F16", "BF16", "F32"):
+        return T[src_dtype]
+    return T["BF16"]
+
+
+# ---- the plan -------------------------------------------------------------------------------------
+
+def gguf_name(role: str, layer: int | None) -> str:
+    return role if layer is None else f"blk.{layer}.{role}"
+
+
+def _ops_for(role: str, fam: Family, cfg: dict, rows_per_piece: int) -> tuple[tuple, int]:
+    """The family's ops for an output role, with arguments evaluated, and the row quantum."""
+    ops, quantum = [], 1
+    for spec in fam.transforms.get(role, []):
+        name, *args = spec
+        if name not in OPS:
+            raise UnsupportedError(f"mapping names unknown op {name!r} for {role}")
+        vals = [evaluate(a, cfg) if isinstance(a, str) else a for a in args]
+        if name == "permute_rope":
+            n_head = int(vals[0])
+            head_rows = rows_per_piece // n_head if n_head else 0
+            vals = [n_head, head_rows]
+            quantum = max(quantum, head_rows)
+        if name in WHOLE:
+            quantum = rows_per_piece
+        ops.append((name, *vals))
+    return tuple(ops), quantum
+
+
+def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: bool = True) -> Plan:
+    if outtype not in OUTTYPES:
+        raise CkptError(f"--outtype must be one of {', '.join(OUTTYPES)}")
+    cfg = effective_config(index.config)
+    infos = canonicalize(index.tensors)
+    scales = {}          # weight name -> its FP8 block scale tensor
+    for name, info in infos.items():
+        if info.part == "scale" and name.endswith("_scale_inv"):
+            scales[name[: -len("_scale_inv")]] = index.tensors[name]
+    plan = Plan(fam.name, fam.arch, metadata_kvs(fam, cfg), [])
+    experts: dict[tuple[int | None, str], dict[int, TensorInfo]] = {}
+    order: list[tuple[str, Any]] = []
+    unknown: list[str] = []
+    for name, t in index.tensors.items():
+        info: NameInfo = infos[name]
+        if info.role == "vision":
+            plan.dropped.append((name, "vision/audio tower (text model only)"))
+            continue
+        if info.role == "buffer":
+            plan.dropped.append((name, "buffer, not a parameter"))
+            continue
+        if info.part in ("scale", "input_scale"):
+            continue  # consumed with its weight
+        if info.role is None:
+            unknown.append(name)
+            continue
+        if info.mtp and not keep_mtp:
+            plan.dropped.append((name, "multi-token-prediction layer (--no-mtp)"))
+            continue
+        if info.part not in ("weight", "bias"):
+            raise UnsupportedError(f"{name}: {info.part} tensors are not converted yet")
+        role = fam.renames.get(info.role, info.role)
+        if info.expert is not None:
+            key = (info.layer, role)
+            if key not in experts:
+                experts[key] = {}
+                order.append(("experts", key))
+            experts[key][info.expert] = t
+        else:
+            order.append(("tensor", (role, info, t)))
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise UnsupportedError(f"no GGUF name for {', '.join(unknown[:3])}{more} in family {fam.name}")
+
+    for kind, item in order:
+        if kind == "experts":
+            (layer, role) = item
+            members = experts[item]
+            ids = sorted(members)
+            if ids != list(range(len(ids))):
+                raise CkptError(f"layer {layer} {role}: experts {ids[0]}..{ids[-1]} are not numbered 0..{len(ids) - 1}")
+            first = members[0]
+            if any(members[e].shape != first.shape for e in ids):
+                raise CkptError(f"layer {layer} {role}: experts differ in shape")
+            shape = (len(ids), *first.shape)
+            plan.tensors.append(_out(gguf_name(role, layer), role, shape, [members[e] for e in ids],
+                                     fam, cfg, outtype, scales))
+        else:
+            role, info, t = item
+            shape = t.shape
+            if info.transposed and len(shape) == 2:
+                shape = (shape[1], shape[0])
+            out = _out(gguf_name(role, info.layer), role, shape, [t], fam, cfg, outtype, scales,
+                       transposed=info.transposed and len(t.shape) == 2)
+            plan.tensors.append(out)
+    return plan
+
+
+def _out(name: str, role: str, shape: tuple[int, ...], srcs: list[TensorInfo], fam: Family, cfg: dict,
+         outtype: str, scales: dict[str, TensorInfo], transposed: bool = False) -> OutTensor:
+    rows, _ = matrix_shape(srcs[0].shape)
+    ops, quantum = _ops_for(role, fam, cfg, rows)
+    if transposed:
+        ops = (("transpose",),) + ops
+        quantum = rows
+    src_dtype = srcs[0].dtype
+    pieces = []
+    for s in srcs:
+        scale = scales.get(s.name)
+        q = quantum
+        if scale is not None:
+            q = _lcm(q, 128)
+        pieces.append(Piece(s, 0, rows, ops, q, scale))
+    slot = TensorSlot(name, shape, output_type(role, src_dtype, shape, outtype, fam))
+    return OutTensor(slot, pieces)
+
+
+def _lcm(a: int, b: int) -> int:
+    from math import gcd
+    return a * b // gcd(a, b)

@@ -1,0 +1,113 @@
+"""Execute a plan: one streaming pass, tensor by tensor, chunk by chunk, in file order.
+
+Reading, transforming and encoding a chunk are a job; with ``threads`` > 1 jobs run in a
+pool with a bounded look-ahead, and the writer takes their results strictly in order. Memory
+is bounded by (look-ahead + 1) chunks, whatever the model's size."""
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from gguf import GGMLQuantizationType
+from gguf.quants import quantize
+
+from ..dtypes import GGML_TYPES
+from ..formats.gguf_write import TensorSlot, write_gguf
+from ..sources.base import Source
+from ..tensordata import decode, read_raw_rows, row_nbytes
+from .plan import OutTensor, Piece, Plan, matrix_shape
+from .transforms import OPS, dequant_fp8_blocks
+
+CHUNK_BYTES = 32 << 20  # source bytes per job
+
+
+def encode(x: np.ndarray, ggml_type: int, cols: int) -> bytes:
+    """Values (C order) as bytes of a ggml type; ``cols`` is the output's row length."""
+    name = GGML_TYPES[ggml_type][0]
+    x = np.asarray(x, dtype=np.float32)
+    if name == "F32":
+        return x.tobytes()
+    if name == "F16":
+        return x.astype(np.float16).tobytes()
+    return quantize(x.reshape(-1, cols), GGMLQuantizationType(ggml_type)).tobytes()
+
+
+def _passthrough(piece: Piece, slot: TensorSlot) -> bool:
+    return not piece.ops and piece.scale is None and piece.src.dtype == GGML_TYPES[slot.ggml_type][0]
+
+
+def piece_jobs(source: Source, piece: Piece, slot: TensorSlot, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Callable[[], bytes]]:
+    """Jobs that together produce a piece's output bytes, in order."""
+    src = piece.src
+    rows, cols = matrix_shape(src.shape)
+    rb = row_nbytes(src) if src.shape and len(src.shape) > 1 else src.nbytes // max(rows, 1)
+    q = max(piece.quantum, 1)
+    step = max(q, (chunk_bytes // max(rb, 1)) // q * q)
+    out_cols = slot.shape[-1] if slot.shape else 1
+    passthrough = _passthrough(piece, slot)
+    for a in range(piece.r0, piece.r1, step):
+        b = min(a + step, piece.r1)
+        yield lambda a=a, b=b: _job(source, piece, slot, a, b, rb, cols, out_cols, passthrough)
+
+
+def _job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, rb: int, cols: int,
+         out_cols: int, passthrough: bool) -> bytes:
+    src = piece.src
+    raw = source.read(src.file, src.offset + a * rb, (b - a) * rb)
+    if passthrough:
+        return raw
+    x = decode(raw, src.dtype, (b - a, cols)).astype(np.float32, copy=False)
+    if piece.scale is not None:
+        br, bc = piece.scale_block
+        s0, s1 = a // br, -(-b // br)
+        srow = row_nbytes(piece.scale)
+        s = decode(source.read(piece.scale.file, piece.scale.offset + s0 * srow, (s1 - s0) * srow),
+                   piece.scale.dtype, (s1 - s0, piece.scale.shape[-1])).astype(np.float32)
+        x = dequant_fp8_blocks(x, s, a, br, bc)
+    for name, *args in piece.ops:
+        x = OPS[name](x, *args)
+    return encode(x, slot.ggml_type, out_cols)
+
+
+def tensor_jobs(source: Source, out: OutTensor, chunk_bytes: int = CHUNK_BYTES) -> list[Callable[[], bytes]]:
+    return [j for p in out.pieces for j in piece_jobs(source, p, out.slot, chunk_bytes)]
+
+
+def _ordered(jobs: Iterable[Callable[[], bytes]], threads: int) -> Iterator[bytes]:
+    if threads <= 1:
+        for j in jobs:
+            yield j()
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque = deque()
+        for j in jobs:
+            pending.append(pool.submit(j))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: int = 1,
+            split_max_bytes: int | None = None, on_bytes: Callable[[int], None] | None = None,
+            chunk_bytes: int = CHUNK_BYTES) -> list[Path]:
+    """Write the GGUF file(s) of ``plan`` reading tensor data from ``source``."""
+    # One flat job stream keeps the pool busy across tensor boundaries; the writer regroups it.
+    counts = []
+    all_jobs: list[Callable[[], bytes]] = []
+    for t in plan.tensors:
+        js = tensor_jobs(source, t, chunk_bytes)
+        counts.append(len(js))
+        all_jobs.extend(js)
+    stream = _ordered(all_jobs, threads)
+
+    def per_tensor():
+        for t, n in zip(plan.tensors, counts):
+            yield t.slot, (next(stream) for _ in range(n))
+
+    return write_gguf(out_path, plan.kvs, plan.slots, per_tensor(), split_max_bytes=split_max_bytes,
+                      on_bytes=on_bytes)

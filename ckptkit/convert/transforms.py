@@ -1,0 +1,64 @@
+"""The maths of conversion: small named functions over a chunk of rows.
+
+Every op takes a float32 array of shape (rows, cols) — a run of rows of the source tensor
+seen as a matrix (all leading axes folded into rows) — plus arguments from the mapping data,
+and returns the output's values for those rows in C order. Ops that need a whole matrix
+(transpose) declare it in WHOLE so the planner hands them one."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..errors import FormatError
+
+
+def permute_rope(x: np.ndarray, n_head: int, head_rows: int) -> np.ndarray:
+    """HF "rotate half" row order -> GGML's interleaved pairs, head by head.
+
+    ``head_rows`` is the rows one head takes (head_dim); the chunk holds whole heads."""
+    rows = x.shape[0]
+    if rows % head_rows or head_rows % 2:
+        raise FormatError(f"cannot permute {rows} rows in heads of {head_rows}")
+    h = rows // head_rows
+    return x.reshape(h, 2, head_rows // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+
+def add(x: np.ndarray, value: float) -> np.ndarray:
+    return x + np.float32(value)
+
+
+def neg_exp(x: np.ndarray) -> np.ndarray:
+    """A_log -> A = -exp(A_log) (Mamba-style state decay)."""
+    return -np.exp(x)
+
+
+def transpose(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.T)
+
+
+def take_cols(x: np.ndarray, start: int, step: int) -> np.ndarray:
+    """Every ``step``-th column from ``start`` (de-interleaving fused gate/up columns)."""
+    return np.ascontiguousarray(x[:, start::step])
+
+
+def dequant_fp8_blocks(x: np.ndarray, scale: np.ndarray, row0: int, block_rows: int, block_cols: int) -> np.ndarray:
+    """FP8 weights times their block scales (``weight_scale_inv``): scale[i // br, j // bc].
+
+    ``scale`` holds the scale rows covering this chunk, whose first row is ``row0``."""
+    rows, cols = x.shape
+    first = row0 // block_rows
+    r = (np.arange(row0, row0 + rows) // block_rows) - first
+    c = np.arange(cols) // block_cols
+    return x * scale[r][:, c]
+
+
+OPS: dict[str, Callable[..., np.ndarray]] = {
+    "permute_rope": permute_rope,
+    "add": add,
+    "neg_exp": neg_exp,
+    "transpose": transpose,
+    "take_cols": take_cols,
+}
+# ops that need the whole piece in one chunk
+WHOLE = {"transpose"}

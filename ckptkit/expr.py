@@ -1,0 +1,140 @@
+"""A tiny, safe expression language for the mapping data: arithmetic, comparisons, `and`/`or`,
+conditionals, subscripts, list comprehensions and a few functions over a config's names.
+
+An unknown name is None, so ``head_dim or hidden_size // num_attention_heads`` reads as
+"head_dim when the config has it". Nothing else of Python is reachable: no attributes, no
+imports, no calls but the listed functions."""
+from __future__ import annotations
+
+import ast
+import operator
+from functools import lru_cache
+from typing import Any, Mapping
+
+from .errors import CkptError
+
+_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+        ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+        ast.Pow: operator.pow}
+_CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+        ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
+        ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not}
+_FUNCS = {"int": int, "float": float, "bool": bool, "len": len, "min": min, "max": max,
+          "range": range, "sum": sum, "any": any, "all": all, "abs": abs, "list": list,
+          "str": str}
+_MAX_RANGE = 1_000_000
+
+
+class ExprError(CkptError):
+    pass
+
+
+@lru_cache(maxsize=4096)
+def _parse(src: str) -> ast.expr:
+    try:
+        return ast.parse(src, mode="eval").body
+    except SyntaxError as e:
+        raise ExprError(f"bad expression {src!r}: {e.msg}") from None
+
+
+def evaluate(src: str, names: Mapping[str, Any]) -> Any:
+    return _Eval(names).run(_parse(src))
+
+
+class _Eval:
+    def __init__(self, names: Mapping[str, Any]):
+        self.scopes: list[Mapping[str, Any]] = [names]
+
+    def name(self, n: str) -> Any:
+        for scope in reversed(self.scopes):
+            if n in scope:
+                return scope[n]
+        return {"None": None, "True": True, "False": False}.get(n)
+
+    def run(self, node: ast.AST) -> Any:
+        m = getattr(self, "_" + type(node).__name__, None)
+        if m is None:
+            raise ExprError(f"{type(node).__name__} is not allowed in mapping expressions")
+        return m(node)
+
+    def _Constant(self, n):
+        return n.value
+
+    def _Name(self, n):
+        return self.name(n.id)
+
+    def _List(self, n):
+        return [self.run(e) for e in n.elts]
+
+    _Tuple = _List
+
+    def _Dict(self, n):
+        return {self.run(k): self.run(v) for k, v in zip(n.keys, n.values)}
+
+    def _BinOp(self, n):
+        return _BIN[type(n.op)](self.run(n.left), self.run(n.right))
+
+    def _UnaryOp(self, n):
+        v = self.run(n.operand)
+        return {ast.USub: operator.neg, ast.Not: operator.not_, ast.UAdd: operator.pos}[type(n.op)](v)
+
+    def _BoolOp(self, n):
+        if isinstance(n.op, ast.And):
+            v = True
+            for e in n.values:
+                v = self.run(e)
+                if not v:
+                    return v
+            return v
+        v = None
+        for e in n.values:
+            v = self.run(e)
+            if v:
+                return v
+        return v
+
+    def _Compare(self, n):
+        left = self.run(n.left)
+        for op, c in zip(n.ops, n.comparators):
+            right = self.run(c)
+            if not _CMP[type(op)](left, right):
+                return False
+            left = right
+        return True
+
+    def _IfExp(self, n):
+        return self.run(n.body) if self.run(n.test) else self.run(n.orelse)
+
+    def _Subscript(self, n):
+        base = self.run(n.value)
+        if base is None:
+            return None
+        key = self.run(n.slice)
+        if isinstance(base, dict):
+            return base.get(key)
+        return base[key]
+
+    def _Slice(self, n):
+        return slice(*(None if x is None else self.run(x) for x in (n.lower, n.upper, n.step)))
+
+    def _Call(self, n):
+        if not isinstance(n.func, ast.Name) or n.func.id not in _FUNCS or n.keywords:
+            raise ExprError("only int, float, bool, len, min, max, range, sum, any, all, abs, list, str may be called")
+        args = [self.run(a) for a in n.args]
+        if n.func.id == "range" and any(abs(a) > _MAX_RANGE for a in args):
+            raise ExprError("range too large")
+        return _FUNCS[n.func.id](*args)
+
+    def _ListComp(self, n):
+        if len(n.generators) != 1 or not isinstance(n.generators[0].target, ast.Name):
+            raise ExprError("one simple `for` per list comprehension")
+        g = n.generators[0]
+        out = []
+        for v in self.run(g.iter):
+            self.scopes.append({g.target.id: v})
+            try:
+                if all(self.run(c) for c in g.ifs):
+                    out.append(self.run(n.elt))
+            finally:
+                self.scopes.pop()
+        return out

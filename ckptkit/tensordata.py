@@ -1,0 +1,75 @@
+"""Tensor bytes to numpy arrays: decoding of every float format ckptkit converts from.
+
+numpy has no bfloat16 or float8: those are widened to float32 by bit manipulation and a
+lookup table (facts: bfloat16 is the top half of an IEEE float32; float8 e4m3fn has no
+infinities and one NaN pattern; e5m2 is the top byte of a float16)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from math import prod
+
+import numpy as np
+
+from .errors import UnsupportedError
+from .index import TensorInfo
+from .sources.base import Source
+
+_NATIVE = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "i1", "U8": "u1", "I16": "<i2",
+           "U16": "<u2", "I32": "<i4", "U32": "<u4", "I64": "<i8", "U64": "<u8", "BOOL": "?"}
+
+
+@lru_cache(maxsize=None)
+def _fp8_table(kind: str) -> np.ndarray:
+    codes = np.arange(256, dtype=np.uint32)
+    if kind == "F8_E5M2":
+        return (codes.astype(np.uint16) << 8).view(np.float16).astype(np.float32)
+    # e4m3fn: 1 sign, 4 exponent (bias 7), 3 mantissa; S.1111.111 is NaN, no infinities
+    sign = np.where(codes & 0x80, -1.0, 1.0)
+    exp = (codes >> 3) & 0xF
+    man = codes & 0x7
+    val = np.where(exp == 0, man / 8.0 * 2.0 ** -6, (1 + man / 8.0) * 2.0 ** (exp.astype(np.int32) - 7))
+    val = sign * val
+    val[(codes & 0x7F) == 0x7F] = np.nan
+    return val.astype(np.float32)
+
+
+def e8m0_to_float(codes: np.ndarray) -> np.ndarray:
+    """E8M0 scale exponents (OCP microscaling) as float32: 2^(code-127)."""
+    return np.ldexp(np.float32(1.0), codes.astype(np.int32) - 127).astype(np.float32)
+
+
+def decode(raw: bytes | bytearray | memoryview, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Raw little-endian bytes of ``dtype`` as an array of ``shape``: float32 for BF16/F8,
+    the native type otherwise."""
+    if dtype in _NATIVE:
+        return np.frombuffer(raw, dtype=_NATIVE[dtype]).reshape(shape)
+    if dtype == "BF16":
+        u = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return u.view(np.float32).reshape(shape)
+    if dtype in ("F8_E4M3", "F8_E5M2"):
+        return _fp8_table(dtype)[np.frombuffer(raw, dtype=np.uint8)].reshape(shape)
+    if dtype == "F8_E8M0":
+        return e8m0_to_float(np.frombuffer(raw, dtype=np.uint8)).reshape(shape)
+    raise UnsupportedError(f"cannot decode {dtype} tensors")
+
+
+def row_nbytes(t: TensorInfo) -> int:
+    """Bytes of one index along axis 0 (the whole tensor for 0-d tensors)."""
+    return t.nbytes // t.shape[0] if t.shape and t.shape[0] else t.nbytes
+
+
+def read_raw_rows(source: Source, t: TensorInfo, r0: int, r1: int) -> bytes:
+    rb = row_nbytes(t)
+    return source.read(t.file, t.offset + r0 * rb, (r1 - r0) * rb)
+
+
+def read_rows(source: Source, t: TensorInfo, r0: int = 0, r1: int | None = None) -> np.ndarray:
+    """Rows [r0, r1) along axis 0, decoded."""
+    if not t.shape:
+        return decode(source.read(t.file, t.offset, t.nbytes), t.dtype, ())
+    r1 = t.shape[0] if r1 is None else r1
+    return decode(read_raw_rows(source, t, r0, r1), t.dtype, (r1 - r0, *t.shape[1:]))
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return prod(shape)

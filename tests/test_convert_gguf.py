@@ -1,0 +1,94 @@
+"""HF -> GGUF for the seed families: llama.cpp loads what ckptkit wrote and its logits match
+transformers' on the same tiny model."""
+import gguf
+import numpy as np
+import pytest
+
+from ckptkit.convert import convert_to_gguf
+from ckptkit.errors import UnsupportedError
+from convert_harness import assert_logits_match, llama_cpp_or_skip
+
+# family fixture name -> GGUF architecture
+FAMILIES = {
+    "llama": "llama", "mistral": "llama", "mixtral": "llama",
+    "qwen2": "qwen2", "qwen3": "qwen3", "qwen3_moe": "qwen3moe",
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_logits_match_f32(family, tiny_model, tmp_path):
+    llama_cpp_or_skip()
+    src = tiny_model(family)
+    out = tmp_path / "m.gguf"
+    res = convert_to_gguf(str(src), out, outtype="f32")
+    assert res.outputs == [out] and out.exists()
+    arch = gguf.GGUFReader(out).fields["general.architecture"].contents()
+    assert arch == FAMILIES[family]
+    assert_logits_match(out, src, rtol=2e-3)
+
+
+@pytest.mark.parametrize("outtype, rtol", [("f16", 2e-2), ("bf16", 5e-2), ("q8_0", 5e-2)])
+def test_logits_match_lower_precision(outtype, rtol, tiny_model, tmp_path):
+    llama_cpp_or_skip()
+    src = tiny_model("qwen3_moe")
+    out = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), out, outtype=outtype)
+    assert_logits_match(out, src, rtol=rtol)
+
+
+def test_rope_permutation_is_exact(tiny_model, tmp_path):
+    """llama's q rows are re-ordered head by head; qwen2's are not."""
+    from safetensors import safe_open
+    src = tiny_model("llama")
+    out = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), out, outtype="f32", vocab=False)
+    r = gguf.GGUFReader(out)
+    q = next(t for t in r.tensors if t.name == "blk.0.attn_q.weight").data
+    import json
+    cfg = json.loads((src / "config.json").read_text())
+    wm = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    name = "model.layers.0.self_attn.q_proj.weight"
+    with safe_open(str(src / wm[name]), "np") as f:
+        hf = f.get_tensor(name)
+    heads = cfg["num_attention_heads"]
+    hd = hf.shape[0] // heads
+    expect = hf.reshape(heads, 2, hd // 2, -1).swapaxes(1, 2).reshape(hf.shape)
+    assert np.array_equal(q, expect)
+    assert not np.array_equal(q, hf)
+
+
+def test_threads_give_identical_bytes(tiny_model, tmp_path):
+    src = tiny_model("mixtral")
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    convert_to_gguf(str(src), a, outtype="q8_0", threads=1)
+    convert_to_gguf(str(src), b, outtype="q8_0", threads=3)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_experts_stacked_in_order(tiny_model, tmp_path):
+    from safetensors import safe_open
+    import json
+    src = tiny_model("mixtral")
+    out = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), out, outtype="f32", vocab=False)
+    r = gguf.GGUFReader(out)
+    t = next(t for t in r.tensors if t.name == "blk.1.ffn_down_exps.weight")
+    wm = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    for e in range(t.data.shape[0]):
+        name = f"model.layers.1.block_sparse_moe.experts.{e}.w2.weight"
+        with safe_open(str(src / wm[name]), "np") as f:
+            assert np.array_equal(t.data[e], f.get_tensor(name))
+
+
+def test_unsupported_family_is_clear(tiny_model, tmp_path):
+    import json, shutil
+    src = tiny_model("llama")
+    d = tmp_path / "x"
+    shutil.copytree(src, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["architectures"] = ["MadeUpForCausalLM"]
+    cfg["model_type"] = "madeup"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedError, match="MadeUpForCausalLM"):
+        convert_to_gguf(str(d), tmp_path / "o.gguf")
+    assert not (tmp_path / "o.gguf").exists()
