@@ -269,6 +269,8 @@ def spm_dir(tmp_path_factory):
     spm.SentencePieceTrainer.train(input=str(d / "corpus.txt"), model_prefix=str(d / "tokenizer"),
                                    vocab_size=400, model_type="bpe", byte_fallback=True,
                                    user_defined_symbols=["<tool>"], control_symbols=["<ctl>"],
+                                   # Llama 2's settings: raw text, spaces kept
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
                                    minloglevel=2)
     (d / "corpus.txt").unlink()
     (d / "tokenizer.vocab").unlink()
@@ -399,3 +401,43 @@ def test_llama_cpp_tokenizes_like_tokenizers(tmp_path, kind):
         want = tok.encode(text, add_special_tokens=False).ids
         got = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         assert got == want, text
+
+
+def _vocab_only_llama(tmp_path, kvs):
+    from ckptkit.formats.gguf_write import kv, write_gguf
+    arch = [kv("general.architecture", "llama"), kv("llama.context_length", 64),
+            kv("llama.embedding_length", 8), kv("llama.block_count", 1),
+            kv("llama.feed_forward_length", 16), kv("llama.attention.head_count", 2),
+            kv("llama.attention.head_count_kv", 2), kv("llama.rope.dimension_count", 4),
+            kv("llama.attention.layer_norm_rms_epsilon", 1e-5)]
+    out = tmp_path / "vocab.gguf"
+    write_gguf(out, arch + kvs, [], iter(()))
+    return _llama_cpp().Llama(model_path=str(out), vocab_only=True, verbose=False)
+
+
+@pytest.mark.skipif(_llama_cpp() is None, reason="llama-cpp-python is not installed (test extra)")
+def test_llama_cpp_tokenizes_like_sentencepiece(tmp_path, spm_dir):
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(spm_dir / "tokenizer.model"))
+    llm = _vocab_only_llama(tmp_path, tokenizer_kvs(LocalSource(spm_dir), None, sp.vocab_size()))
+    # (text after a user-defined piece is left out: llama.cpp prefixes it with a space, by design)
+    for text in (SAMPLE.replace("\t", " "), "plain words only", "the <tool>", "Ωmega ☃ unseen"):
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == sp.encode(text), text
+
+
+@pytest.mark.skipif(_llama_cpp() is None, reason="llama-cpp-python is not installed (test extra)")
+def test_llama_cpp_tokenizes_kimi_tiktoken_like_tokenizers(tmp_path):
+    tok = train_bpe(split_pre(KIMI_RE), vocab_size=500)
+    tj = json.loads(tok.to_str())
+    byte_of = {bytes_to_token(bytes([b])): b for b in range(256)}
+    specials = {a["id"] for a in tj["added_tokens"]}
+    normal = sorted(i for i in tj["model"]["vocab"].values() if i not in specials)
+    inv = {i: t for t, i in tj["model"]["vocab"].items()}
+    lines = [base64.b64encode(bytes(byte_of[c] for c in inv[i])).decode() + f" {r}" for r, i in enumerate(normal)]
+    d = write_checkpoint(tmp_path / "kimi", None,
+                         {"auto_map": {"AutoTokenizer": ["tokenization_kimi.TikTokenTokenizer", None]}},
+                         extra={"tiktoken.model": "\n".join(lines)})
+    llm = _vocab_only_llama(tmp_path, tokenizer_kvs(LocalSource(d), None, len(normal)))
+    for text in (SAMPLE, CHKTXT, "我想在apple工作 mixed汉字Text"):
+        want = [normal.index(i) for i in tok.encode(text, add_special_tokens=False).ids]
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == want, text
