@@ -76,7 +76,7 @@ def compare_model(model: dict, facts: dict) -> tuple[int, list[str]]:
 
 def find_model(family: str | None, facts: dict) -> tuple[dict | None, dict | None, list[str]]:
     """(exact model, closest model, keys the closest differs in) among a family's models."""
-    best, best_diff, best_score = None, [], -1
+    best, best_diff, best_score = None, [], float("-inf")
     for m in models():
         if family is not None and m["family"] != family:
             continue
