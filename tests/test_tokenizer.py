@@ -441,3 +441,61 @@ def test_llama_cpp_tokenizes_kimi_tiktoken_like_tokenizers(tmp_path):
     for text in (SAMPLE, CHKTXT, "我想在apple工作 mixed汉字Text"):
         want = [normal.index(i) for i in tok.encode(text, add_special_tokens=False).ids]
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == want, text
+
+
+def spm_as_tokenizer_json(model_file: Path) -> Tokenizer:
+    """A Llama-2-style tokenizer.json (byte-fallback BPE, "▁" normalizer) from a SentencePiece
+    BPE model: merges ordered by the merged piece's rank, as HF's converter orders them."""
+    pieces = parse_sentencepiece(model_file.read_bytes()).pieces
+    vocab = {p: i for i, (p, _, _) in enumerate(pieces)}
+    merges = []
+    for i, (p, _, typ) in enumerate(pieces):
+        if typ != NORMAL or len(p) < 2:
+            continue
+        splits = [(p[:k], p[k:]) for k in range(1, len(p)) if p[:k] in vocab and p[k:] in vocab]
+        merges += sorted(splits, key=lambda ab: (vocab[ab[0]], vocab[ab[1]]))
+    tok = Tokenizer(models.BPE(vocab, merges, byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens(["<unk>", "<s>", "</s>", "<ctl>"])
+    return tok
+
+
+@pytest.mark.skipif(_llama_cpp() is None, reason="llama-cpp-python is not installed (test extra)")
+def test_llama_cpp_tokenizes_llama2_style_tokenizer_json_like_tokenizers(tmp_path, spm_dir):
+    """No tokenizer.model: the scores llama.cpp's SPM tokenizer needs are made from merge ranks."""
+    tok = spm_as_tokenizer_json(spm_dir / "tokenizer.model")
+    d = write_checkpoint(tmp_path / "hf", tok, {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    kvs = tokenizer_kvs(LocalSource(d), None, tok.get_vocab_size())
+    v = values(kvs)
+    assert v["tokenizer.ggml.model"] == "llama" and v["tokenizer.ggml.add_space_prefix"] is True
+    assert v["tokenizer.ggml.token_type"][tok.token_to_id("<0x41>")] == BYTE
+    assert v["tokenizer.ggml.token_type"][tok.token_to_id("<unk>")] == UNKNOWN
+    llm = _vocab_only_llama(tmp_path, kvs)
+    for text in (SAMPLE.replace("\t", " "), "plain words only", "Ωmega ☃ unseen"):
+        want = tok.encode(text, add_special_tokens=False).ids
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == want, text
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda j: j.update(post_processor={"type": "TemplateProcessing", "single": {"x": 1}}),
+    lambda j: j.update(post_processor={"type": "TemplateProcessing", "single": [{"SpecialToken": 3}]}),
+    lambda j: j["model"].update(merges=[["a", "b", "c"]]),
+    lambda j: j["model"].update(merges="a b"),
+    lambda j: j["model"]["vocab"].update({"zz": -1}),
+    lambda j: j.update(added_tokens=[{"id": "1", "content": "x"}]),
+    lambda j: j.update(pre_tokenizer={"type": "Sequence", "pretokenizers": 5}),
+    lambda j: j.update(pre_tokenizer={"type": "Split", "pattern": {}, "behavior": "Isolated"}),
+    lambda j: j.update(model={"type": "WordPiece", "vocab": {}}),
+    lambda j: j.update(model=[]),
+])
+def test_malformed_tokenizer_json_gives_ckpt_errors(tmp_path, llama3_dir, mutate):
+    from ckptkit.errors import CkptError
+    tj = json.loads((llama3_dir / "tokenizer.json").read_text())
+    mutate(tj)
+    d = write_checkpoint(tmp_path / "bad", None, extra={"tokenizer.json": tj})
+    try:
+        tokenizer_kvs(LocalSource(d), None, 0)
+    except CkptError:
+        pass  # a clear, deliberate error; any other exception type fails the test

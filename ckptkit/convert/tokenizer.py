@@ -761,12 +761,20 @@ def _post_processor(tj: dict | None) -> tuple[str | None, str | None, bool]:
             last = sep[0] if isinstance(sep, list) and sep else last
         elif p.get("type") == "TemplateProcessing":
             says = True
-            single = p.get("single") or []
-            if single and isinstance(single[0], dict) and "SpecialToken" in single[0]:
-                first = single[0]["SpecialToken"].get("id")
-            if len(single) > 1 and isinstance(single[-1], dict) and "SpecialToken" in single[-1]:
-                last = single[-1]["SpecialToken"].get("id")
+            single = p.get("single")
+            single = [_special_id(x) for x in single] if isinstance(single, list) else []
+            if single:
+                first = single[0]
+            if len(single) > 1:
+                last = single[-1]
     return first, last, says
+
+
+def _special_id(piece: Any) -> str | None:
+    """The token of a TemplateProcessing item {"SpecialToken": {"id": ...}}, else None."""
+    st = piece.get("SpecialToken") if isinstance(piece, dict) else None
+    tid = st.get("id") if isinstance(st, dict) else None
+    return tid if isinstance(tid, str) else None
 
 
 def chat_template_kvs(source: Source, tok_config: dict) -> list[KV]:
