@@ -26,6 +26,7 @@ class Family:
     renames: dict[str, str] = field(default_factory=dict)   # canonical role -> GGUF role
     options: dict[str, Any] = field(default_factory=dict)   # family switches (see files)
     checks: dict[str, str] = field(default_factory=dict)    # expression that must hold -> why
+    splits: tuple[dict, ...] = ()                           # [[split]] tables (see plan._split_out)
 
 
 def _load(path: Path) -> dict:
@@ -49,7 +50,8 @@ def families() -> dict[str, Family]:
             name=path.stem, arch=d["arch"], architectures=tuple(d.get("architectures", [])),
             model_types=tuple(d.get("model_types", [])), metadata=meta, required=tuple(required),
             transforms=d.get("transforms", {}), f32_roles=frozenset(f32),
-            renames=d.get("renames", {}), options=d.get("options", {}), checks=d.get("checks", {}))
+            renames=d.get("renames", {}), options=d.get("options", {}), checks=d.get("checks", {}),
+            splits=tuple(d.get("split", [])))
     return out
 
 

@@ -207,18 +207,76 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
             first = members[0]
             if any(members[e].shape != first.shape for e in ids):
                 raise CkptError(f"layer {layer} {role}: experts differ in shape")
-            shape = (len(ids), *first.shape)
-            plan.tensors.append(_out(gguf_name(role, layer), role, shape, [members[e] for e in ids],
-                                     fam, cfg, outtype, scales))
+            unit = Unit(role, layer, [members[e] for e in ids], (len(ids), *first.shape))
         else:
             role, info, t = item
             shape = t.shape
             if info.transposed and len(shape) == 2:
                 shape = (shape[1], shape[0])
-            out = _out(gguf_name(role, info.layer), role, shape, [t], fam, cfg, outtype, scales,
-                       transposed=info.transposed and len(t.shape) == 2)
-            plan.tensors.append(out)
+            unit = Unit(role, info.layer, [t], shape, transposed=info.transposed and len(t.shape) == 2)
+        plan.tensors.extend(_outputs(unit, fam, cfg, outtype, scales))
     return plan
+
+
+@dataclass
+class Unit:
+    """One logical source tensor: a tensor, or a layer's experts stacked along a new axis 0."""
+    role: str
+    layer: int | None
+    srcs: list[TensorInfo]
+    shape: tuple[int, ...]
+    transposed: bool = False
+
+
+def _outputs(unit: Unit, fam: Family, cfg: dict, outtype: str, scales: dict[str, TensorInfo]) -> list[OutTensor]:
+    splits = [sp for sp in fam.splits if sp["from"] == unit.role]
+    if not splits:
+        return [_out(gguf_name(unit.role, unit.layer), unit.role, unit.shape, unit.srcs, fam, cfg, outtype,
+                     scales, unit.transposed)]
+    return [_split_out(unit, sp, fam, cfg, outtype, scales) for sp in splits]
+
+
+def _split_out(unit: Unit, sp: dict, fam: Family, cfg: dict, outtype: str,
+               scales: dict[str, TensorInfo]) -> OutTensor:
+    """One output of a [[split]]: from each of ``groups`` row groups of the (stacked) source
+    seen as a matrix, rows [start, start + count), with the split's ops, then the target
+    role's own transforms."""
+    names = {**cfg, "src_shape": list(unit.shape)}
+    total_rows = matrix_shape(unit.shape)[0]
+    groups = int(evaluate(str(sp.get("groups", "1")), names))
+    group_rows = int(evaluate(str(sp.get("group_rows", f"{total_rows} // {groups}")), names))
+    start = int(evaluate(str(sp.get("start", "0")), names))
+    count = int(evaluate(str(sp["count"]), names))
+    step = int(evaluate(str(sp.get("step", "1")), names))
+    role = sp["to"]
+    src_rows = matrix_shape(unit.srcs[0].shape)[0]
+    if groups * group_rows != total_rows or start + count * step > group_rows or count <= 0:
+        raise CkptError(f"{unit.role}: split into {role} does not fit the tensor's {total_rows} rows")
+    if "shape" in sp:
+        shape = tuple(int(v) for v in evaluate(sp["shape"], names))
+    else:
+        shape = (count, *unit.shape[1:])
+    split_ops = []
+    for spec in sp.get("ops", []):
+        name, *args = spec
+        split_ops.append((name, *[evaluate(a, names) if isinstance(a, str) else a for a in args]))
+    if step > 1:
+        split_ops.insert(0, ("take_rows", 0, step))
+    span = count * step
+    own_ops, quantum = _ops_for(role, fam, cfg, count)
+    ops = tuple(split_ops) + own_ops
+    if any(o[0] in WHOLE for o in ops) or step > 1:
+        quantum = span
+    pieces = []
+    for g in range(groups):
+        r = g * group_rows + start
+        k, local = divmod(r, src_rows)
+        if local + span > src_rows:
+            raise CkptError(f"{unit.role}: split group {g} crosses a source tensor boundary")
+        src = unit.srcs[k]
+        pieces.append(Piece(src, local, local + span, ops, quantum, scales.get(src.name)))
+    slot = TensorSlot(gguf_name(role, unit.layer), shape, output_type(role, unit.srcs[0].dtype, shape, outtype, fam))
+    return OutTensor(slot, pieces)
 
 
 def _out(name: str, role: str, shape: tuple[int, ...], srcs: list[TensorInfo], fam: Family, cfg: dict,

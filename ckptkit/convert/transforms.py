@@ -42,6 +42,11 @@ def take_cols(x: np.ndarray, start: int, step: int) -> np.ndarray:
     return np.ascontiguousarray(x[:, start::step])
 
 
+def take_rows(x: np.ndarray, start: int, step: int) -> np.ndarray:
+    """Every ``step``-th row from ``start`` (de-interleaving fused rows)."""
+    return np.ascontiguousarray(x[start::step])
+
+
 def dequant_fp8_blocks(x: np.ndarray, scale: np.ndarray, row0: int, block_rows: int, block_cols: int) -> np.ndarray:
     """FP8 weights times their block scales (``weight_scale_inv``): scale[i // br, j // bc].
 
@@ -59,6 +64,7 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "neg_exp": neg_exp,
     "transpose": transpose,
     "take_cols": take_cols,
+    "take_rows": take_rows,
 }
 # ops that need the whole piece in one chunk
 WHOLE = {"transpose"}
