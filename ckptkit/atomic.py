@@ -21,6 +21,12 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class AtomicFiles:
     """A set of output files committed together.
 
@@ -36,6 +42,7 @@ class AtomicFiles:
         final = Path(path)
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".ckptkit-{final.name}.", suffix=".tmp", dir=final.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         f = os.fdopen(fd, "w+b")
         self._pending.append((final, Path(tmp), f))
         return f

@@ -114,5 +114,74 @@ def _render_facts(report: dict, console: Console) -> None:
     render_facts(report, console)
 
 
+@main.command()
+@click.argument("src")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--outtype", type=click.Choice(["auto", "f32", "f16", "bf16", "q8_0"]), default="auto",
+              show_default=True, help="auto keeps 16-bit as it is and F32 where llama.cpp wants F32.")
+@click.option("--revision", help="Hub revision (branch, tag or commit).")
+@click.option("--split-max-size", help="Split the output into files of at most this size (e.g. 50G).")
+@click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Jobs reading, transforming and encoding chunks at once.")
+@click.option("--no-mtp", is_flag=True, help="Drop multi-token-prediction layers.")
+@click.option("--no-vocab", is_flag=True, help="Do not convert the tokenizer.")
+@click.option("--pre", help="Force the BPE pre-tokenizer name (tokenizer.ggml.pre).")
+@click.option("--family", help="Force the conversion family (a file stem in mappings/convert).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@guarded
+def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
+            dry_run, no_progress) -> None:
+    """Convert SRC (HF safetensors: folder, file or Hub repo) to GGUF at OUT, streamed."""
+    from .convert import convert_to_gguf
+    from .render.text import human_bytes
+    bar: dict = {}
+
+    def on_plan(plan) -> None:
+        if dry_run:
+            _print_plan(plan)
+        elif not no_progress and sys.stderr.isatty():
+            from tqdm import tqdm
+            bar["bar"] = tqdm(total=plan.nbytes, unit="B", unit_scale=True, unit_divisor=1024,
+                              desc="convert", file=sys.stderr, smoothing=0.1)
+
+    def on_bytes(n: int) -> None:
+        if "bar" in bar:
+            bar["bar"].update(n)
+
+    try:
+        res = convert_to_gguf(src, out, outtype=outtype, revision=revision, threads=threads,
+                              split_max_size=split_max_size, keep_mtp=not no_mtp, family=family,
+                              vocab=not no_vocab, pre=pre, dry_run=dry_run, on_bytes=on_bytes,
+                              on_plan=on_plan)
+    finally:
+        if "bar" in bar:
+            bar["bar"].close()
+    if not dry_run:
+        for p in res.outputs:
+            click.echo(f"wrote {p} ({human_bytes(p.stat().st_size)}, {len(res.plan.tensors)} tensors, "
+                       f"arch {res.plan.arch})", err=True)
+
+
+def _print_plan(plan) -> None:
+    from .dtypes import GGML_TYPES
+    from .render.text import human_bytes
+    click.echo(f"family {plan.family} -> GGUF arch {plan.arch}; {len(plan.tensors)} tensors, "
+               f"{human_bytes(plan.nbytes)} of tensor data")
+    for k in plan.kvs:
+        if k.key.startswith("tokenizer.ggml.") and isinstance(k.value, list):
+            click.echo(f"  {k.key} = [{len(k.value)} items]")
+        else:
+            v = k.value if not isinstance(k.value, str) or len(k.value) < 80 else k.value[:77] + "..."
+            click.echo(f"  {k.key} = {v}")
+    for t in plan.tensors:
+        src = t.pieces[0].src.name + (f" (+{len(t.pieces) - 1})" if len(t.pieces) > 1 else "")
+        ops = ",".join(o[0] for o in t.pieces[0].ops)
+        click.echo(f"  {t.slot.name:40s} {str(list(t.slot.shape)):22s} {GGML_TYPES[t.slot.ggml_type][0]:5s} <- {src}"
+                   + (f" [{ops}]" if ops else ""))
+    for name, why in plan.dropped:
+        click.echo(f"  dropped {name}: {why}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
