@@ -54,11 +54,16 @@ def read_json(source: Source, path: str) -> Any:
     size = source.files().get(path)
     if size is not None and size > MAX_JSON_BYTES:
         raise FormatError(f"{size} bytes is too large for a JSON file", path)
-    raw = source.read_file(path)
+    # Local sources list sizes as unknown: read at most one byte past the limit to find out.
+    raw, size = source.read_head(path, MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES or (size is not None and size > MAX_JSON_BYTES):
+        raise FormatError(f"{size or len(raw)} bytes is too large for a JSON file", path)
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"not valid JSON: {e}", path) from None
+        raise FormatError(f"not valid JSON: {str(e)[:200]}", path) from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+        raise FormatError("not valid JSON: nested too deeply", path) from None
 
 
 def _top_level(files: dict[str, int | None]) -> list[str]:
@@ -102,21 +107,11 @@ def find_checkpoint_files(source: Source) -> tuple[str, list[str], str | None]:
 
 
 def _pick_gguf(ggufs: list[str], label: str) -> list[str]:
-    sets: dict[str, list[str]] = {}
-    for f in ggufs:
-        m = _SPLIT_GGUF.match(f)
-        sets.setdefault(m["stem"] if m else f, []).append(f)
-    if len(sets) > 1:
-        raise SourceError(f"holds several GGUF models ({', '.join(sorted(sets))}); name one file", label)
-    (parts,) = sets.values()
-    m = _SPLIT_GGUF.match(parts[0])
-    if m:
-        count = int(m["count"])
-        have = {int(_SPLIT_GGUF.match(p)["no"]) for p in parts}
-        missing = sorted(set(range(1, count + 1)) - have)
-        if missing:
-            raise SourceError(f"split GGUF part {missing[0]} of {count} is missing", label)
-    return sorted(parts)
+    from .formats.gguf import split_gguf_parts
+    groups = split_gguf_parts(ggufs)
+    if len(groups) > 1:
+        raise SourceError(f"holds several GGUF models ({', '.join(g[0] for g in groups)}); name one file", label)
+    return groups[0]
 
 
 # ---- the index --------------------------------------------------------------------------------
@@ -185,6 +180,8 @@ def _load_gguf(source: Source, files: list[str], config: dict | None,
     except ImportError:  # pragma: no cover - during development only
         raise UnsupportedError("GGUF reading is not available in this build", source.label)
     headers = source.map(lambda p: gg.read_gguf_header(source, p), files)
+    if len(files) > 1:
+        gg.check_split_set(headers, files)
     tensors: dict[str, TensorInfo] = {}
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}

@@ -100,3 +100,38 @@ def test_missing_repo_is_one_line(hub, hf_cache):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "nobody/nothing" in r.stderr
+
+
+def test_split_gguf_all_parts_read(tiny_model, tmp_path):
+    from ckptkit.convert import convert_to_gguf
+    d = tiny_model("llama")
+    res = convert_to_gguf(str(d), tmp_path / "m.gguf", outtype="f32", split_max_size="60K", vocab=False)
+    assert len(res.outputs) >= 3
+    assert all(p.name.endswith(f"-of-{len(res.outputs):05d}.gguf") for p in res.outputs)
+    whole = api.inspect(str(res.outputs[1]))          # naming any part reads every part
+    assert {f.name for f in whole.files} == {p.name for p in res.outputs}
+    assert len(whole.tensors) == len(res.plan.tensors)
+    assert api.inspect(str(tmp_path)).total_parameters == whole.total_parameters
+    res.outputs[2].unlink()
+    with pytest.raises(Exception, match="missing split part"):
+        api.inspect(str(res.outputs[0]))
+
+
+def test_remote_gguf_reads_header_only(hub, hf_cache):
+    """A 4 GB GGUF on the Hub: metadata and tensor table come from ranged reads, no data."""
+    from ckptkit.formats.gguf_write import TensorSlot, header_bytes, kv
+    from hubserver import VirtualFile
+    slots = [TensorSlot(f"blk.{i}.ffn_up.weight", (8192, 16384), 1) for i in range(16)]
+    kvs = [kv("general.architecture", "llama"), kv("tokenizer.ggml.tokens", [f"t{i}" for i in range(50_000)])]
+    head, offsets = header_bytes(kvs, slots)
+    size = len(head) + offsets[-1] + slots[-1].nbytes
+    hub.add_repo("big/gguf-remote", {"model.gguf": VirtualFile(head, size)})
+    hub.reset_stats()
+    idx = api.inspect("big/gguf-remote")
+    assert idx.format == "gguf" and len(idx.tensors) == 16
+    assert idx.tensors["blk.3.ffn_up.weight"].shape == (8192, 16384)
+    assert idx.tensors["blk.3.ffn_up.weight"].offset == len(head) + offsets[3]
+    assert len(idx.metadata["tokenizer.ggml.tokens"]) == 50_000
+    assert idx.total_bytes == 16 * 8192 * 16384 * 2
+    assert hub.bytes_sent < 4 * len(head) + (1 << 20)   # header-sized, not 4 GB
+    assert len(hub.requests) <= 4
