@@ -92,3 +92,21 @@ def test_unsupported_family_is_clear(tiny_model, tmp_path):
     with pytest.raises(UnsupportedError, match="MadeUpForCausalLM"):
         convert_to_gguf(str(d), tmp_path / "o.gguf")
     assert not (tmp_path / "o.gguf").exists()
+
+
+def test_convert_straight_from_the_hub(tiny_model, hub, hf_cache, tmp_path):
+    """Same bytes as from disk, even with connection resets and 503s on the way."""
+    src = tiny_model("qwen3_moe")
+    hub.add_repo_from_dir("tiny/convert-hub", src)
+    local = tmp_path / "local.gguf"
+    convert_to_gguf(str(src), local, outtype="q8_0")
+    resets = hub.fail("safetensors", "reset", times=2, after_bytes=1000)
+    errors = hub.fail("safetensors", "status", times=2, status=503)
+    remote = tmp_path / "remote.gguf"
+    convert_to_gguf("tiny/convert-hub", remote, outtype="q8_0", threads=2)
+    assert resets.hits == 2 and errors.hits == 2
+    a, b = gguf.GGUFReader(local), gguf.GGUFReader(remote)
+    assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
+    for ta, tb in zip(a.tensors, b.tensors):
+        assert np.array_equal(ta.data, tb.data), ta.name
+    assert any(r.range for r in hub.requests if "safetensors" in r.path)
