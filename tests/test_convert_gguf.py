@@ -110,3 +110,11 @@ def test_convert_straight_from_the_hub(tiny_model, hub, hf_cache, tmp_path):
     for ta, tb in zip(a.tensors, b.tensors):
         assert np.array_equal(ta.data, tb.data), ta.name
     assert any(r.range for r in hub.requests if "safetensors" in r.path)
+    # small tensors next to each other are fetched together, not one round trip each
+    data_gets = [r for r in hub.requests if r.method == "GET" and r.path.endswith(".safetensors")]
+    assert len(data_gets) < len(res_tensors(src)) / 2
+
+
+def res_tensors(src):
+    import json
+    return json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]

@@ -10,6 +10,7 @@ from typing import Callable
 from ..api import load_index, open_source
 from ..errors import CkptError, UnsupportedError
 from ..formats.gguf_write import kv
+from ..sources.window import WindowedSource
 from .family import family_for
 from .plan import Plan, plan_gguf
 from .run import execute
@@ -77,5 +78,9 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
         if dry_run:
             return ConvertResult(plan, [])
         split = parse_size(split_max_size) if split_max_size else None
-        outputs = execute(plan, source, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes)
+        reader = source
+        first = plan.tensors[0].pieces[0].src.file if plan.tensors else None
+        if first is not None and source.local_path(first) is None:
+            reader = WindowedSource(source)  # remote: coalesce small reads
+        outputs = execute(plan, reader, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes)
         return ConvertResult(plan, outputs)
