@@ -116,9 +116,10 @@ def _render_facts(report: dict, console: Console) -> None:
 
 @main.command()
 @click.argument("src")
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path())
 @click.option("--outtype", type=click.Choice(["auto", "f32", "f16", "bf16", "q8_0"]), default="auto",
-              show_default=True, help="auto keeps 16-bit as it is and F32 where llama.cpp wants F32.")
+              show_default=True, help="auto keeps 16-bit as it is and F32 where llama.cpp wants F32 "
+              "(GGUF -> HF: auto is bf16).")
 @click.option("--revision", help="Hub revision (branch, tag or commit).")
 @click.option("--split-max-size", help="Split the output into files of at most this size (e.g. 50G).")
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
@@ -129,11 +130,16 @@ def _render_facts(report: dict, console: Console) -> None:
 @click.option("--family", help="Force the conversion family (a file stem in mappings/convert).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.option("--shard-size", default="5GB", show_default=True,
+              help="GGUF -> HF: largest safetensors shard (e.g. 5GB, 500MB).")
 @guarded
 def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
-            dry_run, no_progress) -> None:
-    """Convert SRC (HF safetensors: folder, file or Hub repo) to GGUF at OUT, streamed."""
-    from .convert import convert_to_gguf
+            dry_run, no_progress, shard_size) -> None:
+    """Convert SRC (HF safetensors: folder, file or Hub repo) to GGUF at OUT, streamed; or a GGUF
+    SRC to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer)."""
+    from .convert import convert_to_gguf, source_is_gguf
+    if source_is_gguf(src, revision):
+        return _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress)
     from .render.text import human_bytes
     bar: dict = {}
 
@@ -161,6 +167,42 @@ def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_voc
         for p in res.outputs:
             click.echo(f"wrote {p} ({human_bytes(p.stat().st_size)}, {len(res.plan.tensors)} tensors, "
                        f"arch {res.plan.arch})", err=True)
+
+
+def _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress) -> None:
+    from .convert import convert_to_hf, parse_size
+    from .render.text import human_bytes
+    if outtype == "q8_0":
+        raise CkptError("GGUF -> HF writes bf16, f16 or f32 (--outtype)")
+    bar: dict = {}
+
+    def on_plan(plan) -> None:
+        if dry_run:
+            click.echo(f"GGUF arch {plan.family.arch} -> {plan.target.architectures[0]}; "
+                       f"{len(plan.tensors)} tensors, {human_bytes(plan.nbytes)}")
+            click.echo(json.dumps(plan.config, indent=1))
+            for t in plan.tensors:
+                ops = ",".join(o[0] for o in t.ops)
+                click.echo(f"  {t.entry.name:60s} {str(list(t.entry.shape)):18s} {t.entry.dtype} <- {t.src.name}"
+                           + (f" [{ops}]" if ops else ""))
+        elif not no_progress and sys.stderr.isatty():
+            from tqdm import tqdm
+            bar["bar"] = tqdm(total=plan.nbytes, unit="B", unit_scale=True, unit_divisor=1024,
+                              desc="convert", file=sys.stderr, smoothing=0.1)
+
+    try:
+        res = convert_to_hf(src, out, "bf16" if outtype == "auto" else outtype, revision=revision,
+                            shard_size=parse_size(shard_size), vocab=not no_vocab, dry_run=dry_run,
+                            on_bytes=lambda n: bar["bar"].update(n) if "bar" in bar else None,
+                            on_plan=on_plan)
+    finally:
+        if "bar" in bar:
+            bar["bar"].close()
+    for note in res.notes:
+        click.echo(f"note: {note}", err=True)
+    if not dry_run:
+        click.echo(f"wrote {res.out_dir} ({human_bytes(res.plan.nbytes)} in {len(res.files)} files, "
+                   f"{res.plan.target.architectures[0]})", err=True)
 
 
 def _print_plan(plan) -> None:

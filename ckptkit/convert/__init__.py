@@ -84,3 +84,16 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
             reader = WindowedSource(source)  # remote: coalesce small reads
         outputs = execute(plan, reader, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes)
         return ConvertResult(plan, outputs)
+
+
+def source_is_gguf(spec: str, revision: str | None = None) -> bool:
+    """Whether ``spec`` holds a GGUF model (then ``convert`` goes GGUF -> HF)."""
+    from ..api import find_checkpoint_files
+    with open_source(spec, revision) as source:
+        return find_checkpoint_files(source)[0] == "gguf"
+
+
+def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16", **kw):
+    """GGUF -> Hugging Face folder; see ckptkit.convert.to_hf.convert_to_hf."""
+    from .to_hf import convert_to_hf as run
+    return run(spec, out_dir, outtype, **kw)

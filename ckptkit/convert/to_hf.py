@@ -1,0 +1,480 @@
+"""GGUF -> Hugging Face safetensors, streamed: the HF -> GGUF mapping data read backwards.
+
+The GGUF architecture picks a target (mappings/hf_configs.toml: transformers class, config.json
+keys as expressions over the GGUF metadata, HF tensor names); tensor names go back through the
+canonical role tables (mappings/roles.toml) and the conversion family's [transforms] are
+inverted (mappings/convert/). Data is dequantised and written tensor by tensor, chunk by chunk,
+into shards in a temporary folder that is renamed to the output only when complete."""
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from math import prod
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from ..api import load_index, open_source
+from ..formats.safetensors_write import atomic_dir
+from ..dtypes import GGML_TYPE_BY_NAME, ggml_nbytes
+from ..errors import CkptError, FormatError, UnsupportedError
+from ..expr import evaluate
+from ..formats.safetensors_write import Entry, write_sharded
+from ..index import TensorIndex, TensorInfo
+from ..infer.names import MAPPINGS, canonicalize, parse_name
+from ..sources.base import Source
+from ..tensordata import decode
+from .family import Family, families, family_for
+from .transforms import add
+
+HF_CONFIGS = MAPPINGS / "hf_configs.toml"
+OUTTYPES = {"bf16": ("BF16", "bfloat16"), "f16": ("F16", "float16"), "f32": ("F32", "float32")}
+CHUNK_BYTES = 32 << 20      # output bytes per chunk
+DEFAULT_SHARD_SIZE = 5 * 10**9
+
+
+# ---- the mapping data ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    arch: str
+    architectures: tuple[str, ...]
+    model_type: str
+    config: dict[str, str]          # config.json key -> expression over GGUF metadata names
+    checks: dict[str, str]
+    names: dict[str, str]           # GGUF role -> HF name template
+    when: str | None = None
+
+
+@lru_cache(maxsize=1)
+def targets() -> tuple[Target, ...]:
+    with open(HF_CONFIGS, "rb") as f:
+        raw = tomllib.load(f)
+    common = raw.get("common", {})
+    out = []
+    for t in raw["target"]:
+        out.append(Target(
+            arch=t["arch"], architectures=tuple(t["architectures"]), model_type=t["model_type"],
+            config={**common.get("config", {}), **t.get("config", {})},
+            checks={**common.get("checks", {}), **t.get("checks", {})},
+            names={**common.get("names", {}), **t.get("names", {})}, when=t.get("when")))
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _role_spellings() -> dict[str, str]:
+    """Each role's first HF spelling in roles.toml, as a full-name template."""
+    with open(MAPPINGS / "roles.toml", "rb") as f:
+        raw = tomllib.load(f)
+    out = {}
+    for role, names in raw["global"].items():
+        if names:
+            out[role] = "model." + names[0]
+    for role, names in raw["layer"].items():
+        if names:
+            out[role] = "model.layers.{layer}." + names[0].replace("*", "{expert}")
+    return out
+
+
+# ---- metadata -> config.json -----------------------------------------------------------------------
+
+def _f32_short(v: float) -> float:
+    """A float read from a GGUF FLOAT32 as the shortest decimal giving the same float32."""
+    f = np.float32(v)
+    return float(str(f)) if float(f) == v and np.isfinite(f) else v
+
+
+def _name(key: str) -> str:
+    return key.replace(".", "_").replace("-", "_")
+
+
+def metadata_names(index: TensorIndex, arch: str) -> dict[str, Any]:
+    """The names [config] expressions see (see mappings/hf_configs.toml)."""
+    names: dict[str, Any] = {}
+    for k, v in index.metadata.items():
+        if isinstance(v, float):
+            v = _f32_short(v)
+        if k.startswith(arch + "."):
+            names[_name(k[len(arch) + 1:])] = v
+        elif not k.startswith("tokenizer.ggml.") or not isinstance(v, list):
+            names[_name(k)] = v
+    emb = index.tensors.get("token_embd.weight")
+    names["n_vocab"] = emb.shape[0] if emb is not None else names.get("vocab_size")
+    names["tied"] = "output.weight" not in index.tensors
+    for info in canonicalize(index.tensors).values():
+        if info.role:
+            names["has_" + _name(info.role)] = True
+    return names
+
+
+def pick_target(arch: str, names: dict[str, Any]) -> Target:
+    cands = [t for t in targets() if t.arch == arch]
+    if not cands:
+        known = sorted({t.arch for t in targets()})
+        raise UnsupportedError(f"no Hugging Face mapping for GGUF architecture {arch!r}; known: {', '.join(known)}")
+    for t in cands:
+        if t.when is None or evaluate(t.when, names):
+            return t
+    raise UnsupportedError(f"GGUF architecture {arch!r}: no mapping applies to this model")
+
+
+def build_config(target: Target, names: dict[str, Any], torch_dtype: str) -> dict[str, Any]:
+    for expr, why in target.checks.items():
+        if not evaluate(expr, names):
+            raise UnsupportedError(f"{target.arch}: {why}")
+    cfg: dict[str, Any] = {"architectures": list(target.architectures), "model_type": target.model_type}
+    for key, expr in target.config.items():
+        try:
+            value = evaluate(expr, names)
+        except (TypeError, KeyError, IndexError, ValueError, ZeroDivisionError):
+            value = None
+        if value is None:
+            continue
+        if isinstance(value, float):
+            value = _f32_short(value)
+        d = cfg
+        *path, last = key.split(".")
+        for p in path:
+            d = d.setdefault(p, {})
+        d[last] = value
+    for need in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size"):
+        if need not in cfg:
+            raise FormatError(f"GGUF metadata lacks what config.json {need} needs ({target.config.get(need)})")
+    cfg["dtype"] = torch_dtype
+    return cfg
+
+
+def _flat(cfg: dict) -> dict:
+    """config.json as the family's transform expressions see it (nested dicts kept too)."""
+    out = dict(cfg)
+    for v in cfg.values():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                out.setdefault(k2, v2)
+    return out
+
+
+# ---- the plan ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HFTensor:
+    """One HF output: rows [r0, r1) of a GGUF tensor seen as a matrix, with the inverse ops."""
+    entry: Entry
+    src: TensorInfo
+    r0: int
+    r1: int
+    ops: tuple[tuple[Any, ...], ...] = ()
+    quantum: int = 1
+
+
+@dataclass
+class HFPlan:
+    target: Target
+    family: Family
+    config: dict[str, Any]
+    tensors: list[HFTensor]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.entry.nbytes for t in self.tensors)
+
+
+def gguf_matrix(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, cols) as the HF -> GGUF plan sees a tensor: leading axes folded, 1-D a column."""
+    if len(shape) <= 1:
+        return (shape[0] if shape else 1), 1
+    return prod(shape[:-1]), shape[-1]
+
+
+def unpermute_rope(x: np.ndarray, n_head: int, head_rows: int) -> np.ndarray:
+    """The inverse of ``transforms.permute_rope``: GGML's interleaved pairs -> HF "rotate half"."""
+    rows = x.shape[0]
+    if rows % head_rows or head_rows % 2:
+        raise FormatError(f"cannot un-permute {rows} rows in heads of {head_rows}")
+    return x.reshape(rows // head_rows, head_rows // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+
+# the ops an inverse plan uses: permute_rope is undone by unpermute_rope, add(v) by add(-v)
+OPS = {"unpermute_rope": unpermute_rope, "add": add}
+
+
+def _inverse_ops(fam: Family, role: str, cfg: dict, rows: int) -> tuple[tuple, int]:
+    """The family's transforms of a GGUF role undone, last first; and the chunk row quantum."""
+    if any(sp.get("to") == role for sp in fam.splits):
+        raise UnsupportedError(f"{fam.name}: {role} is split from a fused HF tensor; re-fusing is not supported yet")
+    ops, quantum = [], 1
+    for name, *args in reversed(fam.transforms.get(role, [])):
+        vals = [evaluate(a, cfg) if isinstance(a, str) else a for a in args]
+        if name == "permute_rope":
+            n_head = int(vals[0])
+            if not n_head or rows % n_head:
+                raise FormatError(f"{role}: {rows} rows do not split into {n_head} heads")
+            ops.append(("unpermute_rope", n_head, rows // n_head))
+            quantum = max(quantum, rows // n_head)
+        elif name == "add":
+            ops.append(("add", -float(vals[0])))
+        else:
+            raise UnsupportedError(f"{fam.name}: no inverse for the {name!r} transform of {role}")
+    return tuple(ops), quantum
+
+
+def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
+    if index.format != "gguf":
+        raise UnsupportedError("GGUF -> HF reads a GGUF file; this source is not GGUF")
+    if outtype not in OUTTYPES:
+        raise CkptError(f"--outtype for GGUF -> HF must be one of {', '.join(OUTTYPES)}")
+    st_dtype, torch_dtype = OUTTYPES[outtype]
+    arch = index.metadata.get("general.architecture")
+    if not isinstance(arch, str):
+        raise FormatError("no general.architecture in the GGUF metadata")
+    names = metadata_names(index, arch)
+    target = pick_target(arch, names)
+    cfg = build_config(target, names, torch_dtype)
+    fam = family_for({"architectures": list(target.architectures)})
+    if fam.arch != arch:
+        raise UnsupportedError(f"{target.architectures[0]} converts to GGUF arch {fam.arch}, not {arch}")
+    ecfg = _flat(cfg)
+    renamed_from = {v: k for k, v in fam.renames.items()}
+    spellings = _role_spellings()
+    plan = HFPlan(target, fam, cfg, [])
+    expect: dict[str, tuple[str, int | None, int | None]] = {}
+    infos = canonicalize(index.tensors)
+    for gname, t in index.tensors.items():
+        info = infos[gname]
+        if info.role is None:
+            raise UnsupportedError(f"GGUF tensor {gname} has no Hugging Face name in {target.architectures[0]}")
+        role = renamed_from.get(info.role, info.role)
+        template = target.names.get(role) or spellings.get(role)
+        if template is None:
+            raise UnsupportedError(f"no Hugging Face name for role {role} ({gname})")
+        rows, cols = gguf_matrix(t.shape)
+        per_expert = "{expert}" in template
+        n_exp = t.shape[0] if per_expert else 1
+        if per_expert and len(t.shape) != 3:
+            raise FormatError(f"{gname}: stacked experts should be 3-D, got {list(t.shape)}")
+        unit_rows = rows // n_exp
+        ops, quantum = _inverse_ops(fam, info.role, ecfg, unit_rows)
+        hf_shape = t.shape[1:] if per_expert else t.shape
+        for e in range(n_exp):
+            hf = template.format(layer=info.layer, expert=e)
+            if hf in expect:
+                raise CkptError(f"two GGUF tensors map to {hf}")
+            expect[hf] = (role, info.layer, e if per_expert else None)
+            plan.tensors.append(HFTensor(Entry(hf, st_dtype, tuple(hf_shape)), t,
+                                         e * unit_rows, (e + 1) * unit_rows, ops, quantum))
+    _check_names(expect)
+    return plan
+
+
+def _check_names(expect: dict[str, tuple[str, int | None, int | None]]) -> None:
+    """Every HF name must parse back (roles.toml) to the role, layer and expert it came from."""
+    back = canonicalize(expect)
+    for hf, (role, layer, expert) in expect.items():
+        b = back[hf]
+        if (b.role, b.layer, b.expert) != (role, layer, expert):
+            raise CkptError(f"mapping error: {hf} reads back as {b.role} (layer {b.layer}, expert {b.expert}), "
+                            f"not {role} (layer {layer}, expert {expert})")
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+
+def _row_bytes(t: TensorInfo, cols: int) -> int:
+    tid = GGML_TYPE_BY_NAME.get(t.dtype)
+    if tid is None:
+        raise UnsupportedError(f"{t.name}: unknown ggml type {t.dtype}")
+    n = ggml_nbytes(tid, (1, cols))
+    if n is None:
+        raise FormatError(f"{t.name}: rows of {cols} do not fill whole {t.dtype} blocks")
+    return n
+
+
+def dequantize_rows(raw: bytes, t: TensorInfo, rows: int, cols: int) -> np.ndarray:
+    """GGUF tensor bytes of ``rows`` rows as float32 (rows, cols)."""
+    if t.dtype in ("F32", "F16", "BF16", "F64"):
+        return decode(raw, t.dtype, (rows, cols)).astype(np.float32, copy=False)
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+    try:
+        q = GGMLQuantizationType[t.dtype]
+        x = dequantize(np.frombuffer(raw, dtype=np.uint8).reshape(rows, -1), q)
+    except (KeyError, NotImplementedError, ValueError) as e:
+        raise UnsupportedError(f"{t.name}: cannot dequantise {t.dtype} ({e})") from None
+    return np.asarray(x, dtype=np.float32).reshape(rows, cols)
+
+
+def encode(x: np.ndarray, dtype: str) -> bytes:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if dtype == "F32":
+        return x.astype("<f4", copy=False).tobytes()
+    if dtype == "F16":
+        return x.astype("<f2").tobytes()
+    if dtype == "BF16":
+        u = x.view(np.uint32)
+        # round to nearest, ties to even; NaN stays a quiet NaN
+        r = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype("<u2")
+        r[np.isnan(x)] = 0x7FC0
+        return r.tobytes()
+    raise UnsupportedError(f"cannot write {dtype}")
+
+
+def tensor_chunks(source: Source, t: HFTensor, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The output bytes of one HF tensor, in bounded chunks of whole row quanta."""
+    src = t.src
+    _, cols = gguf_matrix(src.shape)
+    if len(src.shape) <= 1:
+        # 1-D: small; the ops see it as a column, as the forward plan did
+        x = dequantize_rows(source.read(src.file, src.offset, src.nbytes), src, 1, src.shape[0] if src.shape else 1)
+        x = x.reshape(-1, 1)
+        for name, *args in t.ops:
+            x = OPS[name](x, *args)
+        yield encode(x.reshape(-1), t.entry.dtype)
+        return
+    rb = _row_bytes(src, cols)
+    q = max(t.quantum, 1)
+    step = max(q, (chunk_bytes // max(cols * 4, 1)) // q * q)
+    for a in range(t.r0, t.r1, step):
+        b = min(a + step, t.r1)
+        raw = source.read(src.file, src.offset + a * rb, (b - a) * rb)
+        x = dequantize_rows(raw, src, b - a, cols)
+        for name, *args in t.ops:
+            x = OPS[name](x, *args)
+        yield encode(x, t.entry.dtype)
+
+
+# ---- tokenizer -------------------------------------------------------------------------------------------
+
+def _pretokenizer_steps(pre: str) -> tuple[list[dict], str | None] | None:
+    from .tokenizer import PRETOKENIZERS_TOML
+    with open(PRETOKENIZERS_TOML, "rb") as f:
+        raw = tomllib.load(f)
+    for e in raw.get("pretokenizer", []):
+        if e["name"] != pre:
+            continue
+        steps = []
+        for s in e["steps"]:
+            if s["type"] == "Split":
+                steps.append({"type": "Split", "pattern": {"Regex": s["regex"]},
+                              "behavior": s.get("behavior", "Isolated"), "invert": s.get("invert", False)})
+            elif s["type"] == "ByteLevel":
+                steps.append({"type": "ByteLevel", "add_prefix_space": s.get("add_prefix_space", False),
+                              "trim_offsets": True, "use_regex": s.get("use_regex", True)})
+            elif s["type"] == "Digits":
+                steps.append({"type": "Digits", "individual_digits": s.get("individual_digits", False)})
+            else:
+                return None
+        norm = e.get("normalizer")
+        return steps, (None if norm in (None, "none") else norm)
+    return None
+
+
+def tokenizer_files(meta: dict[str, Any], max_length: int | None) -> tuple[dict[str, Any], str | None]:
+    """tokenizer.json and tokenizer_config.json for a GGUF byte-level BPE vocabulary, or ({}, why not)."""
+    model = meta.get("tokenizer.ggml.model")
+    if model is None or model == "none":
+        return {}, None
+    if model != "gpt2":
+        return {}, f"tokenizer model {model!r} is not converted back (only byte-level BPE \"gpt2\" is)"
+    tokens, merges = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.merges")
+    types = meta.get("tokenizer.ggml.token_type") or []
+    if not isinstance(tokens, list) or not isinstance(merges, list):
+        return {}, "the GGUF BPE vocabulary lacks tokens or merges"
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    found = _pretokenizer_steps(pre)
+    if found is None:
+        return {}, f"pre-tokenizer {pre!r} has no tokenizer.json definition in mappings/pretokenizers.toml"
+    steps, norm = found
+    added = []
+    for i, tok in enumerate(tokens):
+        ty = types[i] if i < len(types) else 1
+        if ty in (3, 4):   # CONTROL, USER_DEFINED
+            added.append({"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": ty == 4, "special": ty == 3})
+    pairs = []
+    for m in merges:
+        a, sep, b = str(m).partition(" ")
+        if not sep:
+            return {}, f"malformed merge {m!r}"
+        pairs.append([a, b])
+
+    def tok_of(key: str) -> str | None:
+        i = meta.get(f"tokenizer.ggml.{key}_token_id")
+        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
+
+    bos, eos, pad, unk = tok_of("bos"), tok_of("eos"), tok_of("padding"), tok_of("unknown")
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False)) and bos is not None
+    add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False)) and eos is not None
+    post = None
+    if add_bos or add_eos:
+        def seq(x):
+            return ([{"SpecialToken": {"id": bos, "type_id": 0}}] if add_bos else []) + \
+                   [{"Sequence": {"id": x, "type_id": 0}}] + \
+                   ([{"SpecialToken": {"id": eos, "type_id": 0}}] if add_eos else [])
+        specials = {t: {"id": t, "ids": [tokens.index(t)], "tokens": [t]} for t in
+                    ([bos] if add_bos else []) + ([eos] if add_eos else [])}
+        post = {"type": "TemplateProcessing", "single": seq("A"), "pair": seq("A") + seq("B"),
+                "special_tokens": specials}
+    tj = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": {"type": norm} if norm else None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": steps},
+        "post_processor": post,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                  "ignore_merges": False, "vocab": {t: i for i, t in enumerate(tokens)}, "merges": pairs},
+    }
+    tc: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": add_bos,
+                          "add_eos_token": add_eos, "clean_up_tokenization_spaces": False}
+    for key, val in (("bos_token", bos), ("eos_token", eos), ("pad_token", pad), ("unk_token", unk)):
+        if val is not None:
+            tc[key] = val
+    if max_length:
+        tc["model_max_length"] = max_length
+    if isinstance(meta.get("tokenizer.chat_template"), str):
+        tc["chat_template"] = meta["tokenizer.chat_template"]
+    return {"tokenizer.json": tj, "tokenizer_config.json": tc}, None
+
+
+# ---- run --------------------------------------------------------------------------------------------------
+
+@dataclass
+class HFResult:
+    plan: HFPlan
+    out_dir: Path | None
+    files: list[str]
+    notes: list[str]
+
+
+def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16",
+                  shard_size: int = DEFAULT_SHARD_SIZE, revision: str | None = None, vocab: bool = True,
+                  dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
+                  on_plan: Callable[[HFPlan], None] | None = None) -> HFResult:
+    """Convert the GGUF model at ``spec`` into a Hugging Face folder at ``out_dir``."""
+    with open_source(spec, revision) as source:
+        index = load_index(source)
+        plan = plan_hf(index, outtype)
+        files: dict[str, Any] = {}
+        if vocab:
+            files, why = tokenizer_files(index.metadata, plan.config.get("max_position_embeddings"))
+            if why:
+                plan.notes.append(f"tokenizer not written: {why}")
+        if on_plan:
+            on_plan(plan)
+        if dry_run:
+            return HFResult(plan, None, [], plan.notes)
+        out = Path(out_dir)
+        with atomic_dir(out) as tmp:
+            entries = [t.entry for t in plan.tensors]
+            data = ((t.entry.name, tensor_chunks(source, t)) for t in plan.tensors)
+            write_sharded(lambda name: open(tmp / name, "wb"), entries, data, shard_size,
+                          {"format": "pt"}, on_bytes)
+            (tmp / "config.json").write_text(json.dumps(plan.config, indent=2) + "\n")
+            for name, obj in files.items():
+                (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+            written = sorted(p.name for p in tmp.iterdir())
+        return HFResult(plan, out, written, plan.notes)

@@ -1,0 +1,236 @@
+"""GGUF -> HF: tiny HF model -> GGUF (ckptkit) -> HF (ckptkit) loads in transformers with no
+missing or unexpected keys and gives the original's logits; streamed, sharded and atomic."""
+import json
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from ckptkit.api import load_index, open_source
+from ckptkit.convert import convert_to_gguf, convert_to_hf
+from ckptkit.convert.to_hf import encode, unpermute_rope
+from ckptkit.convert.transforms import permute_rope
+from ckptkit.errors import CkptError, UnsupportedError
+
+TOKENS = [[1, 5, 9, 100, 200, 3, 77, 42, 300, 12]]
+FAMILIES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+            "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
+
+
+@pytest.fixture(scope="session")
+def gguf_of(tiny_model, tmp_path_factory):
+    """family, outtype -> a GGUF ckptkit wrote from the family's tiny model (cached)."""
+    cache = {}
+    d = tmp_path_factory.mktemp("gguf_of")
+
+    def get(family, outtype="f32"):
+        if (family, outtype) not in cache:
+            out = d / f"{family}-{outtype}.gguf"
+            convert_to_gguf(str(tiny_model(family)), out, outtype=outtype)
+            cache[family, outtype] = out
+        return cache[family, outtype]
+    return get
+
+
+def _load(path):
+    from transformers import AutoModelForCausalLM
+    model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+    return model.eval(), info
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(torch.tensor(TOKENS)).logits[0].numpy()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_round_trip_loads_and_logits_equal(family, tiny_model, gguf_of, tmp_path):
+    src = tiny_model(family)
+    out = tmp_path / "hf"
+    res = convert_to_hf(str(gguf_of(family)), out, outtype="f32", shard_size=150_000)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == [FAMILIES[family]]
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert len(shards) >= 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    back, info = _load(out)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    orig, _ = _load(src)
+    # every weight comes back bit for bit (f32 -> f32 GGUF -> f32), so the logits do too
+    so, sb = orig.state_dict(), back.state_dict()
+    assert so.keys() == sb.keys()
+    for k in so:
+        assert torch.equal(so[k], sb[k]), k
+    a, b = _logits(orig), _logits(back)
+    assert np.array_equal(a, b) and float(np.std(a)) > 0
+    assert set(res.files) >= {"config.json", "model.safetensors.index.json", *shards}
+
+
+def test_config_matches_original(tiny_model, gguf_of, tmp_path):
+    """The hyperparameters transformers reads come back with the original values."""
+    for family in ("qwen3_moe", "mixtral"):
+        src = tiny_model(family)
+        out = tmp_path / family
+        convert_to_hf(str(gguf_of(family)), out, outtype="f32")
+        want = json.loads((src / "config.json").read_text())
+        got = json.loads((out / "config.json").read_text())
+        for k, v in got.items():
+            if k in want and k not in ("dtype", "head_dim"):
+                assert want[k] == v, (family, k, want[k], v)
+        for k in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+                  "num_key_value_heads", "rms_norm_eps", "vocab_size", "tie_word_embeddings",
+                  "num_experts_per_tok", "rope_parameters"):
+            assert k in got, (family, k)
+        assert got["rms_norm_eps"] == want["rms_norm_eps"]  # 1e-06, not the float32 9.99e-07
+
+
+def test_bf16_default_is_rounded_original(tiny_model, gguf_of, tmp_path):
+    from safetensors import safe_open
+    src = tiny_model("qwen3")
+    out = tmp_path / "hf"
+    convert_to_hf(str(gguf_of("qwen3")), out)                      # default outtype: bf16
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    orig, _ = _load(src)
+    name = "model.layers.1.self_attn.k_proj.weight"
+    wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    with safe_open(str(out / wm[name]), "pt") as f:
+        got = f.get_tensor(name)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, orig.state_dict()[name].to(torch.bfloat16))
+    back, info = _load(out)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    rel = np.abs(_logits(back) - _logits(orig)).max() / np.abs(_logits(orig)).max()
+    assert rel < 5e-2
+
+
+def test_bf16_encoding_rounds_to_nearest_even():
+    x = np.array([1.0, 1.00390625, 1.01171875, -2.5, 3.0e38, np.inf, 1e-40], dtype=np.float32)
+    got = np.frombuffer(encode(x, "BF16"), dtype="<u2")
+    want = torch.tensor(x).to(torch.bfloat16).view(torch.int16).numpy().astype(np.uint16)
+    assert np.array_equal(got, want)
+    nan = np.frombuffer(encode(np.array([np.nan], np.float32), "BF16"), "<u2")[0]
+    assert (nan & 0x7F80) == 0x7F80 and (nan & 0x7F)
+
+
+def test_q8_0_source_is_dequantised(tiny_model, gguf_of, tmp_path):
+    """A Q8_0 GGUF comes back as gguf's own dequantisation of its blocks (un-permuted)."""
+    from safetensors import safe_open
+    g = gguf_of("llama", "q8_0")
+    out = tmp_path / "hf"
+    convert_to_hf(str(g), out, outtype="f32")
+    r = gguf.GGUFReader(g)
+    t = next(t for t in r.tensors if t.name == "blk.0.attn_q.weight")
+    assert t.tensor_type == gguf.GGMLQuantizationType.Q8_0
+    deq = gguf.quants.dequantize(t.data, t.tensor_type)
+    cfg = json.loads((out / "config.json").read_text())
+    heads = cfg["num_attention_heads"]
+    wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    name = "model.layers.0.self_attn.q_proj.weight"
+    with safe_open(str(out / wm[name]), "np") as f:
+        got = f.get_tensor(name)
+    assert np.array_equal(permute_rope(got, heads, got.shape[0] // heads), deq)
+    orig, _ = _load(tiny_model("llama"))
+    assert np.allclose(got, orig.state_dict()[name].numpy(), atol=2e-2)
+    back, info = _load(out)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+def test_unpermute_inverts_permute():
+    rng = np.random.default_rng(0)
+    for heads, hd, cols in ((4, 16, 8), (2, 8, 1), (8, 4, 3)):
+        x = rng.standard_normal((heads * hd, cols)).astype(np.float32)
+        p = permute_rope(x, heads, hd)
+        assert not np.array_equal(p, x)
+        assert np.array_equal(unpermute_rope(p, heads, hd), x)
+
+
+def test_tokenizer_round_trip(tiny_model, gguf_of, tmp_path):
+    """A byte-level BPE vocabulary comes back as a tokenizer.json that tokenizes like the original."""
+    from transformers import AutoTokenizer
+    from modelgen import corpus_text
+    out = tmp_path / "hf"
+    res = convert_to_hf(str(gguf_of("qwen2")), out, outtype="f32")
+    assert {"tokenizer.json", "tokenizer_config.json"} <= set(res.files) and not res.notes
+    a = AutoTokenizer.from_pretrained(tiny_model("qwen2"))
+    b = AutoTokenizer.from_pretrained(out)
+    text = corpus_text(30, seed=7) + "\n  Hello 123 4567 don't!! \t x  "
+    ids = a(text)["input_ids"]
+    assert len(ids) > 100 and b(text)["input_ids"] == ids
+    assert b.decode(ids) == a.decode(ids)
+    assert (b.bos_token, b.eos_token, b.pad_token) == (a.bos_token, a.eos_token, a.pad_token)
+    msgs = [{"role": "user", "content": "hi there"}]
+    assert b.apply_chat_template(msgs, tokenize=False) == a.apply_chat_template(msgs, tokenize=False)
+
+
+def test_sentencepiece_vocab_is_skipped_with_a_note(gguf_of, tmp_path):
+    res = convert_to_hf(str(gguf_of("llama")), tmp_path / "hf", outtype="f32")
+    assert any("tokenizer not written" in n and "'llama'" in n for n in res.notes)
+    assert not (tmp_path / "hf" / "tokenizer.json").exists()
+
+
+def test_output_is_strict_safetensors_and_sharded(gguf_of, tmp_path):
+    out = tmp_path / "hf"
+    limit = 100_000
+    convert_to_hf(str(gguf_of("mixtral")), out, outtype="f32", shard_size=limit)
+    with open_source(str(out)) as s:
+        idx = load_index(s)                      # ckptkit's strict reader accepts every shard
+    wm = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(wm["weight_map"]) == set(idx.tensors)
+    assert wm["metadata"]["total_size"] == sum(t.nbytes for t in idx.tensors.values())
+    for f in idx.files:
+        data = sum(t.nbytes for t in idx.tensors.values() if t.file == f.name)
+        single = sum(1 for t in idx.tensors.values() if t.file == f.name) == 1
+        assert data <= limit or single
+    # experts are one tensor per expert, as Mixtral checkpoints store them
+    assert "model.layers.1.block_sparse_moe.experts.3.w2.weight" in idx.tensors
+    assert not any("exps" in n for n in idx.tensors)
+
+
+def test_interrupted_run_leaves_nothing(gguf_of, tmp_path):
+    out = tmp_path / "hf"
+    seen = []
+
+    def boom(n):
+        seen.append(n)
+        if len(seen) > 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        convert_to_hf(str(gguf_of("qwen3_moe")), out, outtype="f32", shard_size=50_000, on_bytes=boom)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_non_empty_output(gguf_of, tmp_path):
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(CkptError, match="not an empty folder"):
+        convert_to_hf(str(gguf_of("qwen3")), out)
+    assert (out / "keep.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
+
+
+def test_unknown_architecture_is_clear(tmp_path):
+    p = tmp_path / "x.gguf"
+    w = gguf.GGUFWriter(str(p), "madeup")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UnsupportedError, match="madeup"):
+        convert_to_hf(str(p), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_cli_dispatches_on_gguf(gguf_of, tmp_path):
+    from click.testing import CliRunner
+    from ckptkit.cli import main
+    out = tmp_path / "hf"
+    r = CliRunner().invoke(main, ["convert", str(gguf_of("qwen3")), str(out), "--outtype", "f16",
+                                  "--shard-size", "100K", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
+    assert len(list(out.glob("model-*.safetensors"))) >= 2
+    r = CliRunner().invoke(main, ["convert", str(gguf_of("qwen3")), str(tmp_path / "y"), "--outtype", "q8_0"])
+    assert r.exit_code == 2 and not (tmp_path / "y").exists()
