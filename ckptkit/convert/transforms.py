@@ -42,6 +42,13 @@ def take_cols(x: np.ndarray, start: int, step: int) -> np.ndarray:
     return np.ascontiguousarray(x[:, start::step])
 
 
+def col_range(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Columns [start, stop) (one half of a fused [gate | up] stacked expert, Llama 4)."""
+    if not 0 <= start < stop <= x.shape[1]:
+        raise FormatError(f"columns {start}..{stop} outside a matrix of {x.shape[1]}")
+    return np.ascontiguousarray(x[:, start:stop])
+
+
 def take_rows(x: np.ndarray, start: int, step: int) -> np.ndarray:
     """Every ``step``-th row from ``start`` (de-interleaving fused rows)."""
     return np.ascontiguousarray(x[start::step])
@@ -65,6 +72,7 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "transpose": transpose,
     "take_cols": take_cols,
     "take_rows": take_rows,
+    "col_range": col_range,
 }
 # ops that need the whole piece in one chunk
 WHOLE = {"transpose"}
