@@ -18,6 +18,7 @@ from ..index import TensorInfo
 from ..sources.base import Source
 
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's own ceiling
+_U64 = 1 << 64                  # shapes and offsets are usize in the reference: larger is corrupt
 _FIRST_READ = 1 << 16           # a good first guess: most shard headers are smaller
 
 
@@ -45,6 +46,32 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _short(x: object, limit: int = 80) -> str:
+    """repr() for messages, cut short: hostile names and shapes can be megabytes long."""
+    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 200:
+        return f"<a {x.bit_length()}-bit integer>"  # str() of huge ints is slow, and limited
+    if isinstance(x, list) and len(x) > 16:
+        return f"[{', '.join(_short(v, 20) for v in x[:8])}, ... ({len(x)} items)]"
+    if isinstance(x, list):
+        r = "[" + ", ".join(_short(v, 20) for v in x) + "]"
+    else:
+        r = repr(x)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def _numel(shape: list[int]) -> int | None:
+    """Product of the dimensions, or None when it does not fit in 64 bits (stops early, so a
+    long list of large dimensions costs no big-integer arithmetic)."""
+    if 0 in shape:
+        return 0
+    n = 1
+    for d in shape:
+        n *= d
+        if n >= _U64:
+            return None
+    return n
+
+
 def parse_header_length(first8: bytes, file_size: int | None, where: str) -> int:
     if len(first8) < 8:
         raise FormatError(f"truncated: {len(first8)} bytes, a safetensors file starts with an 8-byte header length", where)
@@ -69,7 +96,9 @@ def parse_header_json(raw: bytes, where: str) -> tuple[dict, dict[str, str]]:
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates)
     except ValueError as e:  # JSONDecodeError is a ValueError; so is our duplicate check
-        raise FormatError(f"header is not valid JSON: {e}", where) from None
+        raise FormatError(f"header is not valid JSON: {_short(str(e), 200)}", where) from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+        raise FormatError("header JSON is nested too deeply", where) from None
     if not isinstance(obj, dict):
         raise FormatError("header is not a JSON object", where)
     meta = obj.pop("__metadata__", None)
@@ -81,25 +110,30 @@ def parse_header_json(raw: bytes, where: str) -> tuple[dict, dict[str, str]]:
 
 
 def _check_entry(name: str, entry: object, where: str) -> tuple[str, tuple[int, ...], int, int]:
+    tn = f"tensor {_short(name)}"
     if not isinstance(entry, dict):
-        raise FormatError(f"tensor {name!r}: entry is not an object", where)
+        raise FormatError(f"{tn}: entry is not an object", where)
     extra = set(entry) - {"dtype", "shape", "data_offsets"}
     if extra:
-        raise FormatError(f"tensor {name!r}: unknown field {sorted(extra)[0]!r}", where)
+        raise FormatError(f"{tn}: unknown field {_short(sorted(extra)[0])}", where)
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in SAFETENSORS_BITS:
-        raise FormatError(f"tensor {name!r}: unknown dtype {dtype!r}", where)
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise FormatError(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}", where)
+        raise FormatError(f"{tn}: unknown dtype {_short(dtype)}", where)
+    if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d < _U64 for d in shape):
+        raise FormatError(f"{tn}: shape must be a list of non-negative 64-bit integers, got {_short(shape)}", where)
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
-            or offsets[0] < 0 or offsets[1] < offsets[0]):
-        raise FormatError(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}", where)
-    nbytes = safetensors_nbytes(dtype, prod(shape))
+            or offsets[0] < 0 or offsets[1] < offsets[0] or offsets[1] >= _U64):
+        raise FormatError(f"{tn}: data_offsets must be [begin, end] with 0 <= begin <= end < 2^64, "
+                          f"got {_short(offsets)}", where)
+    numel = _numel(shape)
+    if numel is None:
+        raise FormatError(f"{tn}: shape {_short(shape)} has more elements than fit in 64 bits", where)
+    nbytes = safetensors_nbytes(dtype, numel)
     if nbytes is None:
-        raise FormatError(f"tensor {name!r}: {dtype} data of shape {shape} does not end on a byte boundary", where)
+        raise FormatError(f"{tn}: {dtype} data of shape {_short(shape)} does not end on a byte boundary", where)
     if offsets[1] - offsets[0] != nbytes:
         raise FormatError(
-            f"tensor {name!r}: data_offsets span {offsets[1] - offsets[0]} bytes but {dtype} {shape} needs {nbytes}", where)
+            f"{tn}: data_offsets span {offsets[1] - offsets[0]} bytes but {dtype} {_short(shape)} needs {nbytes}", where)
     return dtype, tuple(shape), offsets[0], offsets[1]
 
 
@@ -118,9 +152,9 @@ def parse_header(raw: bytes, header_len: int, file: str, file_size: int | None,
     tensors: list[TensorInfo] = []
     for begin, end, name, dtype, shape in rows:
         if begin < cursor:
-            raise FormatError(f"tensor {name!r}: data [{begin}, {end}) overlaps the previous tensor (ends at {cursor})", where)
+            raise FormatError(f"tensor {_short(name)}: data [{begin}, {end}) overlaps the previous tensor (ends at {cursor})", where)
         if begin > cursor:
-            raise FormatError(f"tensor {name!r}: gap of {begin - cursor} bytes before its data at {begin}", where)
+            raise FormatError(f"tensor {_short(name)}: gap of {begin - cursor} bytes before its data at {begin}", where)
         cursor = end
         tensors.append(TensorInfo(name, dtype, shape, file, data_start + begin, end - begin))
     if file_size is not None:

@@ -29,8 +29,11 @@ class LocalSource(Source):
             if only is not None:
                 self._files = {k: v for k, v in self._files.items() if k in set(only)}
         else:
-            self.root = p.resolve().parent
-            self._files = {p.name: p.stat().st_size}
+            # A file named on the command line may be a link (an HF cache snapshot links to
+            # ../../blobs/<hash>): the user chose it, so follow it.
+            self._target = p.resolve()
+            self.root = self._target.parent
+            self._files = {p.name: self._target.stat().st_size}
         self.single_file = not p.is_dir()
 
     def _scan(self, root: Path) -> dict[str, int | None]:
@@ -49,6 +52,10 @@ class LocalSource(Source):
     def _resolve(self, path: str) -> Path:
         if path not in self._files:
             raise SourceError("no such file in the checkpoint", f"{self.label}/{path}")
+        if self.single_file:
+            if not self._target.is_file():
+                raise SourceError("not a regular file", self.label)
+            return self._target
         full = self.root / path
         real = full.resolve()
         if real != full.absolute() and not any(real.is_relative_to(r) for r in self._allowed_roots()):
