@@ -225,5 +225,79 @@ def _print_plan(plan) -> None:
         click.echo(f"  dropped {name}: {why}")
 
 
+# ---- validate, compare, catalogue --------------------------------------------------------------
+
+@main.command("validate")
+@click.argument("src")
+@click.option("--revision", help="Hub revision (branch, tag or commit); also SRC@rev.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
+              show_default=True, help="github: GitHub Actions ::error/::warning annotations.")
+@click.option("--fail-on", type=click.Choice(["error", "warning"]), default=None,
+              help="Exit 1 when a finding of this level or above exists [default: error, or the "
+                   "policy's fail_on].")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="Policy file (TOML): allowed formats/dtypes, parameter ceiling, ...")
+@guarded
+def validate_cmd(src, revision, as_json, fmt, fail_on, policy_path) -> None:
+    """Audit SRC: config.json vs tensors, layer structure, shard index, catalogue, policy.
+
+    Exit status: 0 clean, 1 findings at or above --fail-on, 2 unreadable input."""
+    from .validate import format_github, format_text, validate
+    policy = None
+    if policy_path:
+        from .policy import load_policy
+        policy = load_policy(policy_path)
+    result = validate(src, revision, policy)
+    if as_json or fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=1))
+    elif fmt == "github":
+        click.echo(format_github(result))
+    else:
+        click.echo(format_text(result))
+    if result.failed(fail_on or result.fail_on or "error"):
+        sys.exit(1)
+
+
+def _compare_column(spec: str, revision: str | None) -> dict:
+    from pathlib import Path
+
+    from .infer import infer
+    from .render.compare import column_from_model, column_from_report, find_model
+    model = None if Path(spec).exists() else find_model(spec)
+    if model is not None:
+        return column_from_model(model)
+    index = api.inspect(spec, revision)
+    return column_from_report(spec, infer(index).to_json(), index.config)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, metavar="SRC...")
+@click.option("--revision", help="Hub revision for every Hub SRC.")
+@click.option("--markdown", is_flag=True, help="A Markdown table instead of a terminal table.")
+@guarded
+def compare(specs, revision, markdown) -> None:
+    """Side-by-side architecture facts of checkpoints (folders, files, Hub repos) and catalogue
+    models (by name, e.g. "Llama 3 8B"; see `ckptkit catalogue`)."""
+    from .render.compare import compare_table, render
+    headers, rows = compare_table([_compare_column(s, revision) for s in specs])
+    render(headers, rows, Console(), markdown)
+
+
+@main.command()
+@click.option("--family", help="Only this family (a name from mappings/families, e.g. deepseek_v3).")
+@click.option("--markdown", is_flag=True, help="A Markdown table instead of a terminal table.")
+@guarded
+def catalogue(family, markdown) -> None:
+    """The known models and their published facts."""
+    from .catalogue import families
+    from .errors import SourceError
+    from .render.compare import catalogue_table, render
+    if family and family not in families():
+        raise SourceError(f"unknown family; known: {', '.join(sorted(families()))}", family)
+    headers, rows = catalogue_table(family)
+    render(headers, rows, Console(), markdown, first_bold=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
