@@ -439,6 +439,9 @@ class HubServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops the SYNs of a client opening dozens of connections
+    # at once, which then waits a 1 s retransmit: a stall the real Hub does not have.
+    request_queue_size = 128
     hub: HubServer
 
     def handle_error(self, request, client_address):

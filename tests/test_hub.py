@@ -422,4 +422,4 @@ def test_reads_run_concurrently(hub, repos, hf_cache):
     t0 = time.monotonic()
     assert src.map(lambda s: src.read("model.safetensors", *s), spans) == [full[o : o + n] for o, n in spans]
     assert time.monotonic() - t0 < 1.0  # 8 x 200 ms one after the other would take 1.6 s
-    assert src.concurrency == 8 and hub.count("GET", "/resolve/") == 8
+    assert src.concurrency >= 8 and hub.count("GET", "/resolve/") == 8

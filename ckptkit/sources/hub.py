@@ -134,7 +134,8 @@ class HubSource(Source):
     a Retry-After header is honoured up to ``max_retry_after`` seconds.
     """
 
-    concurrency = 8
+    # Header reads are latency-bound: 163 DeepSeek-V3 shards take 21 round trips at 8, 6 at 32.
+    concurrency = 32
 
     def __init__(
         self,
