@@ -27,13 +27,53 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries a killed ckptkit left for ``final``: files named
+    ``.ckptkit-<final name>.<pid>.<random>.tmp`` whose writing process no longer exists on this
+    machine. Live writers' temporaries, folders and other names are left alone."""
+    final = Path(final)
+    prefix = f".ckptkit-{final.name}."
+    removed = []
+    try:
+        entries = list(os.scandir(final.parent))
+    except OSError:
+        return removed
+    for e in entries:
+        if not (e.name.startswith(prefix) and e.name.endswith(".tmp")):
+            continue
+        pid, _, rand = e.name[len(prefix):-4].partition(".")
+        # mkstemp's random part has no dots: "a.gguf.7" temporaries never match "a.gguf"
+        if not pid.isdigit() or not rand or "." in rand or _alive(int(pid)):
+            continue
+        try:
+            if e.is_file(follow_symlinks=False):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:
+            pass
+    return removed
+
+
 class AtomicFiles:
     """A set of output files committed together.
 
     ``open(path)`` gives a file object writing to a hidden temporary in the same folder;
     ``commit()`` fsyncs and renames all of them; leaving the ``with`` block without commit
     (an exception, a signal) removes the temporaries. A SIGKILL can leave only hidden
-    ``.ckptkit-*.tmp`` files, never a file under a final name."""
+    ``.ckptkit-*.tmp`` files, never a file under a final name; the next ``open`` of the same
+    final name removes them (see ``remove_stale_temps``)."""
 
     def __init__(self) -> None:
         self._pending: list[tuple[Path, Path, BinaryIO]] = []
@@ -41,7 +81,9 @@ class AtomicFiles:
     def open(self, path: str | os.PathLike) -> BinaryIO:
         final = Path(path)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".ckptkit-{final.name}.", suffix=".tmp", dir=final.parent)
+        remove_stale_temps(final)
+        fd, tmp = tempfile.mkstemp(prefix=f".ckptkit-{final.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=final.parent)
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         f = os.fdopen(fd, "w+b")
         self._pending.append((final, Path(tmp), f))
@@ -52,7 +94,9 @@ class AtomicFiles:
             f.flush()
             os.fsync(f.fileno())
             f.close()
-        for final, tmp, _ in self._pending:
+        # Last file first: readers open the first part of a split output, so a set interrupted
+        # mid-commit never shows its first part.
+        for final, tmp, _ in reversed(self._pending):
             os.replace(tmp, final)
         for d in {final.parent for final, _, _ in self._pending}:
             _fsync_dir(d)
