@@ -332,3 +332,19 @@ def test_convert_of_hostile_input_leaves_nothing(st_corpus, repos, tmp_path, src
     (rc, out, err), _ = _rss_of(["convert", str(path), str(out_dir / "m.gguf"), "--no-progress"])
     assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert list(out_dir.iterdir()) == []
+
+
+def test_cli_validate_turns_absurd_config_into_findings(repos, baseline_rss):
+    """A billion layers is not unreadable input: validate reports it (exit 1), allocating nothing per layer."""
+    (rc, out, err), rss = _rss_of(["validate", str(repos / "config_billion_layers")])
+    assert rc == 1 and err == "", err
+    assert "num_hidden_layers = 1000000000" in out and "implausible" in out
+    assert rss < baseline_rss + 64 * 1024
+
+
+@pytest.mark.parametrize("name", ["index_traversal_dotdot", "pickle_only_bin", "index_recursion_bomb"])
+def test_cli_validate_refuses_hostile_repo(repos, name):
+    _, _, pattern, file = R.REPOS[name]
+    (rc, out, err), _ = _rss_of(["validate", str(repos / name)])
+    assert_one_line_exit_2(rc, out, err, file or name)
+    assert re.search(pattern, err)
