@@ -142,7 +142,8 @@ def _fields(reader: gguf.GGUFReader) -> dict:
 
 @pytest.fixture(scope="session")
 def both(tiny_model, reference_root, tmp_path_factory):
-    """family -> (reference GGUF reader, ckptkit GGUF reader), each converted once."""
+    """family -> (reference GGUF reader, ckptkit GGUF reader, reference GGUF path, HF model), each
+    converted once."""
     cache = {}
 
     def get(family):
@@ -157,14 +158,14 @@ def both(tiny_model, reference_root, tmp_path_factory):
             pre = ck.fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in ck.fields else None
             ref = d / "reference.gguf"
             run_reference(reference_root, model, ref, pre)
-            cache[family] = (gguf.GGUFReader(ref), ck)
+            cache[family] = (gguf.GGUFReader(ref), ck, ref, model)
         return cache[family]
     return get
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_same_tensors_same_bytes(family, both):
-    ref, ck = both(family)
+    ref, ck, *_ = both(family)
     rt = {t.name: t for t in ref.tensors}
     ct = {t.name: t for t in ck.tensors}
     assert set(rt) == set(ct), (f"only in the reference: {sorted(set(rt) - set(ct))}; "
@@ -179,7 +180,7 @@ def test_same_tensors_same_bytes(family, both):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_metadata_covers_the_reference(family, both):
-    ref, ck = both(family)
+    ref, ck, *_ = both(family)
     rf, cf = _fields(ref), _fields(ck)
     arch = rf["general.architecture"]
     assert cf["general.architecture"] == arch
@@ -197,7 +198,7 @@ def test_metadata_covers_the_reference(family, both):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tokenizer_agrees(family, both):
-    ref, ck = both(family)
+    ref, ck, *_ = both(family)
     rf, cf = _fields(ref), _fields(ck)
     assert cf["tokenizer.ggml.model"] == rf["tokenizer.ggml.model"]
     assert cf["tokenizer.ggml.tokens"] == rf["tokenizer.ggml.tokens"]
@@ -218,3 +219,23 @@ def test_tokenizer_agrees(family, both):
         assert len(set(cs)) > 10                # ckptkit's carry the merge order
     else:
         assert not differ
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reference_gguf_back_to_hf(family, both, tmp_path):
+    """A GGUF the reference wrote converts back (ckptkit GGUF -> HF) to a model transformers loads
+    with no missing or unexpected keys, with the original's weights and logits."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from ckptkit.convert import convert_to_hf
+    *_, ref_path, model = both(family)
+    out = tmp_path / "hf"
+    convert_to_hf(str(ref_path), out, outtype="f32", shard_size=200_000)
+    back, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    orig = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    so, sb = orig.state_dict(), back.state_dict()
+    assert so.keys() == sb.keys() and all(torch.equal(so[k], sb[k]) for k in so)
+    toks = torch.tensor([[1, 5, 9, 100, 200, 3, 77, 42]])
+    with torch.no_grad():
+        assert torch.equal(orig.eval()(toks).logits, back.eval()(toks).logits)
