@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from functools import wraps
 
@@ -141,6 +142,8 @@ def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_voc
     from .convert import convert_to_gguf, source_is_gguf
     if source_is_gguf(src, revision):
         return _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress)
+    if os.path.isdir(out):
+        raise CkptError("is a folder; a GGUF output is a file (a folder is for GGUF -> HF)", out)
     from .render.text import human_bytes
     bar: dict = {}
 
@@ -260,6 +263,11 @@ def validate_cmd(src, revision, as_json, fmt, fail_on, policy_path) -> None:
         sys.exit(1)
 
 
+def _table_console() -> Console:
+    """Terminal width on a terminal; wide when piped, so tables are not folded into slivers."""
+    return Console() if sys.stdout.isatty() else Console(width=240)
+
+
 def _compare_column(spec: str, revision: str | None) -> dict:
     from pathlib import Path
 
@@ -282,7 +290,7 @@ def compare(specs, revision, markdown) -> None:
     models (by name, e.g. "Llama 3 8B"; see `ckptkit catalogue`)."""
     from .render.compare import compare_table, render
     headers, rows = compare_table([_compare_column(s, revision) for s in specs])
-    render(headers, rows, Console(), markdown)
+    render(headers, rows, _table_console(), markdown)
 
 
 @main.command()
@@ -297,7 +305,7 @@ def catalogue(family, markdown) -> None:
     if family and family not in families():
         raise SourceError(f"unknown family; known: {', '.join(sorted(families()))}", family)
     headers, rows = catalogue_table(family)
-    render(headers, rows, Console(), markdown, first_bold=True)
+    render(headers, rows, _table_console(), markdown)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -151,4 +151,4 @@ def render_facts(report: dict, console: Console) -> None:
         return
     console.print("[bold]architecture[/bold] [dim](\\[config]/\\[derived]: not read from tensor shapes alone)[/dim]")
     for label, text in fact_lines(report):
-        console.print(f"  {label:12s} {text}", highlight=False)
+        console.print(f"  {label:12s} {text}", highlight=False, soft_wrap=True)
