@@ -270,3 +270,27 @@ def test_llama4_scout_plan_from_headers(header_only_dir):
         assert names[f"blk.{layer}.ffn_gate_inp.weight"].slot.ggml_type == gguf.GGMLQuantizationType.F32
     assert names["token_embd.weight"].slot.shape == (tc["vocab_size"], h)
     assert names["output.weight"].slot.shape == (tc["vocab_size"], h)
+    # Scout's llama3 rope scaling becomes a computed rope_freqs tensor (no source data)
+    rf = names["rope_freqs.weight"]
+    assert rf.slot.shape == (tc["head_dim"] // 2,) and rf.slot.ggml_type == gguf.GGMLQuantizationType.F32
+    assert rf.pieces[0].gen[0] == "llama3_rope_factors"
+
+
+def test_llama4_llama3_rope_scaling(tiny_model, tmp_path):
+    """Llama 3-style rope scaling (as Llama 4 Scout has) is written as rope_freqs: logits match
+    with it and are wrong without it."""
+    llama_cpp_or_skip()
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 16.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    src = variant(tiny_model("llama4_text"), tmp_path, rope_parameters=rope)
+    out = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), out, outtype="f32", vocab=False)
+    rf = gguf_tensors(out)["rope_freqs.weight"]
+    # head_dim 16, theta 5e5: wavelengths 6.3 (kept), 32 (between 16 and 64: interpolated), >= 166 (x16)
+    assert rf.shape == (8,) and rf[0] == 1.0 and 1.0 < rf[1] < 16.0 and np.all(rf[2:] == 16.0)
+    assert rel_diff(out, src) < 2e-3
+    bad = tmp_path / "bad.gguf"
+    convert_to_gguf(str(src), bad, outtype="f32", vocab=False,
+                    on_plan=lambda p: p.tensors.__setitem__(slice(None), [t for t in p.tensors
+                                                                          if t.slot.name != "rope_freqs.weight"]))
+    assert rel_diff(bad, src) > 2e-2

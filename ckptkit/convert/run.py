@@ -20,7 +20,7 @@ from ..formats.gguf_write import TensorSlot, write_gguf
 from ..sources.base import Source
 from ..tensordata import decode, read_raw_rows, row_nbytes
 from .plan import OutTensor, Piece, Plan, matrix_shape
-from .transforms import OPS, dequant_fp8_blocks
+from .transforms import GENERATORS, OPS, dequant_fp8_blocks
 
 CHUNK_BYTES = 32 << 20  # source bytes per job
 
@@ -42,9 +42,13 @@ def _passthrough(piece: Piece, slot: TensorSlot) -> bool:
 
 def piece_jobs(source: Source, piece: Piece, slot: TensorSlot, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Callable[[], bytes]]:
     """Jobs that together produce a piece's output bytes, in order."""
+    if piece.gen is not None:      # computed from the config (e.g. rope_freqs): one small job
+        name, *args = piece.gen
+        yield lambda: encode(GENERATORS[name](*args), slot.ggml_type, slot.shape[-1] if slot.shape else 1)
+        return
     src = piece.src
     rows, cols = matrix_shape(src.shape)
-    rb = row_nbytes(src) if src.shape and len(src.shape) > 1 else src.nbytes // max(rows, 1)
+    rb = src.nbytes // max(rows, 1)  # one row of the matrix view (all leading axes folded)
     q = max(piece.quantum, 1)
     step = max(q, (chunk_bytes // max(rb, 1)) // q * q)
     out_cols = slot.shape[-1] if slot.shape else 1

@@ -76,3 +76,27 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
 }
 # ops that need the whole piece in one chunk
 WHOLE = {"transpose"}
+
+
+# ---- generated tensors: values computed from config.json, not read --------------------------------
+
+def llama3_rope_factors(dim: int, theta: float, factor: float, low_freq_factor: float,
+                        high_freq_factor: float, original_context: int) -> np.ndarray:
+    """Llama 3-style rope scaling as GGML's per-frequency divisors (``rope_freqs``, dim // 2):
+    wavelengths shorter than original_context / high_freq_factor are kept (1), longer than
+    original_context / low_freq_factor slowed by ``factor``, and those between interpolated."""
+    inv_freq = 1.0 / (float(theta) ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    wavelen = 2 * np.pi / inv_freq
+    low_wavelen = original_context / low_freq_factor
+    high_wavelen = original_context / high_freq_factor
+    out = np.where(wavelen > low_wavelen, float(factor), 1.0)
+    mid = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    if mid.any():   # only then is high_freq_factor != low_freq_factor
+        smooth = (original_context / wavelen[mid] - low_freq_factor) / (high_freq_factor - low_freq_factor)
+        out[mid] = 1.0 / ((1 - smooth) / factor + smooth)
+    return out.astype(np.float32)
+
+
+GENERATORS: dict[str, Callable[..., np.ndarray]] = {
+    "llama3_rope_factors": llama3_rope_factors,
+}
