@@ -12,13 +12,13 @@ from math import prod
 from typing import Any
 
 from ..dtypes import GGML_TYPE_BY_NAME
-from ..errors import CkptError, UnsupportedError
+from ..errors import CkptError, FormatError, UnsupportedError
 from ..expr import evaluate
 from ..formats.gguf_write import KV, VT, TensorSlot, kv
 from ..index import TensorIndex, TensorInfo
 from ..infer.names import NameInfo, canonicalize
 from .family import Family, effective_config
-from .transforms import GENERATORS, OPS, WHOLE
+from .transforms import OPS, WHOLE
 
 OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 _TYPED = {"u32": VT.UINT32, "i32": VT.INT32, "f32": VT.FLOAT32, "bool": VT.BOOL, "str": VT.STRING,
@@ -43,8 +43,6 @@ class Piece:
     quantum: int = 1                       # chunks hold a multiple of this many rows
     scale: TensorInfo | None = None        # FP8 block scales of ``src``
     scale_block: tuple[int, int] = (128, 128)
-    # computed, not read: (generator name in transforms.GENERATORS, *args) gives the piece's values
-    gen: tuple[Any, ...] | None = None
 
     @property
     def rows(self) -> int:
@@ -164,7 +162,12 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
     for name, info in infos.items():
         if info.part == "scale" and name.endswith("_scale_inv"):
             scales[name[: -len("_scale_inv")]] = index.tensors[name]
-    plan = Plan(fam.name, fam.arch, metadata_kvs(fam, cfg), [])
+    plan = Plan(fam.name, fam.arch, [], [])
+    # MTP modules stored as extra layers after the trunk (DeepSeek-V3, GLM-4.5): the family
+    # option names the first such layer; their attention/FFN tensors are MTP too, not just nextn.*
+    mtp_from = fam.options.get("mtp_from_layer")
+    first_mtp = evaluate(mtp_from, cfg) if mtp_from else None
+    mtp_kept: set[int] = set()
     experts: dict[tuple[int | None, str], dict[int, TensorInfo]] = {}
     order: list[tuple[str, Any]] = []
     unknown: list[str] = []
@@ -181,9 +184,12 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
         if info.role is None:
             unknown.append(name)
             continue
-        if info.mtp and not keep_mtp:
+        is_mtp = info.mtp or (first_mtp is not None and info.layer is not None and info.layer >= first_mtp)
+        if is_mtp and not keep_mtp:
             plan.dropped.append((name, "multi-token-prediction layer (--no-mtp)"))
             continue
+        if is_mtp and info.layer is not None:
+            mtp_kept.add(info.layer)
         if info.part not in ("weight", "bias"):
             raise UnsupportedError(f"{name}: {info.part} tensors are not converted yet")
         role = fam.renames.get(info.role, info.role)
@@ -198,6 +204,8 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
     if unknown:
         more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise UnsupportedError(f"no GGUF name for {', '.join(unknown[:3])}{more} in family {fam.name}")
+    # facts of the checkpoint itself that metadata expressions may use besides config.json
+    plan.kvs = metadata_kvs(fam, {**cfg, "_mtp_layers": len(mtp_kept)})
 
     for kind, item in order:
         if kind == "experts":
@@ -217,28 +225,7 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
                 shape = (shape[1], shape[0])
             unit = Unit(role, info.layer, [t], shape, transposed=info.transposed and len(t.shape) == 2)
         plan.tensors.extend(_outputs(unit, fam, cfg, outtype, scales))
-    plan.tensors.extend(generated_outputs(fam, cfg))
     return plan
-
-
-def generated_outputs(fam: Family, cfg: dict) -> list[OutTensor]:
-    """Tensors computed from config.json alone (family [[options.generate]] tables: to, when,
-    op = [generator, arg-expressions...], shape), e.g. Llama 3-style rope_freqs. Always F32."""
-    out = []
-    for g in fam.options.get("generate", []):
-        if not evaluate(g.get("when", "True"), cfg):
-            continue
-        name, *args = g["op"]
-        if name not in GENERATORS:
-            raise UnsupportedError(f"mapping names unknown generator {name!r} for {g['to']}")
-        vals = [evaluate(a, cfg) if isinstance(a, str) else a for a in args]
-        if any(v is None for v in vals):
-            raise UnsupportedError(f"config.json lacks what {g['to']} needs ({', '.join(map(str, args))})")
-        shape = tuple(int(v) for v in evaluate(g["shape"], cfg))
-        info = TensorInfo(f"<{name}>", "F32", shape, "", 0, 4 * prod(shape))
-        piece = Piece(info, 0, matrix_shape(shape)[0], gen=(name, *vals))
-        out.append(OutTensor(TensorSlot(g["to"], shape, GGML_TYPE_BY_NAME["F32"]), [piece]))
-    return out
 
 
 @dataclass
@@ -297,7 +284,9 @@ def _split_out(unit: Unit, sp: dict, fam: Family, cfg: dict, outtype: str,
         if local + span > src_rows:
             raise CkptError(f"{unit.role}: split group {g} crosses a source tensor boundary")
         src = unit.srcs[k]
-        pieces.append(Piece(src, local, local + span, ops, quantum, scales.get(src.name)))
+        block = scale_block(cfg)
+        pieces.append(Piece(src, local, local + span, ops, quantum,
+                            _checked_scale(src, scales.get(src.name), block), block))
     slot = TensorSlot(gguf_name(role, unit.layer), shape, output_type(role, unit.srcs[0].dtype, shape, outtype, fam))
     return OutTensor(slot, pieces)
 
@@ -310,15 +299,40 @@ def _out(name: str, role: str, shape: tuple[int, ...], srcs: list[TensorInfo], f
         ops = (("transpose",),) + ops
         quantum = rows
     src_dtype = srcs[0].dtype
+    block = scale_block(cfg)
     pieces = []
     for s in srcs:
-        scale = scales.get(s.name)
+        scale = _checked_scale(s, scales.get(s.name), block)
         q = quantum
         if scale is not None:
-            q = _lcm(q, 128)
-        pieces.append(Piece(s, 0, rows, ops, q, scale))
+            q = _lcm(q, block[0])
+        pieces.append(Piece(s, 0, rows, ops, q, scale, block))
     slot = TensorSlot(name, shape, output_type(role, src_dtype, shape, outtype, fam))
     return OutTensor(slot, pieces)
+
+
+def scale_block(cfg: dict) -> tuple[int, int]:
+    """(rows, cols) of one FP8 scale block: config quantization_config.weight_block_size, else 128x128."""
+    qc = cfg.get("quantization_config")
+    block = qc.get("weight_block_size") if isinstance(qc, dict) else None
+    if block is None:
+        return 128, 128
+    if (not isinstance(block, list) or len(block) != 2
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+        raise FormatError(f"quantization_config.weight_block_size must be two positive integers, not {block!r}")
+    return block[0], block[1]
+
+
+def _checked_scale(src: TensorInfo, scale: TensorInfo | None, block: tuple[int, int]) -> TensorInfo | None:
+    """The weight's block-scale tensor, after checking it has one scale per block."""
+    if scale is None:
+        return None
+    rows, cols = matrix_shape(src.shape)
+    want = (-(-rows // block[0]), -(-cols // block[1]))
+    if len(src.shape) != 2 or tuple(scale.shape) != want:
+        raise FormatError(f"{scale.name}: shape {list(scale.shape)} does not hold one scale per "
+                          f"{block[0]}x{block[1]} block of {src.name} {list(src.shape)} (expected {list(want)})")
+    return scale
 
 
 def _lcm(a: int, b: int) -> int:
