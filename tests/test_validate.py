@@ -432,3 +432,19 @@ def test_bad_input_exits_2(tmp_path):
 def test_every_code_is_documented():
     for code, (level, text) in CODES.items():
         assert level in ("error", "warning") and text and "." in code or code == "truncated"
+
+
+def test_example_ci_policy_and_workflow(tiny_model):
+    root = Path(__file__).parent.parent / "examples" / "ci"
+    pol = load_policy(root / "ckptkit.toml")
+    assert pol.formats == ["safetensors"] and pol.fail_on == "warning" and pol.forbid_pickle
+    r = cli("validate", str(tiny_model("llama")), "--policy", str(root / "ckptkit.toml"), "--format", "github")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wf = (root / "audit.yml").read_text()
+    assert '--policy "$POLICY" --format github' in wf and "ckptkit compare" in wf
+    try:
+        import yaml
+    except ImportError:
+        return
+    steps = yaml.safe_load(wf)["jobs"]["audit"]["steps"]
+    assert any("ckptkit validate" in s.get("run", "") for s in steps)
