@@ -18,7 +18,7 @@ from ..formats.gguf_write import KV, VT, TensorSlot, kv
 from ..index import TensorIndex, TensorInfo
 from ..infer.names import NameInfo, canonicalize
 from .family import Family, effective_config
-from .transforms import OPS, WHOLE
+from .transforms import GENERATORS, OPS, WHOLE
 
 OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 _TYPED = {"u32": VT.UINT32, "i32": VT.INT32, "f32": VT.FLOAT32, "bool": VT.BOOL, "str": VT.STRING,
@@ -43,6 +43,8 @@ class Piece:
     quantum: int = 1                       # chunks hold a multiple of this many rows
     scale: TensorInfo | None = None        # FP8 block scales of ``src``
     scale_block: tuple[int, int] = (128, 128)
+    # computed, not read: (generator name in transforms.GENERATORS, *args) gives the piece's values
+    gen: tuple[Any, ...] | None = None
 
     @property
     def rows(self) -> int:
@@ -225,7 +227,28 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
                 shape = (shape[1], shape[0])
             unit = Unit(role, info.layer, [t], shape, transposed=info.transposed and len(t.shape) == 2)
         plan.tensors.extend(_outputs(unit, fam, cfg, outtype, scales))
+    plan.tensors.extend(generated_outputs(fam, cfg))
     return plan
+
+
+def generated_outputs(fam: Family, cfg: dict) -> list[OutTensor]:
+    """Tensors computed from config.json alone (family [[options.generate]] tables: to, when,
+    op = [generator, arg-expressions...], shape), e.g. Llama 3-style rope_freqs. Always F32."""
+    out = []
+    for g in fam.options.get("generate", []):
+        if not evaluate(g.get("when", "True"), cfg):
+            continue
+        name, *args = g["op"]
+        if name not in GENERATORS:
+            raise UnsupportedError(f"mapping names unknown generator {name!r} for {g['to']}")
+        vals = [evaluate(a, cfg) if isinstance(a, str) else a for a in args]
+        if any(v is None for v in vals):
+            raise UnsupportedError(f"config.json lacks what {g['to']} needs ({', '.join(map(str, args))})")
+        shape = tuple(int(v) for v in evaluate(g["shape"], cfg))
+        info = TensorInfo(f"<{name}>", "F32", shape, "", 0, 4 * prod(shape))
+        piece = Piece(info, 0, matrix_shape(shape)[0], gen=(name, *vals))
+        out.append(OutTensor(TensorSlot(g["to"], shape, GGML_TYPE_BY_NAME["F32"]), [piece]))
+    return out
 
 
 @dataclass
