@@ -22,7 +22,10 @@ from ..tensordata import decode, read_raw_rows, row_nbytes
 from .plan import OutTensor, Piece, Plan, matrix_shape
 from .transforms import GENERATORS, OPS, dequant_fp8_blocks
 
-CHUNK_BYTES = 32 << 20  # source bytes per job
+# Source bytes per job. Small chunks keep numpy's temporaries (float32: 2-4x the source) under
+# glibc's mmap threshold, so their memory is reused instead of page-faulted in afresh per chunk:
+# 0.5 GB Llama bf16 -> f16, 2 threads: 32 MB chunks 3.0 s CPU, 436 MB peak; 4 MB 1.9 s, 91 MB.
+CHUNK_BYTES = 4 << 20
 
 
 def encode(x: np.ndarray, ggml_type: int, cols: int) -> bytes:
@@ -30,10 +33,15 @@ def encode(x: np.ndarray, ggml_type: int, cols: int) -> bytes:
     name = GGML_TYPES[ggml_type][0]
     x = np.asarray(x, dtype=np.float32)
     if name == "F32":
-        return x.tobytes()
+        return _raw(x)
     if name == "F16":
-        return x.astype(np.float16).tobytes()
-    return quantize(x.reshape(-1, cols), GGMLQuantizationType(ggml_type)).tobytes()
+        return _raw(x.astype(np.float16))
+    return _raw(quantize(x.reshape(-1, cols), GGMLQuantizationType(ggml_type)))
+
+
+def _raw(a: np.ndarray) -> memoryview:
+    """The array's bytes without the extra copy ``tobytes()`` makes (a bytes-like object)."""
+    return memoryview(np.ascontiguousarray(a)).cast("B")
 
 
 def _passthrough(piece: Piece, slot: TensorSlot) -> bool:
