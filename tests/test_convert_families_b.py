@@ -130,6 +130,51 @@ def test_gemma3_window_pattern_and_local_base_matter(tiny_model, tmp_path):
         assert rel_diff(bad, src) > 2e-2, f"logits do not depend on {dropped}"
 
 
+def test_gemma3_multimodal_layout(tiny_model, tmp_path):
+    """Gemma3ForConditionalGeneration: text weights under model.language_model.*, a vision
+    tower and projector beside them, the text config nested. The vision part is dropped and the
+    text model runs as the plain one does."""
+    from safetensors.numpy import save_file
+    base = tiny_model("gemma3_text")
+    cfg = json.loads((base / "config.json").read_text())
+    wm = json.loads((base / "model.safetensors.index.json").read_text())["weight_map"]
+    tensors = {}
+    for name in wm:
+        tensors[name.replace("model.", "model.language_model.", 1)] = hf_tensor(base, name)
+    rng = np.random.default_rng(0)
+    tensors["model.vision_tower.vision_model.embeddings.patch_embedding.weight"] = rng.standard_normal((8, 3, 2, 2)).astype(np.float32)
+    tensors["model.multi_modal_projector.mm_input_projection_weight"] = rng.standard_normal((8, 64)).astype(np.float32)
+    d = tmp_path / "mm"
+    d.mkdir()
+    save_file(tensors, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps({"architectures": ["Gemma3ForConditionalGeneration"],
+                                               "model_type": "gemma3", "text_config": cfg}))
+    out = tmp_path / "m.gguf"
+    res = convert_to_gguf(str(d), out, outtype="f32", vocab=False)
+    assert {n for n, _ in res.plan.dropped} == {k for k in tensors if "vision" in k or "multi_modal" in k}
+    assert gguf_fields(out)["gemma3.attention.sliding_window_pattern"] == [t == "sliding_attention" for t in cfg["layer_types"]]
+    llama_cpp_or_skip()
+    assert rel_diff(out, base) < 2e-3
+
+
+def test_gemma3_published_config_defaults():
+    """Multimodal Gemma 3 configs leave transformers' defaults out of text_config (gemma-3-4b-it
+    gives only these); the GGUF gets the values transformers would use."""
+    from ckptkit.convert.family import effective_config, families
+    from ckptkit.convert.plan import metadata_kvs
+    cfg = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+           "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                           "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                           "sliding_window": 1024}}
+    kv = {k.key: k.value for k in metadata_kvs(families()["gemma3"], effective_config(cfg))}
+    assert kv["gemma3.attention.head_count"] == 8 and kv["gemma3.attention.head_count_kv"] == 4
+    assert kv["gemma3.attention.key_length"] == 256 and kv["gemma3.context_length"] == 131072
+    assert kv["gemma3.rope.freq_base"] == 1e6 and kv["gemma3.rope.freq_base_swa"] == 1e4
+    assert kv["gemma3.rope.scaling.type"] == "linear" and kv["gemma3.rope.scaling.factor"] == 8.0
+    assert kv["gemma3.attention.sliding_window"] == 1024
+    assert kv["gemma3.attention.sliding_window_pattern"] == [(i + 1) % 6 != 0 for i in range(34)]
+
+
 @pytest.mark.parametrize("changes, match", [
     ({"attn_logit_softcapping": 50.0}, "soft-capping"),
     ({"query_pre_attn_scalar": 32}, "query_pre_attn_scalar"),
