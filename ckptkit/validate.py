@@ -129,7 +129,7 @@ class Validation:
 
     def to_json(self) -> dict:
         return {"source": self.source, "format": self.format, "family": self.family,
-                "tensors": self.tensors, "files": self.files,
+                "tensor_count": self.tensors, "file_count": self.files,
                 "counts": {lv: self.count(lv) for lv in reversed(LEVELS)},
                 "findings": [f.to_json() for f in self.findings]}
 
