@@ -339,3 +339,27 @@ def test_llama4_llama3_rope_scaling(tiny_model, tmp_path):
                     on_plan=lambda p: p.tensors.__setitem__(slice(None), [t for t in p.tensors
                                                                           if t.slot.name != "rope_freqs.weight"]))
     assert rel_diff(bad, src) > 2e-2
+
+
+def test_olmo3_sliding_layers(tmp_path):
+    """OLMo 3 (olmo2 in llama.cpp plus sliding-window layers): window and pattern are written
+    and logits match past the window."""
+    llama_cpp_or_skip()
+    import torch
+    from transformers import Olmo3Config, Olmo3ForCausalLM
+    torch.manual_seed(0)
+    c = Olmo3Config(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                    sliding_window=4, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    m = Olmo3ForCausalLM(c)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    src = tmp_path / "olmo3"
+    m.save_pretrained(src)
+    out = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), out, outtype="f32", vocab=False)
+    f = gguf_fields(out)
+    assert f["general.architecture"] == "olmo2"
+    assert f["olmo2.attention.sliding_window"] == 4
+    assert f["olmo2.attention.sliding_window_pattern"] == [t == "sliding_attention" for t in m.config.layer_types]
+    assert rel_diff(out, src) < 2e-3
