@@ -7,7 +7,7 @@ So expert stacking is one piece per expert, a split is a row range, and nothing 
 gathered in memory beyond one chunk of rows."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import prod
 from typing import Any
 
@@ -18,7 +18,7 @@ from ..formats.gguf_write import KV, VT, TensorSlot, kv
 from ..index import TensorIndex, TensorInfo
 from ..infer.names import NameInfo, canonicalize
 from .family import Family, effective_config
-from .transforms import GENERATORS, OPS, WHOLE
+from .transforms import GENERATORS, OPS, ROW_OPS, WHOLE
 
 OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 _TYPED = {"u32": VT.UINT32, "i32": VT.INT32, "f32": VT.FLOAT32, "bool": VT.BOOL, "str": VT.STRING,
@@ -43,6 +43,9 @@ class Piece:
     quantum: int = 1                       # chunks hold a multiple of this many rows
     scale: TensorInfo | None = None        # FP8 block scales of ``src``
     scale_block: tuple[int, int] = (128, 128)
+    # MXFP4: ``src`` is the blocks tensor [..., G, 16] (rows = its leading axes folded) and this
+    # its E8M0 exponents [..., G]; run.py reads both and repacks (or dequantises) the rows
+    mxfp4_scales: TensorInfo | None = None
     # computed, not read: (generator name in transforms.GENERATORS, *args) gives the piece's values
     gen: tuple[Any, ...] | None = None
 
@@ -170,6 +173,10 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
     mtp_from = fam.options.get("mtp_from_layer")
     first_mtp = evaluate(mtp_from, cfg) if mtp_from else None
     mtp_kept: set[int] = set()
+    # MTP modules kept in their own container (Qwen3-Next "mtp.layers.N", "mtp.fc") become the
+    # layers after the trunk: layer offset + N (offset + 0 for the container's global tensors)
+    mtp_off = fam.options.get("mtp_layer_offset")
+    mtp_offset = evaluate(mtp_off, cfg) if mtp_off else None
     experts: dict[tuple[int | None, str], dict[int, TensorInfo]] = {}
     order: list[tuple[str, Any]] = []
     unknown: list[str] = []
@@ -183,6 +190,8 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
             continue
         if info.part in ("scale", "input_scale"):
             continue  # consumed with its weight
+        if info.part == "scales" and name.endswith("_scales") and name[: -len("_scales")] + "_blocks" in index.tensors:
+            continue  # MXFP4 exponents, consumed with their blocks
         if info.role is None:
             unknown.append(name)
             continue
@@ -190,8 +199,13 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
         if is_mtp and not keep_mtp:
             plan.dropped.append((name, "multi-token-prediction layer (--no-mtp)"))
             continue
+        if info.mtp and mtp_offset is not None:
+            info = replace(info, layer=int(mtp_offset) + (info.layer or 0))
         if is_mtp and info.layer is not None:
             mtp_kept.add(info.layer)
+        if info.part == "blocks":
+            order.append(("mxfp4", (fam.renames.get(info.role, info.role), info, t, _mxfp4_scales(index, name, t))))
+            continue
         if info.part not in ("weight", "bias"):
             raise UnsupportedError(f"{name}: {info.part} tensors are not converted yet")
         role = fam.renames.get(info.role, info.role)
@@ -220,6 +234,9 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
             if any(members[e].shape != first.shape for e in ids):
                 raise CkptError(f"layer {layer} {role}: experts differ in shape")
             unit = Unit(role, layer, [members[e] for e in ids], (len(ids), *first.shape))
+        elif kind == "mxfp4":
+            role, info, t, sc = item
+            unit = Unit(role, info.layer, [t], (*t.shape[:-2], t.shape[-2] * 32), mxfp4_scales=sc)
         else:
             role, info, t = item
             shape = t.shape
@@ -259,10 +276,60 @@ class Unit:
     srcs: list[TensorInfo]
     shape: tuple[int, ...]
     transposed: bool = False
+    mxfp4_scales: TensorInfo | None = None      # ``srcs`` are MXFP4 blocks; shape is the values'
+
+
+def _mxfp4_scales(index: TensorIndex, name: str, blocks: TensorInfo) -> TensorInfo:
+    """The E8M0 exponents of an MXFP4 ``*_blocks`` tensor, checked against it."""
+    sname = name[: -len("_blocks")] + "_scales"
+    sc = index.tensors.get(sname)
+    if sc is None:
+        raise FormatError(f"{name}: MXFP4 blocks without their exponents {sname}")
+    if (blocks.dtype != "U8" or sc.dtype != "U8" or len(blocks.shape) < 3 or blocks.shape[-1] != 16
+            or tuple(sc.shape) != tuple(blocks.shape[:-1])):
+        raise FormatError(f"{name} {blocks.dtype}{list(blocks.shape)} / {sname} {sc.dtype}{list(sc.shape)}: "
+                          "not MXFP4 (U8 blocks [..., G, 16] and U8 exponents [..., G])")
+    return sc
+
+
+def mxfp4_output_type(role: str, outtype: str, fam: Family) -> int:
+    """MXFP4 sources stay MXFP4 (a lossless repack) unless a float type is asked for
+    explicitly; q8_0 keeps them too, since re-quantising 4-bit values to 8 bits only grows them."""
+    T = GGML_TYPE_BY_NAME
+    if outtype == "f32" or role in fam.f32_roles:
+        return T["F32"]
+    if outtype in ("f16", "bf16"):
+        return T[outtype.upper()]
+    return T["MXFP4"]
+
+
+def _rows_of(src: TensorInfo, mxfp4: bool) -> int:
+    """Rows of a source as pieces count them (MXFP4 blocks: one row per 32-block run)."""
+    return prod(src.shape[:-2]) if mxfp4 else matrix_shape(src.shape)[0]
+
+
+def _mxfp4_out(unit: Unit, fam: Family, cfg: dict, outtype: str) -> OutTensor:
+    """An unsplit MXFP4 tensor: its role's ".blocks" becomes ".weight"."""
+    role = unit.role[: -len(".blocks")] + ".weight" if unit.role.endswith(".blocks") else unit.role
+    rows = _rows_of(unit.srcs[0], True)
+    ggml_type = mxfp4_output_type(role, outtype, fam)
+    ops, quantum = _ops_for(role, fam, cfg, rows)
+    _check_mxfp4_ops(unit, ops, ggml_type)
+    pieces = [Piece(s, 0, rows, ops, quantum, mxfp4_scales=unit.mxfp4_scales) for s in unit.srcs]
+    return OutTensor(TensorSlot(gguf_name(role, unit.layer), unit.shape, ggml_type), pieces)
+
+
+def _check_mxfp4_ops(unit: Unit, ops: tuple, ggml_type: int) -> None:
+    if ggml_type == GGML_TYPE_BY_NAME["MXFP4"] and any(o[0] not in ROW_OPS for o in ops):
+        bad = ", ".join(o[0] for o in ops if o[0] not in ROW_OPS)
+        raise UnsupportedError(f"{unit.srcs[0].name}: {bad} cannot apply to MXFP4 data kept as MXFP4 "
+                               "(use --outtype f32/f16/bf16 to dequantise)")
 
 
 def _outputs(unit: Unit, fam: Family, cfg: dict, outtype: str, scales: dict[str, TensorInfo]) -> list[OutTensor]:
     splits = [sp for sp in fam.splits if sp["from"] == unit.role]
+    if not splits and unit.mxfp4_scales is not None:
+        return [_mxfp4_out(unit, fam, cfg, outtype)]
     if not splits:
         return [_out(gguf_name(unit.role, unit.layer), unit.role, unit.shape, unit.srcs, fam, cfg, outtype,
                      scales, unit.transposed)]
@@ -278,12 +345,17 @@ def _split_out(unit: Unit, sp: dict, fam: Family, cfg: dict, outtype: str,
     total_rows = matrix_shape(unit.shape)[0]
     groups = int(evaluate(str(sp.get("groups", "1")), names))
     group_rows = int(evaluate(str(sp.get("group_rows", f"{total_rows} // {groups}")), names))
-    start = int(evaluate(str(sp.get("start", "0")), names))
-    count = int(evaluate(str(sp["count"]), names))
+    # "segments" = [[start, count], ...]: the output is segment by segment, each over all groups
+    # (Qwen3-Next's per-head-group [q k v z] rows -> all q, all k, all v)
+    segs = [(int(evaluate(str(a), names)), int(evaluate(str(b), names))) for a, b in sp["segments"]] \
+        if "segments" in sp else \
+        [(int(evaluate(str(sp.get("start", "0")), names)), int(evaluate(str(sp["count"]), names)))]
+    start, count = segs[0]
     step = int(evaluate(str(sp.get("step", "1")), names))
     role = sp["to"]
-    src_rows = matrix_shape(unit.srcs[0].shape)[0]
-    if groups * group_rows != total_rows or start + count * step > group_rows or count <= 0:
+    mx = unit.mxfp4_scales is not None
+    src_rows = _rows_of(unit.srcs[0], mx)
+    if groups * group_rows != total_rows or any(a + (c - 1) * step + 1 > group_rows or c <= 0 for a, c in segs):
         raise CkptError(f"{unit.role}: split into {role} does not fit the tensor's {total_rows} rows")
     if "shape" in sp:
         shape = tuple(int(v) for v in evaluate(sp["shape"], names))
@@ -295,22 +367,30 @@ def _split_out(unit: Unit, sp: dict, fam: Family, cfg: dict, outtype: str,
         split_ops.append((name, *[evaluate(a, names) if isinstance(a, str) else a for a in args]))
     if step > 1:
         split_ops.insert(0, ("take_rows", 0, step))
-    span = count * step
-    own_ops, quantum = _ops_for(role, fam, cfg, count)
-    ops = tuple(split_ops) + own_ops
-    if any(o[0] in WHOLE for o in ops) or step > 1:
-        quantum = span
+    ggml_type = mxfp4_output_type(role, outtype, fam) if mx else \
+        output_type(role, unit.srcs[0].dtype, shape, outtype, fam)
     pieces = []
-    for g in range(groups):
-        r = g * group_rows + start
-        k, local = divmod(r, src_rows)
-        if local + span > src_rows:
-            raise CkptError(f"{unit.role}: split group {g} crosses a source tensor boundary")
-        src = unit.srcs[k]
-        block = scale_block(cfg)
-        pieces.append(Piece(src, local, local + span, ops, quantum,
-                            _checked_scale(src, scales.get(src.name), block), block))
-    slot = TensorSlot(gguf_name(role, unit.layer), shape, output_type(role, unit.srcs[0].dtype, shape, outtype, fam))
+    for start, count in segs:
+        span = (count - 1) * step + 1       # rows read: take_rows(0, step) leaves ``count``
+        own_ops, quantum = _ops_for(role, fam, cfg, count)
+        ops = tuple(split_ops) + own_ops
+        if mx:
+            _check_mxfp4_ops(unit, ops, ggml_type)
+        if any(o[0] in WHOLE for o in ops) or step > 1:
+            quantum = span
+        for g in range(groups):
+            r = g * group_rows + start
+            k, local = divmod(r, src_rows)
+            if local + span > src_rows:
+                raise CkptError(f"{unit.role}: split group {g} crosses a source tensor boundary")
+            src = unit.srcs[k]
+            if mx:
+                pieces.append(Piece(src, local, local + span, ops, quantum, mxfp4_scales=unit.mxfp4_scales))
+                continue
+            block = scale_block(cfg)
+            pieces.append(Piece(src, local, local + span, ops, quantum,
+                                _checked_scale(src, scales.get(src.name), block), block))
+    slot = TensorSlot(gguf_name(role, unit.layer), shape, ggml_type)
     return OutTensor(slot, pieces)
 
 

@@ -20,7 +20,7 @@ from ..formats.gguf_write import TensorSlot, write_gguf
 from ..sources.base import Source
 from ..tensordata import decode, read_raw_rows, row_nbytes
 from .plan import OutTensor, Piece, Plan, matrix_shape
-from .transforms import GENERATORS, OPS, dequant_fp8_blocks
+from .transforms import GENERATORS, OPS, ROW_OPS, dequant_fp8_blocks, mxfp4_dequant, mxfp4_to_ggml
 
 # Source bytes per job. Small chunks keep numpy's temporaries (float32: 2-4x the source) under
 # glibc's mmap threshold, so their memory is reused instead of page-faulted in afresh per chunk:
@@ -54,6 +54,9 @@ def piece_jobs(source: Source, piece: Piece, slot: TensorSlot, chunk_bytes: int 
         name, *args = piece.gen
         yield lambda: encode(GENERATORS[name](*args), slot.ggml_type, slot.shape[-1] if slot.shape else 1)
         return
+    if piece.mxfp4_scales is not None:
+        yield from _mxfp4_jobs(source, piece, slot, chunk_bytes)
+        return
     src = piece.src
     rows, cols = matrix_shape(src.shape)
     rb = src.nbytes // max(rows, 1)  # one row of the matrix view (all leading axes folded)
@@ -81,6 +84,36 @@ def _job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, rb: int
                    piece.scale.dtype, (s1 - s0, piece.scale.shape[-1])).astype(np.float32)
         x = dequant_fp8_blocks(x, s, a, br, bc)
     for name, *args in piece.ops:
+        x = OPS[name](x, *args)
+    return encode(x, slot.ggml_type, out_cols)
+
+
+def _mxfp4_jobs(source: Source, piece: Piece, slot: TensorSlot, chunk_bytes: int) -> Iterator[Callable[[], bytes]]:
+    """Jobs for a piece of MXFP4 rows: blocks and exponents read together, row by row."""
+    groups = piece.src.shape[-2]
+    q = max(piece.quantum, 1)
+    step = max(q, (chunk_bytes // (groups * 16)) // q * q)
+    out_cols = slot.shape[-1]
+    for a in range(piece.r0, piece.r1, step):
+        b = min(a + step, piece.r1)
+        yield lambda a=a, b=b: _mxfp4_job(source, piece, slot, a, b, groups, out_cols)
+
+
+def _mxfp4_job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, groups: int,
+               out_cols: int) -> bytes:
+    src, sc = piece.src, piece.mxfp4_scales
+    blocks = np.frombuffer(source.read(src.file, src.offset + a * groups * 16, (b - a) * groups * 16),
+                           dtype=np.uint8).reshape(b - a, groups, 16)
+    scales = np.frombuffer(source.read(sc.file, sc.offset + a * groups, (b - a) * groups),
+                           dtype=np.uint8).reshape(b - a, groups)
+    ops = list(piece.ops)
+    while ops and ops[0][0] in ROW_OPS:     # row selections apply to the packed bytes as they are
+        name, *args = ops.pop(0)
+        blocks, scales = OPS[name](blocks, *args), OPS[name](scales, *args)
+    if GGML_TYPES[slot.ggml_type][0] == "MXFP4":
+        return mxfp4_to_ggml(blocks, scales).tobytes()
+    x = mxfp4_dequant(blocks, scales)
+    for name, *args in ops:
         x = OPS[name](x, *args)
     return encode(x, slot.ggml_type, out_cols)
 

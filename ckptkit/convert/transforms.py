@@ -65,6 +65,41 @@ def dequant_fp8_blocks(x: np.ndarray, scale: np.ndarray, row0: int, block_rows: 
     return x * scale[r][:, c]
 
 
+# ---- MXFP4 (OCP microscaling: 32 E2M1 values share one E8M0 exponent) ----------------------------
+
+_E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                  -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], dtype=np.float32)
+
+
+def mxfp4_to_ggml(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """HF/OpenAI MXFP4 rows -> GGML ``block_mxfp4`` bytes, losslessly (only bits move).
+
+    ``blocks`` uint8 (rows, G, 16): value 2k in the low nibble of byte k, 2k+1 in the high one;
+    ``scales`` uint8 (rows, G): E8M0 exponents. GGML's block is the exponent byte then 16 bytes
+    where byte j holds value j (low nibble) and value j+16 (high nibble); the 4-bit codes and the
+    exponent byte mean the same on both sides. Returns uint8 (rows, G * 17)."""
+    rows, groups = scales.shape
+    if blocks.shape != (rows, groups, 16):
+        raise FormatError(f"MXFP4 blocks {blocks.shape} do not match scales {scales.shape}")
+    vals = np.empty((rows, groups, 32), dtype=np.uint8)
+    vals[..., 0::2] = blocks & 0x0F
+    vals[..., 1::2] = blocks >> 4
+    out = np.empty((rows, groups, 17), dtype=np.uint8)
+    out[..., 0] = scales
+    out[..., 1:] = vals[..., :16] | (vals[..., 16:] << 4)
+    return out.reshape(rows, groups * 17)
+
+
+def mxfp4_dequant(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """HF/OpenAI MXFP4 rows -> float32 (rows, G * 32): E2M1 value times 2**(exponent - 127)."""
+    rows, groups = scales.shape
+    vals = np.empty((rows, groups, 32), dtype=np.float32)
+    vals[..., 0::2] = _E2M1[blocks & 0x0F]
+    vals[..., 1::2] = _E2M1[blocks >> 4]
+    vals *= np.ldexp(np.float32(1.0), scales.astype(np.int32) - 127)[..., None].astype(np.float32)
+    return vals.reshape(rows, groups * 32)
+
+
 OPS: dict[str, Callable[..., np.ndarray]] = {
     "permute_rope": permute_rope,
     "add": add,
@@ -76,6 +111,8 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
 }
 # ops that need the whole piece in one chunk
 WHOLE = {"transpose"}
+# ops that select rows only: applicable to MXFP4 blocks and scales as they are
+ROW_OPS = {"take_rows"}
 
 
 # ---- generated tensors: values computed from config.json, not read --------------------------------
