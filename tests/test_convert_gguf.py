@@ -118,3 +118,23 @@ def test_convert_straight_from_the_hub(tiny_model, hub, hf_cache, tmp_path):
 def res_tensors(src):
     import json
     return json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+
+
+def test_llama3_rope_scaling(tiny_model, tmp_path):
+    """Llama 3.1-style rope scaling becomes llama.cpp's rope_freqs tensor; logits still match
+    on a sequence long enough for the scaled frequencies to matter."""
+    import json, shutil
+    llama_cpp_or_skip()
+    d = tmp_path / "l31"
+    shutil.copytree(tiny_model("llama"), d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                              "original_max_position_embeddings": 16}
+    cfg.pop("rope_scaling", None)
+    (d / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "m.gguf"
+    res = convert_to_gguf(str(d), out, outtype="f32")
+    assert "rope_freqs.weight" in [t.slot.name for t in res.plan.tensors]
+    tokens = [(i * 37) % 300 + 3 for i in range(40)]
+    assert_logits_match(out, d, rtol=2e-3, tokens=tokens)
