@@ -59,11 +59,15 @@ def _has_tokenizer(source) -> bool:
 
 
 def _file_type(plan: Plan) -> int:
-    # llama_ftype: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q8_0 = 7, MOSTLY_BF16 = 32
+    """llama_ftype of the type holding most bytes: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7,
+    MOSTLY_BF16 32, MOSTLY_MXFP4_MOE 38."""
     from collections import Counter
-    c = Counter(t.slot.ggml_type for t in plan.tensors if len(t.slot.shape) > 1)
+    c: Counter = Counter()
+    for t in plan.tensors:
+        if len(t.slot.shape) > 1:
+            c[t.slot.ggml_type] += t.slot.nbytes
     top = c.most_common(1)[0][0] if c else 0
-    return {0: 0, 1: 1, 8: 7, 30: 32}.get(top, 0)
+    return {0: 0, 1: 1, 8: 7, 30: 32, 39: 38}.get(top, 0)
 
 
 def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", revision: str | None = None,
