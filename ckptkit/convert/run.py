@@ -18,7 +18,7 @@ from gguf.quants import quantize
 from ..dtypes import GGML_TYPES
 from ..formats.gguf_write import TensorSlot, write_gguf
 from ..sources.base import Source
-from ..tensordata import decode, read_raw_rows, row_nbytes
+from ..tensordata import bf16_to_f16, decode, read_raw_rows, row_nbytes
 from .plan import OutTensor, Piece, Plan, matrix_shape
 from .transforms import GENERATORS, OPS, ROW_OPS, dequant_fp8_blocks, mxfp4_dequant, mxfp4_to_ggml
 
@@ -75,6 +75,9 @@ def _job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, rb: int
     raw = source.read(src.file, src.offset + a * rb, (b - a) * rb)
     if passthrough:
         return raw
+    if (src.dtype == "BF16" and GGML_TYPES[slot.ggml_type][0] == "F16" and not piece.ops
+            and piece.scale is None):  # the commonest conversion, 5x faster than via float32
+        return _raw(bf16_to_f16(raw))
     x = decode(raw, src.dtype, (b - a, cols)).astype(np.float32, copy=False)
     if piece.scale is not None:
         br, bc = piece.scale_block
