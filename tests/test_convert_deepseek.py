@@ -15,6 +15,7 @@ import modelgen
 from ckptkit.convert import convert_to_gguf
 from ckptkit.errors import CkptError, UnsupportedError
 from convert_harness import assert_logits_match, llama_cpp_or_skip
+from test_reference_converter import reference_root  # noqa: F401  (fixture: llama.cpp's converter)
 
 ARCH = {"deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "glm4_moe": "glm4moe"}
 
@@ -183,7 +184,7 @@ def test_deepseek_v3_metadata(tiny_model, tmp_path):
                  "rope.freq_base": rope["rope_theta"], "attention.layer_norm_rms_epsilon": c["rms_norm_eps"]}.items():
         assert kv[a + k] == pytest.approx(v, rel=1e-6), k
     # the tiny transformers model has no MTP weights although its config counts one MTP layer
-    assert a + "nextn_predict_layers" not in kv
+    assert kv[a + "nextn_predict_layers"] == 0
 
 
 def test_deepseek_v2_metadata(tiny_model, tmp_path):
@@ -272,7 +273,7 @@ def test_mtp_layer_kept_by_default_dropped_with_no_mtp(family, tiny_model, tmp_p
     dropped = tmp_path / "dropped.gguf"
     res = convert_to_gguf(str(src), dropped, outtype="f32", keep_mtp=False)
     kv, ts = kvs(dropped), tensors(dropped)
-    assert kv[a + "block_count"] == mtp and a + "nextn_predict_layers" not in kv
+    assert kv[a + "block_count"] == mtp and kv[a + "nextn_predict_layers"] == 0
     assert not any(n.startswith(f"blk.{mtp}.") for n in ts)
     assert {n for n, _ in res.plan.dropped} == {k for k in hf if k.startswith(f"model.layers.{mtp}.")}
     assert_logits_match(dropped, src, rtol=2e-3)
@@ -448,7 +449,7 @@ def test_plan_deepseek_v3_671b_from_headers(header_only_dir):
     assert res.plan.nbytes == expected_bytes("deepseek_v3_671b", keep_mtp=False)
     assert not any(s.name.startswith("blk.61.") for s in res.plan.slots)
     kv = {k.key: k.value for k in res.plan.kvs}
-    assert kv["deepseek2.block_count"] == 61 and "deepseek2.nextn_predict_layers" not in kv
+    assert kv["deepseek2.block_count"] == 61 and kv["deepseek2.nextn_predict_layers"] == 0
 
 
 def test_plan_kimi_k2_from_headers(header_only_dir):
@@ -469,4 +470,57 @@ def test_plan_kimi_k2_from_headers(header_only_dir):
     assert kv["deepseek2.expert_weights_scale"] == pytest.approx(2.827)
     assert kv["deepseek2.rope.freq_base"] == 50000.0 and kv["deepseek2.rope.scaling.factor"] == 32.0
     assert kv["deepseek2.rope.scaling.yarn_beta_fast"] == 1.0
-    assert "deepseek2.nextn_predict_layers" not in kv and kv["deepseek2.block_count"] == 61
+    assert kv["deepseek2.nextn_predict_layers"] == 0 and kv["deepseek2.block_count"] == 61
+
+
+# ---- against llama.cpp's own convert_hf_to_gguf.py -------------------------------------------------
+
+# Runs the reference converter (found by test_reference_converter's fixture) with its hash-based
+# pre-tokenizer lookup answered by the name ckptkit derived, and -- for GLM, whose vocabulary code
+# insists on GLM's own special tokens ([gMASK], <sop>, ...) the tiny tokenizer lacks -- with its
+# plain byte-level BPE vocabulary code. Only tokenizer handling is replaced; weights and model
+# metadata are the reference's own.
+REF_WRAPPER = """
+import os, runpy, sys
+root = sys.argv[1]
+sys.path[:0] = [os.path.join(root, "gguf-py"), root]
+import conversion.base as base
+pre = os.environ["CKPTKIT_PRE"]
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+base.TextModel._set_vocab_glm = base.TextModel._set_vocab_gpt2
+sys.argv = [os.path.join(root, "convert_hf_to_gguf.py")] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+REF_NOT_WRITTEN = {"general.type", "general.size_label", "tokenizer.ggml.add_sep_token"}   # descriptive / default
+
+
+@pytest.mark.parametrize("family", sorted(ARCH))
+def test_same_tensors_and_metadata_as_reference_converter(family, tiny_model, reference_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+    src = tiny_model(family)
+    mine = tmp_path / "ckptkit.gguf"
+    convert_to_gguf(str(src), mine, outtype="f32")
+    ck = gguf.GGUFReader(mine)
+    ref_path = tmp_path / "reference.gguf"
+    env = dict(os.environ, PYTHONPATH=str(reference_root / "gguf-py"),
+               CKPTKIT_PRE=ck.fields["tokenizer.ggml.pre"].contents())
+    r = subprocess.run([sys.executable, "-c", REF_WRAPPER, str(reference_root), "--outtype", "f32",
+                        "--outfile", str(ref_path), str(src)], capture_output=True, text=True, timeout=900,
+                       env=env, cwd=tmp_path)
+    assert r.returncode == 0 and ref_path.exists(), "reference converter failed:\n" + r.stderr[-3000:]
+    ref = gguf.GGUFReader(ref_path)
+    rt, ct = {t.name: t for t in ref.tensors}, {t.name: t for t in ck.tensors}
+    assert set(rt) == set(ct), f"only in the reference: {sorted(set(rt) - set(ct))}; only in ckptkit: {sorted(set(ct) - set(rt))}"
+    for name, t in rt.items():
+        c = ct[name]
+        assert list(c.shape) == list(t.shape) and c.tensor_type == t.tensor_type, name
+        assert c.data.tobytes() == t.data.tobytes(), f"{name}: data differ"
+    rf = {k: f.contents() for k, f in ref.fields.items() if not k.startswith("GGUF.")}
+    cf = {k: f.contents() for k, f in ck.fields.items() if not k.startswith("GGUF.")}
+    arch = ARCH[family]
+    assert not sorted(set(rf) - set(cf) - REF_NOT_WRITTEN)
+    for k, v in rf.items():
+        if k.startswith(arch + "."):
+            assert (np.float32(cf[k]) == np.float32(v)) if isinstance(v, float) else cf[k] == v, (k, cf[k], v)
