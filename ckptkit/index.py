@@ -81,8 +81,11 @@ class TensorGroup:
     first: str                 # first member's name
 
 
-def _ranges(values: Iterable[int]) -> str:
+def span_text(values: Iterable[int]) -> str:
+    """{0,1,2,5,7,8} -> "0..2,5,7..8" ("none" when empty)."""
     vals = sorted(set(values))
+    if not vals:
+        return "none"
     parts: list[str] = []
     start = prev = vals[0]
     for v in vals[1:] + [None]:  # type: ignore[operator]
@@ -92,7 +95,11 @@ def _ranges(values: Iterable[int]) -> str:
         parts.append(str(start) if start == prev else f"{start}..{prev}")
         if v is not None:
             start = prev = v
-    return "{" + ",".join(parts) + "}"
+    return ",".join(parts)
+
+
+def _ranges(values: Iterable[int]) -> str:
+    return "{" + span_text(values) + "}"
 
 
 def split_numbers(name: str) -> tuple[str, tuple[int, ...]]:

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from .index import TensorIndex
+from .index import TensorIndex, span_text
 from .infer import Inference, infer
 from .infer.fact import Hints
 from .infer.moe import DENSE, SHARED, ffn_width
@@ -317,21 +317,6 @@ def _first(lv: LayerView, role: str) -> str | None:
     return names[0] if names else None
 
 
-def _span(nums: Iterable[int]) -> str:
-    nums = sorted(nums)
-    if not nums:
-        return "none"
-    parts, start, prev = [], nums[0], nums[0]
-    for n in nums[1:] + [None]:  # type: ignore[operator]
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        parts.append(str(start) if start == prev else f"{start}..{prev}")
-        if n is not None:
-            start = prev = n
-    return ",".join(parts)
-
-
 # ---- config.json / GGUF metadata vs tensors ------------------------------------------------------
 
 def _is_int(v: Any) -> bool:
@@ -435,8 +420,8 @@ def check_config(index: TensorIndex, inf: Inference, layout: Layout) -> list[Fin
             said = {i for i, t in enumerate(types) if t == "linear_attention"}
             if said != lin and (said or lin):
                 out.append(finding("config.layer_types",
-                                   f"{tk} makes layers {_span(said)} linear attention, but the "
-                                   f"linear-attention tensors are in layers {_span(lin)}",
+                                   f"{tk} makes layers {span_text(said)} linear attention, but the "
+                                   f"linear-attention tensors are in layers {span_text(lin)}",
                                    key=tk, **where))
     return out
 
@@ -612,7 +597,7 @@ def _check_ffn(c: Claims, inf: Inference, layout: Layout, claim, where) -> list[
         if first_k != got:
             dense_bad = True
             mismatch("config.dense_prefix", fk, first_k, got, "the leading dense layers number",
-                     f"MoE layers {_span(moe)}")
+                     f"MoE layers {span_text(moe)}")
     expected: list[tuple[str, set[int]]] = []
     if not c.gguf:
         ml, mk = c.raw("moe_layers")
@@ -637,8 +622,8 @@ def _check_ffn(c: Claims, inf: Inference, layout: Layout, claim, where) -> list[
     for why, want in expected:
         if want != moe_set:
             key = why.split(" = ")[0]
-            out.append(finding("config.moe_layers", f"{why} makes layers {_span(want)} MoE, but "
-                               f"the expert tensors are in layers {_span(moe_set)}", key=key, **where))
+            out.append(finding("config.moe_layers", f"{why} makes layers {span_text(want)} MoE, but "
+                               f"the expert tensors are in layers {span_text(moe_set)}", key=key, **where))
     return out
 
 
@@ -655,7 +640,7 @@ def check_structure(index: TensorIndex, inf: Inference, layout: Layout) -> list[
     if nums and nums != list(range(len(nums))):
         gone = sorted(set(range(nums[-1] + 1)) - set(nums))
         out.append(finding("structure.layer_gap", f"decoder layers run 0..{nums[-1]} but layer(s) "
-                           f"{_span(gone)} hold no tensors"))
+                           f"{span_text(gone)} hold no tensors"))
     for name in layout.unknown:
         out.append(finding("structure.unknown_tensor", f"{name} {list(T[name].shape)} matches no "
                            "known tensor name (stray, or an architecture ckptkit does not know)",
@@ -718,7 +703,7 @@ def check_structure(index: TensorIndex, inf: Inference, layout: Layout) -> list[
             alts = req.split("|")
             if not any(lv.has(a) for lv in lvs for a in alts):
                 out.append(finding("structure.missing_tensor",
-                                   f"no {desc} layer holds {' or '.join(alts)} (layers {_span(lv.num for lv in lvs)})"))
+                                   f"no {desc} layer holds {' or '.join(alts)} (layers {span_text(lv.num for lv in lvs)})"))
         for role in union:
             out += _shapes_agree(T, lvs, role, desc)
 
@@ -768,7 +753,7 @@ def _check_experts(T, layout: Layout, inf: Inference) -> list[Finding]:
             some = next(iter(by.values()))
             if gone:
                 out.append(finding("structure.missing_expert",
-                                   f"layer {lv.num}: {role} lacks expert(s) {_span(gone)} "
+                                   f"layer {lv.num}: {role} lacks expert(s) {span_text(gone)} "
                                    f"(has {len(by) - len(extra)} of {E})", tensor=some, file=T[some].file))
             for e in extra:
                 out.append(finding("structure.stray_expert", f"{by[e]} is expert {e}, but the "

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .text import human_count
+from ..index import span_text
 
 
 class _Facts:
@@ -26,20 +27,6 @@ class _Facts:
             if s and s != "tensors" and f.get("value") not in (None, [], False) and s not in srcs:
                 srcs.append(s)
         return f" [dim]\\[{', '.join(srcs)}][/dim]" if srcs else ""
-
-
-def _span(nums: list[int]) -> str:
-    if not nums:
-        return "none"
-    parts, start, prev = [], nums[0], nums[0]
-    for n in list(nums[1:]) + [None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        parts.append(str(start) if start == prev else f"{start}..{prev}")
-        if n is not None:
-            start = prev = n
-    return ",".join(parts)
 
 
 def fact_lines(report: dict) -> list[tuple[str, str]]:
@@ -85,10 +72,10 @@ def fact_lines(report: dict) -> list[tuple[str, str]]:
     out.append(("attention", attn))
     lin = v("linear_attention_layers")
     if lin:
-        out.append(("linear attn", f"layers {_span(lin)} ({len(lin)} of {v('num_layers')})"))
+        out.append(("linear attn", f"layers {span_text(lin)} ({len(lin)} of {v('num_layers')})"))
     win = v("sliding_window")
     if isinstance(win, dict):
-        where = (f"layers {_span(win['layers'])}" if win.get("layers") is not None
+        where = (f"layers {span_text(win['layers'])}" if win.get("layers") is not None
                  else "layers fixed by the architecture")
         out.append(("sliding win", f"{win['window']} tokens on {where}" + mark("sliding_window")))
 
@@ -100,7 +87,7 @@ def fact_lines(report: dict) -> list[tuple[str, str]]:
             ffn += f", {v('num_shared_experts')} shared"
         if v("dense_prefix_layers"):
             ffn += f"; first {v('dense_prefix_layers')} layer(s) dense ({v('intermediate_size')})"
-        ffn += f"; MoE layers {_span(moe)}"
+        ffn += f"; MoE layers {span_text(moe)}"
         if v("router_bias"):
             ffn += "; router bias"
     else:
