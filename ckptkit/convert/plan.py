@@ -7,7 +7,7 @@ So expert stacking is one piece per expert, a split is a row range, and nothing 
 gathered in memory beyond one chunk of rows."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
@@ -200,7 +200,7 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
             plan.dropped.append((name, "multi-token-prediction layer (--no-mtp)"))
             continue
         if info.mtp and mtp_offset is not None:
-            info = replace(info, layer=int(mtp_offset) + (info.layer or 0))
+            info = info._replace(layer=int(mtp_offset) + (info.layer or 0))
         if is_mtp and info.layer is not None:
             mtp_kept.add(info.layer)
         if info.part == "blocks":

@@ -8,6 +8,7 @@ region exactly: sorted, contiguous from 0, no gap, no overlap, ending at its end
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from math import prod
@@ -40,6 +41,22 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
             raise ValueError(f"duplicate key {k!r}")
         out[k] = v
     return out
+
+
+# Every object key ends with a quote followed by a colon; so do only escaped quotes inside
+# strings. So when the parsed objects hold as many members as the text has such endings, no
+# key was duplicated (the C parser keeps the last one silently).
+_KEY_END = re.compile(r'"\s*:')
+
+
+def _members(obj: dict) -> int:
+    """Members of the top-level object and of the objects directly inside it (deeper objects
+    are not counted, which only makes the count disagree and sends the header to the slow path)."""
+    n = len(obj)
+    for v in obj.values():
+        if isinstance(v, dict):
+            n += len(v)
+    return n
 
 
 def _is_int(x: object) -> bool:
@@ -94,7 +111,10 @@ def parse_header_json(raw: bytes, where: str) -> tuple[dict, dict[str, str]]:
     if not text.lstrip().startswith("{"):
         raise FormatError("header is not a JSON object", where)
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+        obj = json.loads(text)
+        if isinstance(obj, dict) and _members(obj) != len(_KEY_END.findall(text)):
+            # some key may be duplicated: parse again, slowly, to find and name it
+            obj = json.loads(text, object_pairs_hook=_no_duplicates)
     except ValueError as e:  # JSONDecodeError is a ValueError; so is our duplicate check
         raise FormatError(f"header is not valid JSON: {_short(str(e), 200)}", where) from None
     except RecursionError:  # "[[[[..." nested deeper than the parser's stack
@@ -110,6 +130,26 @@ def parse_header_json(raw: bytes, where: str) -> tuple[dict, dict[str, str]]:
 
 
 def _check_entry(name: str, entry: object, where: str) -> tuple[str, tuple[int, ...], int, int]:
+    # The common case, checked with as few Python steps as possible; anything unusual takes
+    # the slow path below, which names the fault.
+    if type(entry) is dict and len(entry) == 3:
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        bits = SAFETENSORS_BITS.get(dtype) if type(dtype) is str else None
+        if (bits and type(shape) is list and type(offsets) is list and len(offsets) == 2
+                and type(offsets[0]) is int and type(offsets[1]) is int and 0 <= offsets[0] <= offsets[1] < _U64
+                and len(shape) <= 8):
+            numel = 1
+            for d in shape:
+                if type(d) is not int or not 0 <= d < _U64:
+                    break
+                numel *= d
+            else:
+                if numel < _U64 and (numel * bits) % 8 == 0 and offsets[1] - offsets[0] == numel * bits // 8:
+                    return dtype, tuple(shape), offsets[0], offsets[1]
+    return _check_entry_slow(name, entry, where)
+
+
+def _check_entry_slow(name: str, entry: object, where: str) -> tuple[str, tuple[int, ...], int, int]:
     tn = f"tensor {_short(name)}"
     if not isinstance(entry, dict):
         raise FormatError(f"{tn}: entry is not an object", where)
@@ -146,7 +186,7 @@ def parse_header(raw: bytes, header_len: int, file: str, file_size: int | None,
     for name, entry in entries.items():
         dtype, shape, begin, end = _check_entry(name, entry, where)
         rows.append((begin, end, name, dtype, shape))
-    rows.sort(key=lambda r: (r[0], r[1]))
+    rows.sort()  # by offsets (names break ties: they are unique)
     data_start = 8 + header_len
     cursor = 0
     tensors: list[TensorInfo] = []
