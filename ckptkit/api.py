@@ -161,18 +161,19 @@ def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
 
     done = [0]
 
-    def one(path: str):
-        header, size = st.read_header(source, path, guess=guesses.get(path, 1 << 16))
+    def fetch(path: str):
+        got = st.fetch_header(source, path, guess=guesses.get(path, 1 << 16))
         done[0] += 1
         if progress:
             progress(done[0], len(files))
-        return header, size
+        return got
 
-    headers = source.map(one, files)
+    raws = source.map(fetch, files)   # I/O on threads; parsing below on this one (it holds the GIL)
     tensors: dict[str, TensorInfo] = {}
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}
-    for path, (header, size) in zip(files, headers):
+    for path, (raw, n, size) in zip(files, raws):
+        header = st.parse_header(raw, n, path, size)
         infos.append(FileInfo(path, size, "safetensors", header.data_start))
         metadata.update(header.metadata)
         for t in header.tensors:

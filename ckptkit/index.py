@@ -8,11 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 
-@dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(NamedTuple):  # a tuple: ~100k of them per big checkpoint, so cheap to make
     name: str
     dtype: str                 # safetensors dtype ("BF16", "F8_E4M3") or ggml type name ("Q4_K")
     shape: tuple[int, ...]     # numpy order (GGUF's reversed ne[] is turned around)

@@ -26,9 +26,6 @@ def index_report(index: TensorIndex, with_tensors: bool = True) -> dict[str, Any
         "findings": [],
     }
     if with_tensors:
-        report["tensors"] = [
-            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "file": t.file,
-             "offset": t.offset, "nbytes": t.nbytes}
-            for t in index.tensors.values()
-        ]
+        keys = ("name", "dtype", "shape", "file", "offset", "nbytes")
+        report["tensors"] = [dict(zip(keys, t)) for t in index.tensors.values()]
     return report

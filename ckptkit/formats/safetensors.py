@@ -206,11 +206,11 @@ def parse_header(raw: bytes, header_len: int, file: str, file_size: int | None,
     return SafetensorsHeader(header_len, tensors, meta)
 
 
-def read_header(source: Source, path: str, guess: int = _FIRST_READ,
-                where: str | None = None) -> tuple[SafetensorsHeader, int | None]:
-    """Read and validate one file's header with one read when ``guess`` covers it, two otherwise.
-
-    Returns the header and the file size (None when the source cannot tell)."""
+def fetch_header(source: Source, path: str, guess: int = _FIRST_READ,
+                 where: str | None = None) -> tuple[bytes, int, int | None]:
+    """The raw header JSON, its length N and the file size, in one read when ``guess`` covers
+    the header, two otherwise. I/O only: parsing is left to the caller, so many fetches can
+    run on threads while the parsing (CPU-bound) runs on one."""
     where = where or path
     head, size = source.read_head(path, max(guess, 8))
     n = parse_header_length(head[:8], size, where)
@@ -218,7 +218,15 @@ def read_header(source: Source, path: str, guess: int = _FIRST_READ,
         if size is not None and len(head) >= size:
             raise FormatError(f"header length {n} runs past the end of the file", where)
         head += source.read(path, len(head), 8 + n - len(head))
-    return parse_header(head[8:8 + n], n, path, size, where), size
+    return head[8:8 + n], n, size
+
+
+def read_header(source: Source, path: str, guess: int = _FIRST_READ,
+                where: str | None = None) -> tuple[SafetensorsHeader, int | None]:
+    """Read and validate one file's header. Returns the header and the file size (None when
+    the source cannot tell)."""
+    raw, n, size = fetch_header(source, path, guess, where)
+    return parse_header(raw, n, path, size, where or path), size
 
 
 def build_header(tensors: list[tuple[str, str, tuple[int, ...]]],
