@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from ..errors import FormatError, SourceError, UnsafeInputError
@@ -19,6 +20,8 @@ class LocalSource(Source):
     concurrency = 1  # header parsing is CPU-bound; a local disk gains nothing from threads
 
     def __init__(self, path: str | os.PathLike, only: list[str] | None = None):
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
         p = Path(path)
         if not p.exists():
             raise SourceError("no such file or directory", str(path))
@@ -80,14 +83,35 @@ class LocalSource(Source):
             self._files[path] = self._resolve(path).stat().st_size
         return self._files[path]  # type: ignore[return-value]
 
+    def _fd(self, path: str) -> int:
+        """An open descriptor per file, checked once: conversion reads thousands of chunks."""
+        fd = self._fds.get(path)
+        if fd is None:
+            full = self._resolve(path)
+            with self._lock:
+                fd = self._fds.get(path)
+                if fd is None:
+                    fd = self._fds[path] = os.open(full, os.O_RDONLY)
+        return fd
+
     def read(self, path: str, offset: int, length: int) -> bytes:
-        full = self._resolve(path)
-        with open(full, "rb") as f:
-            f.seek(offset)
-            data = f.read(length)
+        fd = self._fd(path)
+        data = os.pread(fd, length, offset)
+        while 0 < len(data) < length:  # a read may stop short of a large request
+            more = os.pread(fd, length - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
         if len(data) != length:
-            raise FormatError(f"truncated: wanted {length} bytes at offset {offset}, file has {offset + len(data)}", str(full))
+            raise FormatError(f"truncated: wanted {length} bytes at offset {offset}, file has "
+                              f"{offset + len(data)}", f"{self.label}/{path}" if not self.single_file else self.label)
         return data
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
     def read_head(self, path: str, length: int) -> tuple[bytes, int | None]:
         full = self._resolve(path)
