@@ -138,3 +138,24 @@ def test_llama3_rope_scaling(tiny_model, tmp_path):
     assert "rope_freqs.weight" in [t.slot.name for t in res.plan.tensors]
     tokens = [(i * 37) % 300 + 3 for i in range(40)]
     assert_logits_match(out, d, rtol=2e-3, tokens=tokens)
+
+
+def test_bf16_to_f16_with_layout_ops_is_exact(tiny_model, tmp_path):
+    """BF16 -> F16 takes a bit-arithmetic path, also before permutations and transposes:
+    its values must equal the plain float32 route."""
+    import json
+    from safetensors import safe_open
+    src = tiny_model("llama", dtype="bfloat16")
+    out = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), out, outtype="f16", vocab=False)
+    r = gguf.GGUFReader(out)
+    q = next(t for t in r.tensors if t.name == "blk.1.attn_q.weight")
+    assert q.data.dtype == np.float16
+    cfg = json.loads((src / "config.json").read_text())
+    wm = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    name = "model.layers.1.self_attn.q_proj.weight"
+    with safe_open(str(src / wm[name]), "pt") as f:
+        hf = f.get_tensor(name).float().numpy()
+    heads = cfg["num_attention_heads"]
+    expect = hf.reshape(heads, 2, hf.shape[0] // heads // 2, -1).swapaxes(1, 2).reshape(hf.shape)
+    assert np.array_equal(q.data, expect.astype(np.float16))

@@ -113,6 +113,8 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
 WHOLE = {"transpose"}
 # ops that select rows only: applicable to MXFP4 blocks and scales as they are
 ROW_OPS = {"take_rows"}
+# ops that only move values (any dtype): a BF16 -> F16 chunk can be converted before them
+LAYOUT_OPS = {"permute_rope", "transpose", "take_cols", "take_rows", "col_range"}
 
 
 # ---- generated tensors: values computed from config.json, not read --------------------------------
