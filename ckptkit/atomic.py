@@ -7,7 +7,9 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
+
+from .errors import CkptError
 
 
 def _fsync_dir(d: Path) -> None:
@@ -124,3 +126,24 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         f = files.open(path)
         yield f
         files.commit()
+
+
+def write_tensor(f: BinaryIO, produced: Iterator, name: str, nbytes: int,
+                 on_bytes: Callable[[int], None] | None = None) -> int:
+    """Write the next (name, chunks) of ``produced`` to ``f``, checking it is tensor ``name``
+    and exactly ``nbytes`` long: the one loop every streaming writer runs per tensor."""
+    try:
+        got, chunks = next(produced)
+    except StopIteration:
+        raise CkptError(f"internal: no data for tensor {name}") from None
+    if got != name:
+        raise CkptError(f"internal: tensor data out of order: got {got}, expected {name}")
+    written = 0
+    for chunk in chunks:
+        f.write(chunk)
+        written += len(chunk)
+        if on_bytes:
+            on_bytes(len(chunk))
+    if written != nbytes:
+        raise CkptError(f"internal: tensor {name} produced {written} bytes, expected {nbytes}")
+    return written

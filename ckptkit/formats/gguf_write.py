@@ -14,7 +14,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..atomic import AtomicFiles
+from ..atomic import AtomicFiles, write_tensor
 from ..dtypes import GGML_TYPES, ggml_nbytes
 from ..errors import CkptError, FormatError
 
@@ -174,28 +174,18 @@ def write_gguf(path: str | os.PathLike, kvs: Sequence[KV], slots: Sequence[Tenso
     groups = split_slots(slots, split_max_bytes)
     n = len(groups)
     names = [path] if n == 1 else [split_name(path, i + 1, n) for i in range(n)]
-    produced = iter(chunks)
+    by_name = ((s.name, parts) for s, parts in chunks)
     with AtomicFiles() as files:
         for i, (group, name) in enumerate(zip(groups, names)):
             file_kvs = list(kvs) if i == 0 else [k for k in kvs if k.key == "general.architecture"]
             if n > 1:
                 file_kvs += [kv("split.no", i, VT.UINT16), kv("split.count", n, VT.UINT16),
                              kv("split.tensors.count", len(slots), VT.INT32)]
-            head, offsets = header_bytes(file_kvs, group, alignment)
+            head, _ = header_bytes(file_kvs, group, alignment)
             f = files.open(name)
             f.write(head)
-            for slot, offset in zip(group, offsets):
-                got_slot, parts = next(produced)
-                if got_slot.name != slot.name:
-                    raise CkptError(f"internal: expected data for {slot.name}, got {got_slot.name}")
-                written = 0
-                for b in parts:
-                    f.write(b)
-                    written += len(b)
-                    if on_bytes:
-                        on_bytes(len(b))
-                if written != slot.nbytes:
-                    raise CkptError(f"internal: {slot.name} produced {written} bytes, expected {slot.nbytes}")
+            for slot in group:
+                written = write_tensor(f, by_name, slot.name, slot.nbytes, on_bytes)
                 pad = -written % alignment
                 if pad and slot is not group[-1]:
                     f.write(bytes(pad))

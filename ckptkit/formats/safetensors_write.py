@@ -16,7 +16,7 @@ from math import prod
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from ..atomic import _fsync_dir, _umask
+from ..atomic import _fsync_dir, _umask, write_tensor
 from ..dtypes import safetensors_nbytes
 from ..errors import CkptError, FormatError
 from .safetensors import build_header
@@ -84,20 +84,7 @@ def _write_shard(f: BinaryIO, header: bytes, shard: list[Entry], it: Iterator[tu
                  weight_map: dict[str, str], fname: str, on_bytes: Callable[[int], None] | None) -> None:
     f.write(header)
     for e in shard:
-        try:
-            name, chunks = next(it)
-        except StopIteration:
-            raise CkptError(f"no data for tensor {e.name}") from None
-        if name != e.name:
-            raise CkptError(f"tensor data out of order: got {name}, expected {e.name}")
-        n = 0
-        for chunk in chunks:
-            f.write(chunk)
-            n += len(chunk)
-            if on_bytes:
-                on_bytes(len(chunk))
-        if n != e.nbytes:
-            raise CkptError(f"tensor {e.name}: produced {n} bytes, its header says {e.nbytes}")
+        write_tensor(f, it, e.name, e.nbytes, on_bytes)
         weight_map[e.name] = fname
 
 
