@@ -29,8 +29,11 @@ def add(x: np.ndarray, value: float) -> np.ndarray:
 
 
 def neg_exp(x: np.ndarray) -> np.ndarray:
-    """A_log -> A = -exp(A_log) (Mamba-style state decay)."""
-    return -np.exp(x)
+    """A_log -> A = -exp(A_log) (Mamba-style state decay).
+
+    Evaluated in float64 and rounded once, so each value is the correctly rounded float32 (numpy's
+    float32 exp is off by an ulp for some inputs)."""
+    return (-np.exp(x.astype(np.float64))).astype(np.float32)
 
 
 def transpose(x: np.ndarray) -> np.ndarray:
