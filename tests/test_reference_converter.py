@@ -19,6 +19,20 @@ Differences the reference makes on purpose (or that are its defects), asserted a
   <unk> CONTROL where SentencePiece (and ckptkit) say UNKNOWN.
 - general.type / general.size_label (descriptive) and tokenizer.ggml.add_sep_token = false
   (llama.cpp's default) are not written by ckptkit; general.name is derived differently.
+- GPT-2: the reference writes feed_forward_length = 4 * n_embd whatever n_inner says; llama.cpp
+  sizes ffn_up by that key, so its file of a model with n_inner != 4 * n_embd does not load.
+  ckptkit writes n_inner (the width of the tensors it writes). Asserted: values, and that
+  llama.cpp loads ckptkit's file and refuses the reference's.
+- Gemma 3 with a SentencePiece-style tokenizer.json and no tokenizer.model: the reference falls
+  back to its byte-level BPE (GPT-2) vocabulary code, which cannot tokenize "▁"-marked pieces;
+  ckptkit writes the SPM vocabulary (byte-fallback tokens, merge-rank scores). Same token strings;
+  llama.cpp tokenizes a text as the HF tokenizer does with ckptkit's file, not with the reference's.
+- Qwen3-Next: the reference counts MTP layers from mtp.* tensors and stops on an assertion when
+  there are none (the tiny model has none), so it runs with --no-mtp, which only drops those.
+
+gpt-oss is compared twice: float experts (the transformers layout) and MXFP4 experts as published
+(blocks + scales), which both converters repack losslessly into GGML MXFP4 (ckptkit with
+outtype auto; the reference always keeps MXFP4).
 """
 from __future__ import annotations
 
@@ -36,6 +50,8 @@ import numpy as np
 import pytest
 
 from ckptkit.convert import convert_to_gguf
+from convert_harness import llama_cpp_or_skip
+from test_convert_families_c import gpt_oss_mxfp4  # noqa: F401  (fixture: gpt-oss as published)
 
 VERSION = "0.3.36"
 CACHE = Path(os.environ.get("CKPTKIT_TEST_CACHE") or Path.home() / ".cache" / "ckptkit-tests")
@@ -44,8 +60,20 @@ NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
 # keys the reference writes that ckptkit does not, and why that is fine (see the docstring)
 ALLOWED_MISSING = {"general.type", "general.size_label", "tokenizer.ggml.add_sep_token"}
+# per family: the reference's byte-level BPE merges of Gemma's SPM vocabulary (see the docstring)
+ALLOWED_MISSING_IN = {"gemma3_text": {"tokenizer.ggml.merges"}}
 
-FAMILIES = ["llama", "mixtral", "qwen2", "qwen3", "qwen3_moe"]
+# tiny_model families, plus "gpt_oss_mxfp4" (the gpt-oss tiny model with MXFP4 experts)
+FAMILIES = ["llama", "mixtral", "qwen2", "qwen3", "qwen3_moe", "smollm3", "olmo2", "gemma3_text", "gpt2",
+            "llama4_text", "gpt_oss", "gpt_oss_mxfp4", "qwen3_next"]
+# families ckptkit converts GGUF -> HF (targets in mappings/hf_configs.toml)
+BACK_TO_HF = ["llama", "mixtral", "qwen2", "qwen3", "qwen3_moe"]
+# extra reference arguments (see the docstring)
+REFERENCE_ARGS = {"qwen3_next": ["--no-mtp"]}
+# ckptkit's outtype: the reference writes MXFP4 experts as MXFP4 whatever --outtype says
+OUTTYPE = {"gpt_oss_mxfp4": "auto"}
+# (family, key) -> hyperparameter on which the reference is wrong (see the docstring; asserted)
+DIFFERENT_VALUES = {("gpt2", "gpt2.feed_forward_length")}
 
 # Runs the reference converter with its hash-based pre-tokenizer lookup answered by name.
 WRAPPER = """
@@ -127,12 +155,12 @@ def _qwen2_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
-def run_reference(root: Path, model: Path, out: Path, pre: str | None) -> None:
+def run_reference(root: Path, model: Path, out: Path, pre: str | None, args: list[str] = ()) -> None:
     env = dict(os.environ, PYTHONPATH=str(root / "gguf-py"))
     if pre:
         env["CKPTKIT_PRE"] = pre
     r = subprocess.run([sys.executable, "-c", WRAPPER, str(root), "--outtype", "f32", "--outfile", str(out),
-                        str(model)], capture_output=True, text=True, timeout=900, env=env, cwd=out.parent)
+                        *args, str(model)], capture_output=True, text=True, timeout=900, env=env, cwd=out.parent)
     assert r.returncode == 0 and out.exists(), "reference converter failed:\n" + r.stderr[-3000:]
 
 
@@ -140,24 +168,24 @@ def _fields(reader: gguf.GGUFReader) -> dict:
     return {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
 
 
-@pytest.fixture(scope="session")
-def both(tiny_model, reference_root, tmp_path_factory):
+@pytest.fixture(scope="module")
+def both(tiny_model, reference_root, tmp_path_factory, gpt_oss_mxfp4):
     """family -> (reference GGUF reader, ckptkit GGUF reader, reference GGUF path, HF model), each
-    converted once."""
+    converted once; ckptkit's GGUF is "ckptkit.gguf" next to the reference's."""
     cache = {}
 
     def get(family):
         if family not in cache:
             d = tmp_path_factory.mktemp(f"ref-{family}")
-            model = tiny_model(family)
+            model = gpt_oss_mxfp4[0] if family == "gpt_oss_mxfp4" else tiny_model(family)
             if family == "qwen2":
                 model = _qwen2_copy(model, d / "model")
             mine = d / "ckptkit.gguf"
-            convert_to_gguf(str(model), mine, outtype="f32")
+            convert_to_gguf(str(model), mine, outtype=OUTTYPE.get(family, "f32"))
             ck = gguf.GGUFReader(mine)
             pre = ck.fields["tokenizer.ggml.pre"].contents() if "tokenizer.ggml.pre" in ck.fields else None
             ref = d / "reference.gguf"
-            run_reference(reference_root, model, ref, pre)
+            run_reference(reference_root, model, ref, pre, REFERENCE_ARGS.get(family, []))
             cache[family] = (gguf.GGUFReader(ref), ck, ref, model)
         return cache[family]
     return get
@@ -176,6 +204,8 @@ def test_same_tensors_same_bytes(family, both):
         assert list(c.shape) == list(r.shape), name
         assert c.tensor_type == r.tensor_type, name
         assert c.data.tobytes() == r.data.tobytes(), f"{name}: data differ"
+    if family == "gpt_oss_mxfp4":   # the published layout really went through the MXFP4 repacking
+        assert {t.tensor_type.name for n, t in ct.items() if "_exps.weight" in n} == {"MXFP4"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -184,19 +214,36 @@ def test_metadata_covers_the_reference(family, both):
     rf, cf = _fields(ref), _fields(ck)
     arch = rf["general.architecture"]
     assert cf["general.architecture"] == arch
-    missing = sorted(set(rf) - set(cf) - ALLOWED_MISSING)
+    missing = sorted(set(rf) - set(cf) - ALLOWED_MISSING - ALLOWED_MISSING_IN.get(family, set()))
     assert not missing, f"keys the reference writes and ckptkit does not: {missing}"
     # every model hyperparameter has the reference's value (float32-exact)
     for k, v in rf.items():
-        if k.startswith(arch + "."):
+        if k.startswith(arch + ".") and (family, k) not in DIFFERENT_VALUES:
             got = cf[k]
             if isinstance(v, float):
                 assert np.float32(got) == np.float32(v), (k, got, v)
             else:
                 assert got == v, (k, got, v)
+    # the reference's mistakes are exactly these (see the docstring)
+    if family == "gpt2":
+        ffn_up = next(t for t in ck.tensors if t.name == "blk.0.ffn_up.weight")
+        n_embd = rf["gpt2.embedding_length"]
+        assert rf["gpt2.feed_forward_length"] == 4 * n_embd
+        assert cf["gpt2.feed_forward_length"] == ffn_up.shape[1] != 4 * n_embd   # GGUF shape: (n_embd, n_ff)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+def test_gpt2_reference_feed_forward_length_does_not_load(both):
+    """llama.cpp sizes GPT-2's ffn_up by feed_forward_length: the reference's 4 * n_embd makes its
+    file of a model with another n_inner unloadable; ckptkit's loads."""
+    llama_cpp = llama_cpp_or_skip()
+    ref_path = both("gpt2")[2]
+    mine = ref_path.parent / "ckptkit.gguf"
+    llama_cpp.Llama(model_path=str(mine), n_ctx=32, verbose=False)
+    with pytest.raises(ValueError, match="Failed to load model"):
+        llama_cpp.Llama(model_path=str(ref_path), n_ctx=32, verbose=False)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gemma3_text"])
 def test_tokenizer_agrees(family, both):
     ref, ck, *_ = both(family)
     rf, cf = _fields(ref), _fields(ck)
@@ -221,7 +268,44 @@ def test_tokenizer_agrees(family, both):
         assert not differ
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+def test_gemma3_tokenizer_reference_falls_back_to_byte_level_bpe(both):
+    """Without tokenizer.model the reference writes Gemma's SentencePiece-style tokenizer.json as
+    byte-level BPE; ckptkit writes it as SPM. Same tokens and specials; llama.cpp tokenizes like
+    the HF tokenizer only with ckptkit's file."""
+    from tokenizers import Tokenizer
+    ref, ck, ref_path, model = both("gemma3_text")
+    rf, cf = _fields(ref), _fields(ck)
+    assert not (model / "tokenizer.model").exists()
+    assert (rf["tokenizer.ggml.model"], cf["tokenizer.ggml.model"]) == ("gpt2", "llama")
+    assert cf["tokenizer.ggml.tokens"] == rf["tokenizer.ggml.tokens"]
+    # SPM merges by scores (from the merge ranks), not by a merges list
+    assert "tokenizer.ggml.merges" in rf and "tokenizer.ggml.merges" not in cf
+    assert len(set(cf["tokenizer.ggml.scores"])) > 10
+    for k in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id",
+              "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+              "tokenizer.chat_template"):
+        if k in rf:
+            assert cf.get(k) == rf[k], k
+    # token types differ exactly where SPM has its own: the 256 byte-fallback tokens <0x00>..<0xFF>
+    # (reference NORMAL, ckptkit BYTE) and <unk> (reference CONTROL, ckptkit UNKNOWN)
+    rt, ct = rf["tokenizer.ggml.token_type"], cf["tokenizer.ggml.token_type"]
+    byte_ids = [i for i, t in enumerate(cf["tokenizer.ggml.tokens"]) if len(t) == 6 and t.startswith("<0x")]
+    unk = rf["tokenizer.ggml.unknown_token_id"]
+    assert len(byte_ids) == 256 and {(rt[i], ct[i]) for i in byte_ids} == {(1, 6)}
+    assert (rt[unk], ct[unk]) == (3, 2)
+    assert [i for i, (a, b) in enumerate(zip(rt, ct)) if a != b] == sorted(byte_ids + [unk])
+    llama_cpp = llama_cpp_or_skip()
+    text = "Hello world, the quick brown fox jumps over the lazy dog."
+    want = Tokenizer.from_file(str(model / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+
+    def tokenize(path):
+        return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False).tokenize(
+            text.encode(), add_bos=False, special=False)
+    assert tokenize(ref_path.parent / "ckptkit.gguf") == want
+    assert tokenize(ref_path) != want
+
+
+@pytest.mark.parametrize("family", BACK_TO_HF)
 def test_reference_gguf_back_to_hf(family, both, tmp_path):
     """A GGUF the reference wrote converts back (ckptkit GGUF -> HF) to a model transformers loads
     with no missing or unexpected keys, with the original's weights and logits."""
