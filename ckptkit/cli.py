@@ -277,7 +277,8 @@ def _compare_column(spec: str, revision: str | None) -> dict:
     if model is not None:
         return column_from_model(model)
     index = api.inspect(spec, revision)
-    return column_from_report(spec, infer(index).to_json(), index.config)
+    meta = index.metadata if index.format == "gguf" else None
+    return column_from_report(spec, infer(index).to_json(), index.config, meta)
 
 
 @main.command()

@@ -123,3 +123,20 @@ def test_inspect_marks_config_facts(tiny_model):
     attn = next(line for line in r.stdout.splitlines() if line.strip().startswith("attention"))
     # plain Llama: k/q shapes cannot split heads from head_dim, so the counts cite config.json
     assert "GQA, 4 q heads / 2 kv heads, head_dim 16" in attn and "[config]" in attn
+
+
+def test_compare_gguf_context_from_metadata(tmp_path):
+    """A GGUF has no config.json: its context length comes from {arch}.context_length."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    from ckptkit.convert import convert_to_gguf
+    example = Path(__file__).parent.parent / "examples" / "tiny-llama"
+    out = tmp_path / "t.gguf"
+    convert_to_gguf(str(example), out, vocab=False)
+    r = subprocess.run([sys.executable, "-m", "ckptkit", "compare", str(out), "--markdown"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ctx = json.loads((example / "config.json").read_text())["max_position_embeddings"]
+    assert f"| Context | {ctx} |" in r.stdout

@@ -76,8 +76,10 @@ def _ffn(dense: Any, n: Any, width: Any, shared: Any, prefix: Any, moe_layers: A
     return txt
 
 
-def column_from_report(label: str, report: dict, config: dict | None = None) -> dict[str, str]:
-    """A column from an inspect-style report ({"family", "facts"}) and config.json."""
+def column_from_report(label: str, report: dict, config: dict | None = None,
+                       gguf_metadata: dict | None = None) -> dict[str, str]:
+    """A column from an inspect-style report ({"family", "facts"}) and config.json (or, for a
+    GGUF file, its metadata)."""
     facts = report.get("facts", {})
 
     def v(key: str) -> Any:
@@ -101,6 +103,8 @@ def column_from_report(label: str, report: dict, config: dict | None = None) -> 
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
     ctx = next((d[k] for d in (text, cfg) for k in ("max_position_embeddings", "n_positions",
                                                      "seq_length") if isinstance(d.get(k), int)), None)
+    if ctx is None and gguf_metadata:
+        ctx = gguf_metadata.get(f"{gguf_metadata.get('general.architecture')}.context_length")
     mla = f"{v('kv_lora_rank')} / {v('q_lora_rank') or '-'}" if v("attention") == "mla" else ""
     return {
         "name": label,
