@@ -39,13 +39,27 @@ def open_source(spec: str, revision: str | None = None, token: str | None = None
         return LocalSource(p)
     if _REPO_ID.match(spec) and not spec.endswith((".safetensors", ".gguf", ".json")):
         return _hub(spec, revision, token)
+    if re.match(r"^[\w.-]+/[\w.-]+/.+", spec) and not spec.startswith(("/", ".")):
+        raise SourceError(f"no such file or directory; for a file or folder of a Hub repo write hf://{spec}", spec)
     raise SourceError("no such file or directory, and not a Hub repo id (org/name)", spec)
 
 
 def _hub(spec: str, revision: str | None, token: str | None) -> Source:
+    from .sources.base import OnlyFiles
     from .sources.hub import HubSource, parse_hub_spec
     repo_id, rev, sub = parse_hub_spec(spec, revision)
-    return HubSource(repo_id, revision=rev, subfolder=sub, token=token)
+    folder, _, leaf = sub.rpartition("/")
+    if not leaf.endswith((".safetensors", ".gguf")):
+        return HubSource(repo_id, revision=rev, subfolder=sub, token=token)
+    # one file of a repo (e.g. one quantisation among several GGUFs): its folder, that file only
+    src = HubSource(repo_id, revision=rev, subfolder=folder, token=token)
+    have = src.files()
+    if leaf not in have:
+        src.close()
+        raise SourceError("no such file in the repo", f"{src.label}/{leaf}")
+    m = _SPLIT_GGUF.match(leaf)
+    names = [n for n in have if (mm := _SPLIT_GGUF.match(n)) and mm["stem"] == m["stem"]] if m else [leaf]
+    return OnlyFiles(src, names, f"{src.label}/{leaf}")
 
 
 # ---- which files make up the checkpoint --------------------------------------------------------
@@ -102,7 +116,8 @@ def find_checkpoint_files(source: Source) -> tuple[str, list[str], str | None]:
         return "safetensors", others or sts, None
     ggufs = sorted(f for f in top if f.endswith(".gguf"))
     if ggufs:
-        return "gguf", _pick_gguf(ggufs, source.label), None
+        example = ("hf://" if hasattr(source, "repo_id") else "") + source.label.rstrip("/")
+        return "gguf", _pick_gguf(ggufs, source.label, example), None
     pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
     if pickles:
         raise UnsafeInputError(
@@ -111,11 +126,12 @@ def find_checkpoint_files(source: Source) -> tuple[str, list[str], str | None]:
     raise SourceError("no .safetensors or .gguf files found", source.label)
 
 
-def _pick_gguf(ggufs: list[str], label: str) -> list[str]:
+def _pick_gguf(ggufs: list[str], label: str, example: str) -> list[str]:
     from .formats.gguf import split_gguf_parts
     groups = split_gguf_parts(ggufs)
     if len(groups) > 1:
-        raise SourceError(f"holds several GGUF models ({', '.join(g[0] for g in groups)}); name one file", label)
+        raise SourceError(f"holds several GGUF models ({', '.join(g[0] for g in groups)}); name one file, "
+                          f"e.g. {example}/{groups[0][0]}", label)
     return groups[0]
 
 

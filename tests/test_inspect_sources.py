@@ -135,3 +135,28 @@ def test_remote_gguf_reads_header_only(hub, hf_cache):
     assert idx.total_bytes == 16 * 8192 * 16384 * 2
     assert hub.bytes_sent < 4 * len(head) + (1 << 20)   # header-sized, not 4 GB
     assert len(hub.requests) <= 4
+
+
+def test_one_file_of_a_hub_repo(tiny_model, hub, hf_cache, tmp_path):
+    """Repos of GGUF quantisations hold several models: hf://org/name/file.gguf picks one,
+    and naming one part of a split GGUF reads all its parts."""
+    from ckptkit.convert import convert_to_gguf
+    from ckptkit.errors import SourceError
+    d = tiny_model("llama")
+    one = tmp_path / "one.gguf"
+    convert_to_gguf(str(d), one, outtype="q8_0", vocab=False)
+    parts = convert_to_gguf(str(d), tmp_path / "split.gguf", outtype="f32", split_max_size="60K",
+                            vocab=False).outputs
+    files = {"m-Q8_0.gguf": one.read_bytes(), "m-F16.gguf": one.read_bytes()}
+    files.update({f"f32/{p.name}": p.read_bytes() for p in parts})
+    hub.add_repo("quants/tiny-GGUF", files)
+    with pytest.raises(SourceError, match="several GGUF models.*hf://quants/tiny-GGUF/m-F16.gguf"):
+        api.inspect("quants/tiny-GGUF")
+    hub.reset_stats()
+    idx = api.inspect("hf://quants/tiny-GGUF/m-Q8_0.gguf")
+    assert idx.format == "gguf" and [f.name for f in idx.files] == ["m-Q8_0.gguf"]
+    assert len([r for r in hub.requests if "/api/" in r.path]) == 1   # one listing
+    whole = api.inspect(f"hf://quants/tiny-GGUF/f32/{parts[1].name}")
+    assert len(whole.files) == len(parts) and whole.total_parameters == idx.total_parameters
+    with pytest.raises(SourceError, match="no such file"):
+        api.inspect("hf://quants/tiny-GGUF/m-Q4_K_M.gguf")

@@ -66,3 +66,31 @@ class Source(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+class OnlyFiles(Source):
+    """Some files of another source: one file of a repo, or the parts of one split GGUF."""
+
+    def __init__(self, inner: Source, names: list[str], label: str):
+        self.inner = inner
+        self.names = set(names)
+        self.label = label
+        self.concurrency = inner.concurrency
+
+    def files(self) -> dict[str, int | None]:
+        return {k: v for k, v in self.inner.files().items() if k in self.names}
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        return self.inner.read(path, offset, length)
+
+    def read_head(self, path: str, length: int) -> tuple[bytes, int | None]:
+        return self.inner.read_head(path, length)
+
+    def read_file(self, path: str) -> bytes:
+        return self.inner.read_file(path)
+
+    def local_path(self, path: str) -> Path | None:
+        return self.inner.local_path(path)
+
+    def close(self) -> None:
+        self.inner.close()
