@@ -147,15 +147,16 @@ def _header_guess(names: list[str]) -> int:
 def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
     """Read every header of the checkpoint in ``source`` into one TensorIndex (no tensor data)."""
     fmt, files, index_file = find_checkpoint_files(source)
-    config = None
-    if "config.json" in source.files():
-        config = read_json(source, "config.json")
-        if not isinstance(config, dict):
-            raise FormatError("config.json is not a JSON object", "config.json")
+    # config.json and the shard index in one round trip (both small, both needed first)
+    wanted = [p for p in ("config.json", index_file) if p and p in source.files()]
+    docs = dict(zip(wanted, source.map(lambda p: read_json(source, p), wanted)))
+    config = docs.get("config.json")
+    if "config.json" in docs and not isinstance(config, dict):
+        raise FormatError("config.json is not a JSON object", "config.json")
     shard_index = None
     guesses: dict[str, int] = {}
     if index_file:
-        shard_index = read_json(source, index_file)
+        shard_index = docs[index_file]
         wm = shard_index.get("weight_map") if isinstance(shard_index, dict) else None
         if not isinstance(wm, dict):
             raise FormatError("no weight_map object", index_file)
