@@ -135,6 +135,23 @@ def _pick_gguf(ggufs: list[str], label: str, example: str) -> list[str]:
     return groups[0]
 
 
+def config_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A native (Mistral-format) params.json renamed into config.json keys, by the table in
+    mappings/params_json.toml."""
+    import tomllib
+    with open(Path(__file__).resolve().parents[1] / "mappings" / "params_json.toml", "rb") as f:
+        table = tomllib.load(f)
+    out: dict[str, Any] = {}
+    for key, path in table["keys"].items():
+        v: Any = params
+        for part in path.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if v is not None:
+            out[key] = v
+    out.update(table.get("set", {}))
+    return out
+
+
 # ---- the index --------------------------------------------------------------------------------
 
 def _header_guess(names: list[str]) -> int:
@@ -153,6 +170,11 @@ def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
     config = docs.get("config.json")
     if "config.json" in docs and not isinstance(config, dict):
         raise FormatError("config.json is not a JSON object", "config.json")
+    if config is None and "params.json" in source.files():
+        params = read_json(source, "params.json")
+        if not isinstance(params, dict):
+            raise FormatError("params.json is not a JSON object", "params.json")
+        config = config_from_params(params)
     shard_index = None
     guesses: dict[str, int] = {}
     if index_file:
