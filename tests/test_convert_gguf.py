@@ -212,3 +212,43 @@ def test_mistral_native_format(tiny_model, tmp_path):
     assert all(not p.ops for t in res.plan.tensors for p in t.pieces)   # nothing permuted twice
     llama_cpp_or_skip()
     assert_logits_match(out, src, rtol=2e-3)
+
+
+@pytest.mark.parametrize("kind", ["per_tensor", "per_channel"])
+def test_fp8_weight_scale_layouts(kind, tiny_model, tmp_path):
+    """compressed-tensors FP8 checkpoints store `weight_scale` per tensor ([] or [1]) or per
+    output channel ([out, 1]); the converted values are the FP8 values times their scale."""
+    import json, shutil
+    import torch
+    from safetensors.torch import load_file, save_file
+    src = tiny_model("llama")
+    d = tmp_path / "fp8"
+    shutil.copytree(src, d)
+    expect = {}
+    for shard in d.glob("*.safetensors"):
+        sd = load_file(str(shard))
+        out = {}
+        for k, w in sd.items():
+            if w.ndim == 2 and "proj" in k:
+                if kind == "per_tensor":
+                    scale = (w.abs().max() / 448).reshape(1)
+                    q = (w / scale).to(torch.float8_e4m3fn)
+                else:
+                    scale = (w.abs().amax(dim=1, keepdim=True) / 448)
+                    q = (w / scale).to(torch.float8_e4m3fn)
+                out[k] = q
+                out[k + "_scale"] = scale.float()
+                expect[k] = (q.float() * scale).numpy()
+            else:
+                out[k] = w
+        save_file(out, str(shard))
+    idx = json.loads((d / "model.safetensors.index.json").read_text())
+    for k in list(idx["weight_map"]):
+        if k in expect:
+            idx["weight_map"][k + "_scale"] = idx["weight_map"][k]
+    (d / "model.safetensors.index.json").write_text(json.dumps(idx))
+    out = tmp_path / "m.gguf"
+    convert_to_gguf(str(d), out, outtype="f32", vocab=False)
+    r = {t.name: t.data for t in gguf.GGUFReader(out).tensors}
+    assert np.array_equal(r["blk.0.ffn_down.weight"], expect["model.layers.0.mlp.down_proj.weight"])
+    assert np.array_equal(r["blk.1.attn_v.weight"], expect["model.layers.1.self_attn.v_proj.weight"])

@@ -165,8 +165,11 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
     infos = canonicalize(index.tensors)
     scales = {}          # weight name -> its FP8 block scale tensor
     for name, info in infos.items():
-        if info.part == "scale" and name.endswith("_scale_inv"):
-            scales[name[: -len("_scale_inv")]] = index.tensors[name]
+        if info.part == "scale" and name.endswith(("_scale_inv", ".weight_scale")):
+            # DeepSeek-style block scales (weight_scale_inv) and compressed-tensors' per-tensor or
+            # per-channel weight_scale: both multiply the FP8 values
+            weight = name[: -len("_scale_inv")] if name.endswith("_scale_inv") else name[: -len("_scale")]
+            scales[weight] = index.tensors[name]
     plan = Plan(fam.name, fam.arch, [], [])
     # MTP modules stored as extra layers after the trunk (DeepSeek-V3, GLM-4.5): the family
     # option names the first such layer; their attention/FFN tensors are MTP too, not just nextn.*
@@ -405,11 +408,13 @@ def _out(name: str, role: str, shape: tuple[int, ...], srcs: list[TensorInfo], f
     block = scale_block(cfg)
     pieces = []
     for s in srcs:
-        scale = _checked_scale(s, scales.get(s.name), block)
+        scale = scales.get(s.name)
+        b = _scale_block_of(s, scale, block)
+        scale = _checked_scale(s, scale, b)
         q = quantum
         if scale is not None:
-            q = _lcm(q, block[0])
-        pieces.append(Piece(s, 0, rows, ops, q, scale, block))
+            q = _lcm(q, b[0])
+        pieces.append(Piece(s, 0, rows, ops, q, scale, b))
     slot = TensorSlot(name, shape, output_type(role, src_dtype, shape, outtype, fam))
     return OutTensor(slot, pieces)
 
@@ -426,13 +431,26 @@ def scale_block(cfg: dict) -> tuple[int, int]:
     return block[0], block[1]
 
 
+def _scale_block_of(src: TensorInfo, scale: TensorInfo | None, block: tuple[int, int]) -> tuple[int, int]:
+    """The block one scale covers: the whole tensor for a single scale, one row for one scale
+    per output channel ([rows] or [rows, 1]), else the configured block."""
+    if scale is None:
+        return block
+    rows, cols = matrix_shape(src.shape)
+    if prod(scale.shape) == 1:
+        return rows, cols
+    if tuple(scale.shape) in ((rows,), (rows, 1)) and block != (1, cols):
+        return 1, cols
+    return block
+
+
 def _checked_scale(src: TensorInfo, scale: TensorInfo | None, block: tuple[int, int]) -> TensorInfo | None:
     """The weight's block-scale tensor, after checking it has one scale per block."""
     if scale is None:
         return None
     rows, cols = matrix_shape(src.shape)
     want = (-(-rows // block[0]), -(-cols // block[1]))
-    if len(src.shape) != 2 or tuple(scale.shape) != want:
+    if len(src.shape) != 2 or matrix_shape(scale.shape) != want:
         raise FormatError(f"{scale.name}: shape {list(scale.shape)} does not hold one scale per "
                           f"{block[0]}x{block[1]} block of {src.name} {list(src.shape)} (expected {list(want)})")
     return scale

@@ -88,7 +88,7 @@ def _job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, rb: int
         s0, s1 = a // br, -(-b // br)
         srow = row_nbytes(piece.scale)
         s = decode(source.read(piece.scale.file, piece.scale.offset + s0 * srow, (s1 - s0) * srow),
-                   piece.scale.dtype, (s1 - s0, piece.scale.shape[-1])).astype(np.float32)
+                   piece.scale.dtype, (s1 - s0, matrix_shape(piece.scale.shape)[1])).astype(np.float32)
         x = dequant_fp8_blocks(x, s, a, br, bc)
     for name, *args in piece.ops:
         x = OPS[name](x, *args)
