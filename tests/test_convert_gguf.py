@@ -252,3 +252,19 @@ def test_fp8_weight_scale_layouts(kind, tiny_model, tmp_path):
     r = {t.name: t.data for t in gguf.GGUFReader(out).tensors}
     assert np.array_equal(r["blk.0.ffn_down.weight"], expect["model.layers.0.mlp.down_proj.weight"])
     assert np.array_equal(r["blk.1.attn_v.weight"], expect["model.layers.1.self_attn.v_proj.weight"])
+
+
+def test_integer_weights_are_refused(tiny_model, tmp_path):
+    """A weight stored as integers (some quantisation whose companions ckptkit does not read)
+    is refused with a clear error instead of converted as if its integers were the values."""
+    import shutil
+    from safetensors.numpy import load_file, save_file
+    d = tmp_path / "int8"
+    shutil.copytree(tiny_model("llama"), d)
+    for shard in d.glob("*.safetensors"):
+        sd = load_file(str(shard))
+        sd = {k: (v.astype(np.int8) if k.endswith("q_proj.weight") else v) for k, v in sd.items()}
+        save_file(sd, str(shard))
+    with pytest.raises(UnsupportedError, match="q_proj.weight is I8"):
+        convert_to_gguf(str(d), tmp_path / "o.gguf")
+    assert not (tmp_path / "o.gguf").exists()

@@ -331,6 +331,9 @@ def _check_mxfp4_ops(unit: Unit, ops: tuple, ggml_type: int) -> None:
 
 def _outputs(unit: Unit, fam: Family, cfg: dict, outtype: str, scales: dict[str, TensorInfo]) -> list[OutTensor]:
     splits = [sp for sp in fam.splits if sp["from"] == unit.role]
+    if unit.mxfp4_scales is None:
+        for s in unit.srcs:
+            _check_convertible(s)
     if not splits and unit.mxfp4_scales is not None:
         return [_mxfp4_out(unit, fam, cfg, outtype)]
     if not splits:
@@ -395,6 +398,17 @@ def _split_out(unit: Unit, sp: dict, fam: Family, cfg: dict, outtype: str,
                                 _checked_scale(src, scales.get(src.name), block), block))
     slot = TensorSlot(gguf_name(role, unit.layer), shape, ggml_type)
     return OutTensor(slot, pieces)
+
+
+_CONVERTIBLE = {"F32", "F16", "BF16", "F64", "F8_E4M3", "F8_E5M2"}
+
+
+def _check_convertible(t: TensorInfo) -> None:
+    """Integer or packed weights are some quantisation (GPTQ, AWQ, bitsandbytes, ...) whose
+    companions would be needed to read them; converting their raw integers would be wrong."""
+    if t.dtype not in _CONVERTIBLE:
+        raise UnsupportedError(f"{t.name} is {t.dtype}: quantised or integer weights of this kind are not converted "
+                               "(convert from the unquantised checkpoint)")
 
 
 def _out(name: str, role: str, shape: tuple[int, ...], srcs: list[TensorInfo], fam: Family, cfg: dict,
