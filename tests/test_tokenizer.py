@@ -349,6 +349,17 @@ def test_tiktoken_ranks_replay_the_trained_merges(tmp_path):
     assert v["tokenizer.ggml.merges"] == got
 
 
+def test_tiktoken_split_regex_read_from_the_checkpoints_code(tmp_path):
+    """The pat_str of the tokenizer code shipped in the folder is read with ast (never run), so a
+    tiktoken checkpoint that is not Kimi's is named from its own regex."""
+    lines = [base64.b64encode(bytes([b])).decode() + f" {b}" for b in range(256)]
+    code = "import tiktoken\nclass T:\n    pat_str = " + repr(LLAMA3_RE) + "\n"
+    d = write_checkpoint(tmp_path / "tt", None, {"bos_token": None},
+                         extra={"tiktoken.model": "\n".join(lines) + "\n", "tokenization_x.py": code})
+    v = values(tokenizer_kvs(LocalSource(d), None, 256))
+    assert v["tokenizer.ggml.pre"] == "llama-bpe"
+
+
 def test_no_tokenizer(tmp_path):
     d = write_checkpoint(tmp_path / "none", None, config={"model_type": "llama"})
     assert not has_tokenizer(LocalSource(d))

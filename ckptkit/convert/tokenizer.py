@@ -669,7 +669,7 @@ def _tiktoken_vocab(source: Source, tok_config: dict, vocab_size: int, pre_overr
     else:
         pat = _code_pattern(source, tok_config)
         if pat is None and "tokenization_kimi" in repr(tok_config.get("auto_map")):
-            # the code is not readable here (a local folder lists no .py): Kimi's code is known
+            # the tokenizer code is not in the checkpoint (only auto_map names it): Kimi's is known
             pat = _table_regex("kimi-k2")
         if pat is None:
             raise UnsupportedError("tiktoken tokenizer whose split regex ckptkit cannot find (no "

@@ -10,7 +10,7 @@ from .base import Source
 
 # Files a checkpoint folder may hold that ckptkit looks at; everything else is ignored.
 _WANTED_SUFFIXES = (".safetensors", ".gguf", ".json", ".model", ".bin", ".pt", ".pth", ".ckpt",
-                    ".pkl", ".txt", ".jinja", ".tiktoken")
+                    ".pkl", ".txt", ".jinja", ".tiktoken", ".py")  # .py: read as text (ast), never run
 _MAX_DEPTH = 3
 
 
