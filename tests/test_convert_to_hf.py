@@ -15,7 +15,9 @@ from ckptkit.errors import CkptError, UnsupportedError
 
 TOKENS = [[1, 5, 9, 100, 200, 3, 77, 42, 300, 12]]
 FAMILIES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-            "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
+            "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+            "gemma3_text": "Gemma3ForCausalLM", "olmo2": "Olmo2ForCausalLM", "smollm3": "SmolLM3ForCausalLM",
+            "gpt2": "GPT2LMHeadModel", "mistral": "LlamaForCausalLM"}
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +53,7 @@ def test_round_trip_loads_and_logits_equal(family, tiny_model, gguf_of, tmp_path
     res = convert_to_hf(str(gguf_of(family)), out, outtype="f32", shard_size=150_000)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architectures"] == [FAMILIES[family]]
+    assert not res.notes or all("tokenizer" in n for n in res.notes)
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) >= 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
     back, info = _load(out)
@@ -234,3 +237,139 @@ def test_cli_dispatches_on_gguf(gguf_of, tmp_path):
     assert len(list(out.glob("model-*.safetensors"))) >= 2
     r = CliRunner().invoke(main, ["convert", str(gguf_of("qwen3")), str(tmp_path / "y"), "--outtype", "q8_0"])
     assert r.exit_code == 2 and not (tmp_path / "y").exists()
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(a).max())
+
+
+def test_config_keys_of_new_families(tiny_model, gguf_of, tmp_path):
+    """Hyperparameters that change the maths come back with the original values."""
+    keys = {"gemma3_text": ("sliding_window", "layer_types", "head_dim", "query_pre_attn_scalar",
+                            "hidden_activation", "tie_word_embeddings", "rms_norm_eps", "num_key_value_heads"),
+            "olmo2": ("num_key_value_heads", "rms_norm_eps", "tie_word_embeddings", "intermediate_size"),
+            "smollm3": ("no_rope_layers", "no_rope_layer_interval", "tie_word_embeddings", "num_key_value_heads"),
+            "gpt2": ("n_embd", "n_layer", "n_head", "n_inner", "n_positions", "layer_norm_epsilon",
+                     "activation_function", "tie_word_embeddings", "vocab_size")}
+    for family, names in keys.items():
+        src = tiny_model(family)
+        out = tmp_path / family
+        convert_to_hf(str(gguf_of(family)), out, outtype="f32")
+        want = json.loads((src / "config.json").read_text())
+        got = json.loads((out / "config.json").read_text())
+        assert got["model_type"] == want["model_type"], family
+        for k in names:
+            assert got[k] == want[k], (family, k, want[k], got[k])
+        for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            assert got[k] == want[k], (family, k)
+    # Gemma 3: the local (sliding) layers' rope base and the global one, per layer type
+    got = json.loads((tmp_path / "gemma3_text" / "config.json").read_text())
+    want = json.loads((tiny_model("gemma3_text") / "config.json").read_text())
+    for kind in ("full_attention", "sliding_attention"):
+        assert got["rope_parameters"][kind]["rope_theta"] == want["rope_parameters"][kind]["rope_theta"]
+    assert set(got["rope_parameters"]) == {"full_attention", "sliding_attention"}
+    assert want["rope_parameters"]["full_attention"]["rope_theta"] != want["rope_parameters"]["sliding_attention"]["rope_theta"]
+
+
+def test_gemma3_norms_inverted_and_window_used(tiny_model, tmp_path):
+    """Random (non-zero) Gemma norm weights: the +1 folded into the GGUF is taken off again, and
+    the sliding window comes back (the logits past the window depend on it)."""
+    from transformers import AutoModelForCausalLM
+    from modelgen import copy_model
+    from safetensors.torch import load_file, save_file
+    src = copy_model(tiny_model("gemma3_text"), tmp_path / "src")
+    g = torch.Generator().manual_seed(3)
+    for shard in src.glob("*.safetensors"):
+        sd = load_file(str(shard))
+        for k in sd:
+            if k.endswith("norm.weight"):
+                sd[k] = torch.randn(sd[k].shape, generator=g) * 0.5
+        save_file(sd, str(shard), metadata={"format": "pt"})
+    gg = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), gg, outtype="f32")
+    out = tmp_path / "hf"
+    convert_to_hf(str(gg), out, outtype="f32")
+    back, info = _load(out)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    orig, _ = _load(src)
+    so, sb = orig.state_dict(), back.state_dict()
+    norms = [k for k in so if k.endswith("norm.weight")]
+    assert norms and all(float(so[k].abs().max()) > 0.1 for k in norms)
+    for k in so:
+        assert torch.allclose(so[k], sb[k], rtol=0, atol=1e-6), k
+    a, b = _logits(orig), _logits(back)
+    assert _rel(a, b) < 1e-5
+    # the window (4) is shorter than the 10 tokens: without it the logits would differ
+    assert json.loads((out / "config.json").read_text())["sliding_window"] == 4
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["sliding_window"] = 64
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for p in out.iterdir():
+        (wide / p.name).write_bytes(p.read_bytes())
+    (wide / "config.json").write_text(json.dumps(cfg))
+    m = AutoModelForCausalLM.from_pretrained(wide, dtype=torch.float32).eval()
+    assert _rel(a, _logits(m)) > 1e-3
+
+
+def test_mistral_native_gguf_comes_back_as_llama(tiny_model, tmp_path):
+    """A GGUF made from Mistral's native format (q/k already interleaved, not permuted by the
+    converter) is an ordinary llama GGUF: it comes back as LlamaForCausalLM with the HF
+    original's weights and logits."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+    src = tiny_model("mistral")
+    cfg = json.loads((src / "config.json").read_text())
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    names = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
+             "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
+             "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
+             "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
+             "post_attention_layernorm": "ffn_norm"}
+
+    def interleave(w, n):
+        return w.reshape(n, 2, w.shape[0] // n // 2, -1).swapaxes(1, 2).reshape(w.shape)
+    native = {}
+    for shard in src.glob("*.safetensors"):
+        with safe_open(str(shard), "np") as f:
+            for k in f.keys():
+                w = f.get_tensor(k)
+                n = k.replace("model.embed_tokens", "tok_embeddings").replace("model.norm", "norm")
+                n = n.replace("lm_head", "output").replace("model.layers", "layers")
+                for hf, nat in names.items():
+                    n = n.replace(hf, nat)
+                if n.endswith("attention.wq.weight"):
+                    w = interleave(w, heads)
+                elif n.endswith("attention.wk.weight"):
+                    w = interleave(w, kv)
+                native[n] = w
+    d = tmp_path / "native"
+    d.mkdir()
+    save_file(native, str(d / "consolidated.safetensors"))
+    (d / "params.json").write_text(json.dumps({
+        "dim": cfg["hidden_size"], "n_layers": cfg["num_hidden_layers"], "head_dim": cfg["head_dim"],
+        "hidden_dim": cfg["intermediate_size"], "n_heads": heads, "n_kv_heads": kv,
+        "norm_eps": cfg["rms_norm_eps"], "vocab_size": cfg["vocab_size"],
+        "rope_theta": cfg["rope_parameters"]["rope_theta"]}))
+    gg = tmp_path / "native.gguf"
+    assert convert_to_gguf(str(d), gg, outtype="f32", vocab=False).plan.family == "mistral_native"
+    out = tmp_path / "hf"
+    convert_to_hf(str(gg), out, outtype="f32")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    back, info = _load(out)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    orig, _ = _load(src)
+    so, sb = orig.state_dict(), back.state_dict()
+    assert so.keys() == sb.keys() and all(torch.equal(so[k], sb[k]) for k in so)
+    assert _rel(_logits(orig), _logits(back)) < 1e-5
+
+
+def test_unsupported_families_fail_clearly(tiny_model, tmp_path):
+    """Families not mapped back stop before writing anything, naming what is missing."""
+    cases = {"deepseek_v2": "deepseek2", "gpt_oss": "gpt-oss"}
+    for family, arch in cases.items():
+        g = tmp_path / f"{family}.gguf"
+        convert_to_gguf(str(tiny_model(family, tokenizer=False)), g, outtype="f32", vocab=False)
+        with pytest.raises(UnsupportedError, match=arch):
+            convert_to_hf(str(g), tmp_path / family)
+        assert not (tmp_path / family).exists()

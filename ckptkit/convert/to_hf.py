@@ -29,7 +29,7 @@ from ..infer.names import MAPPINGS, canonicalize, parse_name
 from ..sources.base import Source
 from ..tensordata import decode
 from .family import Family, families, family_for
-from .transforms import add
+from .transforms import add, transpose
 
 HF_CONFIGS = MAPPINGS / "hf_configs.toml"
 OUTTYPES = {"bf16": ("BF16", "bfloat16"), "f16": ("F16", "float16"), "f32": ("F32", "float32")}
@@ -48,6 +48,8 @@ class Target:
     checks: dict[str, str]
     names: dict[str, str]           # GGUF role -> HF name template
     when: str | None = None
+    keep_null: frozenset[str] = frozenset()     # config keys written as null rather than left out
+    required: tuple[str, ...] = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
 
 
 @lru_cache(maxsize=1)
@@ -59,9 +61,15 @@ def targets() -> tuple[Target, ...]:
     for t in raw["target"]:
         out.append(Target(
             arch=t["arch"], architectures=tuple(t["architectures"]), model_type=t["model_type"],
-            config={**common.get("config", {}), **t.get("config", {})},
-            checks={**common.get("checks", {}), **t.get("checks", {})},
-            names={**common.get("names", {}), **t.get("names", {})}, when=t.get("when")))
+            # a target's key set to false leaves out the common key of that name
+            config={k: v for k, v in {**common.get("config", {}), **t.get("config", {})}.items()
+                    if v is not False},
+            # a target's check set to false drops the common check of that expression
+            checks={k: v for k, v in {**common.get("checks", {}), **t.get("checks", {})}.items()
+                    if v is not False},
+            names={**common.get("names", {}), **t.get("names", {})}, when=t.get("when"),
+            keep_null=frozenset(common.get("keep_null", [])),
+            required=tuple(t.get("required", common.get("required", Target.required)))))
     return tuple(out)
 
 
@@ -132,7 +140,7 @@ def build_config(target: Target, names: dict[str, Any], torch_dtype: str) -> dic
             value = evaluate(expr, names)
         except (TypeError, KeyError, IndexError, ValueError, ZeroDivisionError):
             value = None
-        if value is None:
+        if value is None and key not in target.keep_null:
             continue
         if isinstance(value, float):
             value = _f32_short(value)
@@ -141,7 +149,7 @@ def build_config(target: Target, names: dict[str, Any], torch_dtype: str) -> dic
         for p in path:
             d = d.setdefault(p, {})
         d[last] = value
-    for need in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size"):
+    for need in target.required:
         if need not in cfg:
             raise FormatError(f"GGUF metadata lacks what config.json {need} needs ({target.config.get(need)})")
     cfg["dtype"] = torch_dtype
@@ -200,7 +208,7 @@ def unpermute_rope(x: np.ndarray, n_head: int, head_rows: int) -> np.ndarray:
 
 
 # the ops an inverse plan uses: permute_rope is undone by unpermute_rope, add(v) by add(-v)
-OPS = {"unpermute_rope": unpermute_rope, "add": add}
+OPS = {"unpermute_rope": unpermute_rope, "add": add, "transpose": transpose}
 
 
 def _inverse_ops(fam: Family, role: str, cfg: dict, rows: int) -> tuple[tuple, int]:
@@ -260,6 +268,10 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
         unit_rows = rows // n_exp
         ops, quantum = _inverse_ops(fam, info.role, ecfg, unit_rows)
         hf_shape = t.shape[1:] if per_expert else t.shape
+        if len(hf_shape) == 2 and _stored_transposed(template):
+            # GPT-2's Conv1D keeps [in, out]: the whole matrix is transposed back, last
+            ops, quantum = ops + (("transpose",),), unit_rows
+            hf_shape = tuple(reversed(hf_shape))
         for e in range(n_exp):
             hf = template.format(layer=info.layer, expert=e)
             if hf in expect:
@@ -269,6 +281,12 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
                                          e * unit_rows, (e + 1) * unit_rows, ops, quantum))
     _check_names(expect)
     return plan
+
+
+def _stored_transposed(template: str) -> bool:
+    """Whether roles.toml says HF stores this name [in, out] (Conv1D)."""
+    name = template.format(layer=0, expert=0)
+    return bool(canonicalize([name])[name].transposed)
 
 
 def _check_names(expect: dict[str, tuple[str, int | None, int | None]]) -> None:
