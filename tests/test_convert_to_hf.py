@@ -17,7 +17,8 @@ TOKENS = [[1, 5, 9, 100, 200, 3, 77, 42, 300, 12]]
 FAMILIES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2": "Qwen2ForCausalLM",
             "qwen3": "Qwen3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
             "gemma3_text": "Gemma3ForCausalLM", "olmo2": "Olmo2ForCausalLM", "smollm3": "SmolLM3ForCausalLM",
-            "gpt2": "GPT2LMHeadModel", "mistral": "LlamaForCausalLM"}
+            "gpt2": "GPT2LMHeadModel", "mistral": "LlamaForCausalLM",
+            "deepseek_v2": "DeepseekV2ForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM"}
 
 
 @pytest.fixture(scope="session")
@@ -366,10 +367,63 @@ def test_mistral_native_gguf_comes_back_as_llama(tiny_model, tmp_path):
 
 def test_unsupported_families_fail_clearly(tiny_model, tmp_path):
     """Families not mapped back stop before writing anything, naming what is missing."""
-    cases = {"deepseek_v2": "deepseek2", "gpt_oss": "gpt-oss"}
+    cases = {"glm4_moe": "glm4moe", "gpt_oss": "gpt-oss"}
     for family, arch in cases.items():
         g = tmp_path / f"{family}.gguf"
         convert_to_gguf(str(tiny_model(family, tokenizer=False)), g, outtype="f32", vocab=False)
         with pytest.raises(UnsupportedError, match=arch):
             convert_to_hf(str(g), tmp_path / family)
         assert not (tmp_path / family).exists()
+
+
+def test_mla_kv_b_re_fused_per_head(tiny_model, gguf_of, tmp_path):
+    """DeepSeek MLA: the GGUF's attn_k_b [heads, kv_lora, nope] and attn_v_b [heads, v, kv_lora]
+    are re-fused into kv_b_proj [heads * (nope + v), kv_lora], head by head; the config's MLA,
+    MoE routing and YaRN settings come back."""
+    from safetensors import safe_open
+    for family in ("deepseek_v2", "deepseek_v3"):
+        src = tiny_model(family)
+        out = tmp_path / family
+        convert_to_hf(str(gguf_of(family)), out, outtype="f32")
+        want = json.loads((src / "config.json").read_text())
+        got = json.loads((out / "config.json").read_text())
+        for k in ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                  "first_k_dense_replace", "n_routed_experts", "n_shared_experts", "num_experts_per_tok",
+                  "moe_intermediate_size", "routed_scaling_factor", "norm_topk_prob", "topk_method",
+                  "n_group", "topk_group", "num_attention_heads", "num_key_value_heads"):
+            assert got[k] == want[k], (family, k, want[k], got[k])
+        for k in ("rope_type", "factor", "original_max_position_embeddings", "mscale", "mscale_all_dim", "rope_theta"):
+            assert got["rope_parameters"][k] == want["rope_parameters"][k], (family, k)
+        r = gguf.GGUFReader(gguf_of(family))
+        kb = next(t for t in r.tensors if t.name == "blk.1.attn_k_b.weight")
+        vb = next(t for t in r.tensors if t.name == "blk.1.attn_v_b.weight")
+        heads, nope, v = want["num_attention_heads"], want["qk_nope_head_dim"], want["v_head_dim"]
+        kb = np.asarray(kb.data).reshape(heads, want["kv_lora_rank"], nope)
+        vb = np.asarray(vb.data).reshape(heads, v, want["kv_lora_rank"])
+        name = "model.layers.1.self_attn.kv_b_proj.weight"
+        wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+        with safe_open(str(out / wm[name]), "np") as f:
+            got_w = f.get_tensor(name).reshape(heads, nope + v, -1)
+        assert np.array_equal(got_w[:, :nope], kb.transpose(0, 2, 1)) and np.array_equal(got_w[:, nope:], vb)
+        assert not any("attn_k_b" in n or "attn_v_b" in n for n in wm) and len(wm) == len(set(wm))
+
+
+def test_refusion_needs_every_part():
+    """A GGUF with attn_k_b but no attn_v_b cannot give kv_b_proj back: a clear error."""
+    from ckptkit.convert.family import families
+    from ckptkit.convert.to_hf import refuse_plan
+    from ckptkit.errors import FormatError
+    from ckptkit.index import TensorInfo
+    fam = families()["deepseek2"]
+    cfg = {"num_attention_heads": 4, "qk_nope_head_dim": 16, "v_head_dim": 12, "kv_lora_rank": 32}
+    kb = TensorInfo("blk.0.attn_k_b.weight", "F32", (4, 32, 16), "m.gguf", 0, 4 * 32 * 16 * 4)
+    vb = TensorInfo("blk.0.attn_v_b.weight", "F32", (4, 12, 32), "m.gguf", 8192, 4 * 12 * 32 * 4)
+    with pytest.raises(FormatError, match="lacks attn_v_b"):
+        refuse_plan(fam, "attn_kv_b.weight", {"attn_k_b.weight": kb}, cfg)
+    shape, pieces = refuse_plan(fam, "attn_kv_b.weight", {"attn_k_b.weight": kb, "attn_v_b.weight": vb}, cfg)
+    assert shape == (4 * (16 + 12), 32)
+    assert [(p.src.name[-10:], p.r0, p.r1) for p in pieces[:3]] == \
+        [("k_b.weight", 0, 32), ("v_b.weight", 0, 12), ("k_b.weight", 32, 64)]
+    bad = TensorInfo("blk.0.attn_v_b.weight", "F32", (4, 13, 32), "m.gguf", 8192, 4 * 13 * 32 * 4)
+    with pytest.raises(FormatError, match="does not fit"):
+        refuse_plan(fam, "attn_kv_b.weight", {"attn_k_b.weight": kb, "attn_v_b.weight": bad}, cfg)

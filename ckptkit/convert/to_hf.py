@@ -57,19 +57,23 @@ def targets() -> tuple[Target, ...]:
     with open(HF_CONFIGS, "rb") as f:
         raw = tomllib.load(f)
     common = raw.get("common", {})
+    by_type: dict[str, dict] = {}
     out = []
     for t in raw["target"]:
+        # "extends": the tables of an earlier target (by model_type), then this one's on top
+        base = by_type[t["extends"]] if "extends" in t else common
+        t = {**t, **{k: {**base.get(k, {}), **t.get(k, {})} for k in ("config", "checks", "names")},
+             "keep_null": [*base.get("keep_null", []), *t.get("keep_null", [])],
+             "required": t.get("required", base.get("required", list(Target.required)))}
+        by_type[t["model_type"]] = t
         out.append(Target(
             arch=t["arch"], architectures=tuple(t["architectures"]), model_type=t["model_type"],
             # a target's key set to false leaves out the common key of that name
-            config={k: v for k, v in {**common.get("config", {}), **t.get("config", {})}.items()
-                    if v is not False},
+            config={k: v for k, v in t["config"].items() if v is not False},
             # a target's check set to false drops the common check of that expression
-            checks={k: v for k, v in {**common.get("checks", {}), **t.get("checks", {})}.items()
-                    if v is not False},
-            names={**common.get("names", {}), **t.get("names", {})}, when=t.get("when"),
-            keep_null=frozenset(common.get("keep_null", [])),
-            required=tuple(t.get("required", common.get("required", Target.required)))))
+            checks={k: v for k, v in t["checks"].items() if v is not False},
+            names=t["names"], when=t.get("when"), keep_null=frozenset(t["keep_null"]),
+            required=tuple(t["required"])))
     return tuple(out)
 
 
@@ -169,14 +173,29 @@ def _flat(cfg: dict) -> dict:
 # ---- the plan ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class HFTensor:
-    """One HF output: rows [r0, r1) of a GGUF tensor seen as a matrix, with the inverse ops."""
-    entry: Entry
+class HFPiece:
+    """Rows [r0, r1) of a GGUF tensor seen as a matrix, with the inverse ops; chunks hold a
+    multiple of ``quantum`` rows."""
     src: TensorInfo
     r0: int
     r1: int
     ops: tuple[tuple[Any, ...], ...] = ()
     quantum: int = 1
+
+
+@dataclass(frozen=True)
+class HFTensor:
+    """One HF output: its pieces' results concatenated (C order); one piece unless re-fused."""
+    entry: Entry
+    pieces: tuple[HFPiece, ...]
+
+    @property
+    def src(self) -> TensorInfo:
+        return self.pieces[0].src
+
+    @property
+    def ops(self) -> tuple[tuple[Any, ...], ...]:
+        return self.pieces[0].ops
 
 
 @dataclass
@@ -211,9 +230,9 @@ def unpermute_rope(x: np.ndarray, n_head: int, head_rows: int) -> np.ndarray:
 OPS = {"unpermute_rope": unpermute_rope, "add": add, "transpose": transpose}
 
 
-def _inverse_ops(fam: Family, role: str, cfg: dict, rows: int) -> tuple[tuple, int]:
+def _inverse_ops(fam: Family, role: str, cfg: dict, rows: int, split: bool = False) -> tuple[tuple, int]:
     """The family's transforms of a GGUF role undone, last first; and the chunk row quantum."""
-    if any(sp.get("to") == role for sp in fam.splits):
+    if not split and any(sp.get("to") == role for sp in fam.splits):
         raise UnsupportedError(f"{fam.name}: {role} is split from a fused HF tensor; re-fusing is not supported yet")
     ops, quantum = [], 1
     for name, *args in reversed(fam.transforms.get(role, [])):
@@ -252,8 +271,15 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
     plan = HFPlan(target, fam, cfg, [])
     expect: dict[str, tuple[str, int | None, int | None]] = {}
     infos = canonicalize(index.tensors)
+    split_to = {sp["to"] for sp in fam.splits}
+    fused: dict[tuple[str, int | None], dict[str, TensorInfo]] = {}
     for gname, t in index.tensors.items():
         info = infos[gname]
+        part = _split_part_of(gname, split_to)
+        if part is not None:
+            # GGUF-only roles (attn_k_b, ...): re-fused below, once every part is known
+            fused.setdefault((_split_from(fam, part[0]), part[1]), {})[part[0]] = t
+            continue
         if info.role is None:
             raise UnsupportedError(f"GGUF tensor {gname} has no Hugging Face name in {target.architectures[0]}")
         role = renamed_from.get(info.role, info.role)
@@ -277,10 +303,83 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
             if hf in expect:
                 raise CkptError(f"two GGUF tensors map to {hf}")
             expect[hf] = (role, info.layer, e if per_expert else None)
-            plan.tensors.append(HFTensor(Entry(hf, st_dtype, tuple(hf_shape)), t,
-                                         e * unit_rows, (e + 1) * unit_rows, ops, quantum))
+            plan.tensors.append(HFTensor(Entry(hf, st_dtype, tuple(hf_shape)),
+                                         (HFPiece(t, e * unit_rows, (e + 1) * unit_rows, ops, quantum),)))
+    for (from_role, layer), parts in fused.items():
+        template = target.names.get(from_role) or spellings.get(from_role)
+        if template is None or "{expert}" in template:
+            raise UnsupportedError(f"no Hugging Face name for the fused role {from_role}")
+        hf = template.format(layer=layer, expert=0)
+        if hf in expect:
+            raise CkptError(f"two GGUF tensors map to {hf}")
+        expect[hf] = (from_role, layer, None)
+        shape, pieces = refuse_plan(fam, from_role, parts, ecfg)
+        plan.tensors.append(HFTensor(Entry(hf, st_dtype, shape), pieces))
     _check_names(expect)
     return plan
+
+
+def _split_part_of(gname: str, split_to: set[str]) -> tuple[str, int | None] | None:
+    """(role, layer) when a GGUF name is a part split from a fused HF tensor."""
+    layer, sep, role = gname.partition(".")[2].partition(".") if gname.startswith("blk.") else ("", "", gname)
+    if role in split_to:
+        return role, (int(layer) if layer.isdigit() else None)
+    return None
+
+
+def _split_from(fam: Family, role: str) -> str:
+    froms = {sp["from"] for sp in fam.splits if sp["to"] == role}
+    if len(froms) != 1:
+        raise UnsupportedError(f"{fam.name}: {role} is split from {sorted(froms)}; cannot tell which to re-fuse")
+    return froms.pop()
+
+
+# split ops the re-fusion can undo, and their inverses
+_SPLIT_INVERSE = {"transpose": "transpose"}
+
+
+def refuse_plan(fam: Family, from_role: str, parts: dict[str, TensorInfo],
+                cfg: dict) -> tuple[tuple[int, int], tuple[HFPiece, ...]]:
+    """The inverse of a family's [[split]] tables from ``from_role``: for each of ``groups`` row
+    groups, each split's share of the GGUF tensor (its rows for that group, inverse ops
+    applied), in the order of the split's ``start``. Returns the HF shape and the pieces."""
+    splits = sorted((sp for sp in fam.splits if sp["from"] == from_role),
+                    key=lambda sp: int(evaluate(str(sp.get("start", "0")), cfg)))
+    missing = [sp["to"] for sp in splits if sp["to"] not in parts]
+    if missing:
+        raise FormatError(f"{from_role} is re-fused from {', '.join(sp['to'] for sp in splits)}, "
+                          f"but the GGUF lacks {', '.join(missing)}")
+    layout: list[tuple[TensorInfo, int, tuple, int]] = []   # (src, rows per group, ops, quantum)
+    groups, cols, at = None, None, 0
+    for sp in splits:
+        if any(k in sp for k in ("segments", "step", "group_rows")) or "src_shape" in str(sp):
+            raise UnsupportedError(f"{fam.name}: re-fusing {sp['to']} into {from_role} is not supported "
+                                   "(segmented, strided or shape-dependent split)")
+        g = int(evaluate(str(sp.get("groups", "1")), cfg))
+        start, count = int(evaluate(str(sp.get("start", "0")), cfg)), int(evaluate(str(sp["count"]), cfg))
+        if groups not in (None, g) or start != at:
+            raise UnsupportedError(f"{fam.name}: the splits of {from_role} do not tile it; cannot re-fuse")
+        groups, at = g, at + count
+        t = parts[sp["to"]]
+        rows, c = gguf_matrix(t.shape)
+        if not g or rows % g:
+            raise FormatError(f"{t.name}: {rows} rows do not split into {g} groups")
+        per = rows // g
+        ops, quantum = _inverse_ops(fam, sp["to"], cfg, per, split=True)
+        out_rows, out_cols = per, c
+        for name, *_ in reversed(sp.get("ops", [])):
+            if name not in _SPLIT_INVERSE:
+                raise UnsupportedError(f"{fam.name}: no inverse for the {name!r} op of the {sp['to']} split")
+            ops += ((_SPLIT_INVERSE[name],),)
+            quantum = per
+            out_rows, out_cols = out_cols, out_rows
+        if out_rows != count or cols not in (None, out_cols):
+            raise FormatError(f"{t.name}: shape {list(t.shape)} does not fit {count} rows per group of {from_role}")
+        cols = out_cols
+        layout.append((t, per, ops, quantum))
+    pieces = tuple(HFPiece(t, g * per, (g + 1) * per, ops, quantum)
+                   for g in range(groups) for t, per, ops, quantum in layout)
+    return (groups * at, cols), pieces
 
 
 def _stored_transposed(template: str) -> bool:
@@ -342,6 +441,11 @@ def encode(x: np.ndarray, dtype: str) -> bytes:
 
 def tensor_chunks(source: Source, t: HFTensor, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
     """The output bytes of one HF tensor, in bounded chunks of whole row quanta."""
+    for p in t.pieces:
+        yield from piece_chunks(source, p, t.entry.dtype, chunk_bytes)
+
+
+def piece_chunks(source: Source, t: HFPiece, dtype: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
     src = t.src
     _, cols = gguf_matrix(src.shape)
     if len(src.shape) <= 1:
@@ -350,7 +454,7 @@ def tensor_chunks(source: Source, t: HFTensor, chunk_bytes: int = CHUNK_BYTES) -
         x = x.reshape(-1, 1)
         for name, *args in t.ops:
             x = OPS[name](x, *args)
-        yield encode(x.reshape(-1), t.entry.dtype)
+        yield encode(x.reshape(-1), dtype)
         return
     rb = _row_bytes(src, cols)
     q = max(t.quantum, 1)
@@ -361,7 +465,7 @@ def tensor_chunks(source: Source, t: HFTensor, chunk_bytes: int = CHUNK_BYTES) -
         x = dequantize_rows(raw, src, b - a, cols)
         for name, *args in t.ops:
             x = OPS[name](x, *args)
-        yield encode(x, t.entry.dtype)
+        yield encode(x, dtype)
 
 
 # ---- tokenizer -------------------------------------------------------------------------------------------
