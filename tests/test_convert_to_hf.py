@@ -427,3 +427,17 @@ def test_refusion_needs_every_part():
     bad = TensorInfo("blk.0.attn_v_b.weight", "F32", (4, 13, 32), "m.gguf", 8192, 4 * 13 * 32 * 4)
     with pytest.raises(FormatError, match="does not fit"):
         refuse_plan(fam, "attn_kv_b.weight", {"attn_k_b.weight": kb, "attn_v_b.weight": bad}, cfg)
+
+
+def test_unmapped_settings_are_refused_by_name(gguf_of):
+    """GGUF settings a family's mapping cannot express stop the conversion with a message
+    naming them: OLMo 3's sliding layers, DeepSeek's MTP layers."""
+    from ckptkit.convert.to_hf import build_config, metadata_names, pick_target
+    for family, arch, extra, msg in (("olmo2", "olmo2", {"attention_sliding_window": 4096}, "OLMo 3"),
+                                     ("deepseek_v2", "deepseek2", {"nextn_predict_layers": 1}, "multi-token")):
+        with open_source(str(gguf_of(family))) as s:
+            names = metadata_names(load_index(s), arch)
+        target = pick_target(arch, names)
+        assert build_config(target, names, "float32")["architectures"] == [FAMILIES[family]]
+        with pytest.raises(UnsupportedError, match=msg):
+            build_config(target, {**names, **extra}, "float32")
