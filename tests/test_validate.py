@@ -448,3 +448,29 @@ def test_example_ci_policy_and_workflow(tiny_model):
         return
     steps = yaml.safe_load(wf)["jobs"]["audit"]["steps"]
     assert any("ckptkit validate" in s.get("run", "") for s in steps)
+
+
+def test_gguf_metadata_checked_against_tensors(tiny_model, tmp_path):
+    """GGUF metadata plays config.json's part: a wrong head_count_kv is a finding."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from ckptkit.convert import convert_to_gguf
+    good = tmp_path / "good.gguf"
+    convert_to_gguf(str(tiny_model("qwen3")), good, outtype="f32", vocab=False)
+    r = subprocess.run([sys.executable, "-m", "ckptkit", "validate", str(good), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = tmp_path / "bad"
+    shutil.copytree(tiny_model("qwen3"), d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["num_key_value_heads"] = cfg["num_key_value_heads"] * 2
+    (d / "config.json").write_text(json.dumps(cfg))
+    bad = tmp_path / "bad.gguf"
+    convert_to_gguf(str(d), bad, outtype="f32", vocab=False)   # the wrong value lands in the metadata
+    r = subprocess.run([sys.executable, "-m", "ckptkit", "validate", str(bad), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    codes = {f["code"] for f in json.loads(r.stdout)["findings"]}
+    assert "config.num_key_value_heads" in codes
