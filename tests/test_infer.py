@@ -513,3 +513,23 @@ def test_block_size():
     assert block_size((7168, 2048), (56, 16)) == [128, 128]
     assert block_size((576, 7168), (5, 56)) == [128, 128]      # ragged last block
     assert block_size((100, 100), (3, 7)) is None or block_size((100, 100), (3, 7)) != [128, 128]
+
+
+def test_fp8_scale_granularity():
+    """compressed-tensors FP8 keeps one scale per tensor or per output channel; DeepSeek one per
+    128x128 block: the quantization fact says which."""
+    from ckptkit.index import TensorIndex, TensorInfo
+    from ckptkit.infer import infer
+
+    def index_with(scale_shape):
+        ts = {}
+        for l in range(2):
+            w = f"model.layers.{l}.mlp.down_proj.weight"
+            ts[w] = TensorInfo(w, "F8_E4M3", (256, 512), "a", 0, 256 * 512)
+            ts[w + "_scale"] = TensorInfo(w + "_scale", "F32", scale_shape, "a", 0, 4)
+        return TensorIndex("safetensors", [], ts)
+
+    assert infer(index_with(())).facts["quantization"].value["granularity"] == "tensor"
+    assert infer(index_with((256, 1))).facts["quantization"].value["granularity"] == "channel"
+    q = infer(index_with((2, 4))).facts["quantization"].value
+    assert q["granularity"] == "block" and q["block_size"] == [128, 128]

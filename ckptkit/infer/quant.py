@@ -60,8 +60,15 @@ def infer_quant(index: TensorIndex, s: Scan, h: Hints) -> Fact:
         base = sc.name[: sc.name.rindex("_scale")]
         w = index.tensors.get(base)
         blk = block_size(w.shape, sc.shape) if w is not None else None
+        n_scales = 1
+        for d in sc.shape:
+            n_scales *= d
+        granularity = ("tensor" if n_scales == 1 else
+                       "channel" if w is not None and w.shape and tuple(sc.shape) in ((w.shape[0],), (w.shape[0], 1))
+                       else "block")
         value = {"method": "fp8", "weight_dtype": w.dtype if w is not None else None,
-                 "block_size": blk, "scale_tensors": len(fp8),
+                 "granularity": granularity, "block_size": blk if granularity == "block" else None,
+                 "scale_tensors": len(fp8),
                  "scale_bytes": sum(t.nbytes for t in fp8),
                  "quantized_params": sum(index.tensors[t.name[: t.name.rindex("_scale")]].numel
                                          for t in fp8

@@ -106,7 +106,9 @@ def fact_lines(report: dict) -> list[tuple[str, str]]:
     q = v("quantization")
     if isinstance(q, dict) and q.get("method"):
         if q["method"] == "fp8":
-            txt = f"FP8 ({q.get('weight_dtype')}), block scales {q.get('block_size')}"
+            gran = q.get("granularity", "block")
+            scales = f"block scales {q.get('block_size')}" if gran == "block" else f"per-{gran} scales"
+            txt = f"FP8 ({q.get('weight_dtype')}), {scales}"
         elif q["method"] == "mxfp4":
             txt = f"MXFP4 ({human_count(q.get('quantized_params') or 0)} params in 4-bit blocks of 32)"
         elif q["method"] == "gguf":
