@@ -476,3 +476,50 @@ def copy_model(src: Path, dest: Path) -> Path:
     """Copy a generated model directory (to modify it without touching the session cache)."""
     shutil.copytree(src, dest)
     return Path(dest)
+
+
+# ---- Mistral's native layout -------------------------------------------------------------------
+
+_NATIVE_NAMES = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
+                 "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
+                 "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
+                 "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
+                 "post_attention_layernorm": "ffn_norm"}
+
+
+def make_mistral_native(src: Path, dest: Path) -> Path:
+    """A tiny HF Mistral/Llama rewritten in Mistral's own format: consolidated.safetensors with
+    Meta's names and q/k rows in interleaved rotary order, plus params.json."""
+    import json as _json
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    cfg = _json.loads((src / "config.json").read_text())
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+
+    def interleave(w, n):
+        return w.reshape(n, 2, w.shape[0] // n // 2, -1).swapaxes(1, 2).reshape(w.shape)
+
+    native = {}
+    for shard in sorted(src.glob("*.safetensors")):
+        with safe_open(str(shard), "np") as f:
+            for k in f.keys():
+                w = f.get_tensor(k)
+                n = k.replace("model.embed_tokens", "tok_embeddings").replace("model.norm", "norm")
+                n = n.replace("lm_head", "output").replace("model.layers", "layers")
+                for hf, nat in _NATIVE_NAMES.items():
+                    n = n.replace(hf, nat)
+                if n.endswith("attention.wq.weight"):
+                    w = interleave(w, heads)
+                elif n.endswith("attention.wk.weight"):
+                    w = interleave(w, kv)
+                native[n] = w
+    dest.mkdir(parents=True)
+    save_file(native, str(dest / "consolidated.safetensors"))
+    rope = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta")
+    (dest / "params.json").write_text(_json.dumps({
+        "dim": cfg["hidden_size"], "n_layers": cfg["num_hidden_layers"],
+        "head_dim": cfg.get("head_dim") or cfg["hidden_size"] // heads,
+        "hidden_dim": cfg["intermediate_size"], "n_heads": heads, "n_kv_heads": kv,
+        "norm_eps": cfg["rms_norm_eps"], "vocab_size": cfg["vocab_size"], "rope_theta": rope}))
+    return dest

@@ -166,44 +166,12 @@ def test_mistral_native_format(tiny_model, tmp_path):
     in interleaved rotary order): inspected with params.json as the config, converted without
     a second permutation, and llama.cpp's logits match transformers on the HF original."""
     import json
-    from safetensors import safe_open
-    from safetensors.numpy import save_file
     from ckptkit import api
+    from modelgen import make_mistral_native
     src = tiny_model("mistral")
     cfg = json.loads((src / "config.json").read_text())
-    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd = cfg.get("head_dim") or cfg["hidden_size"] // heads
-    names = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
-             "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo",
-             "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
-             "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
-             "post_attention_layernorm": "ffn_norm"}
-
-    def interleave(w, n):
-        return w.reshape(n, 2, w.shape[0] // n // 2, -1).swapaxes(1, 2).reshape(w.shape)
-
-    native = {}
-    for shard in src.glob("*.safetensors"):
-        with safe_open(str(shard), "np") as f:
-            for k in f.keys():
-                w = f.get_tensor(k)
-                n = k.replace("model.embed_tokens", "tok_embeddings").replace("model.norm", "norm")
-                n = n.replace("lm_head", "output").replace("model.layers", "layers")
-                for hf, nat in names.items():
-                    n = n.replace(hf, nat)
-                if n.endswith("attention.wq.weight"):
-                    w = interleave(w, heads)
-                elif n.endswith("attention.wk.weight"):
-                    w = interleave(w, kv)
-                native[n] = w
-    d = tmp_path / "native"
-    d.mkdir()
-    save_file(native, str(d / "consolidated.safetensors"))
-    (d / "params.json").write_text(json.dumps({
-        "dim": cfg["hidden_size"], "n_layers": cfg["num_hidden_layers"], "head_dim": hd,
-        "hidden_dim": cfg["intermediate_size"], "n_heads": heads, "n_kv_heads": kv,
-        "norm_eps": cfg["rms_norm_eps"], "vocab_size": cfg["vocab_size"],
-        "rope_theta": cfg.get("rope_theta") or cfg["rope_parameters"]["rope_theta"]}))
+    kv = cfg["num_key_value_heads"]
+    d = make_mistral_native(src, tmp_path / "native")
     idx = api.inspect(str(d))
     assert idx.config["num_key_value_heads"] == kv and idx.config["hidden_size"] == cfg["hidden_size"]
     out = tmp_path / "native.gguf"

@@ -68,17 +68,16 @@ class Source(ABC):
         self.close()
 
 
-class OnlyFiles(Source):
-    """Some files of another source: one file of a repo, or the parts of one split GGUF."""
+class WrappedSource(Source):
+    """A source that passes everything to another one; subclasses change a part of it."""
 
-    def __init__(self, inner: Source, names: list[str], label: str):
+    def __init__(self, inner: Source, label: str | None = None):
         self.inner = inner
-        self.names = set(names)
-        self.label = label
+        self.label = label or inner.label
         self.concurrency = inner.concurrency
 
     def files(self) -> dict[str, int | None]:
-        return {k: v for k, v in self.inner.files().items() if k in self.names}
+        return self.inner.files()
 
     def read(self, path: str, offset: int, length: int) -> bytes:
         return self.inner.read(path, offset, length)
@@ -94,3 +93,14 @@ class OnlyFiles(Source):
 
     def close(self) -> None:
         self.inner.close()
+
+
+class OnlyFiles(WrappedSource):
+    """Some files of another source: one file of a repo, or the parts of one split GGUF."""
+
+    def __init__(self, inner: Source, names: list[str], label: str):
+        super().__init__(inner, label)
+        self.names = set(names)
+
+    def files(self) -> dict[str, int | None]:
+        return {k: v for k, v in self.inner.files().items() if k in self.names}

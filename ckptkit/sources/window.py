@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
-from .base import Source
+from .base import Source, WrappedSource
 
 
-class WindowedSource(Source):
+class WindowedSource(WrappedSource):
     def __init__(self, inner: Source, window: int = 8 << 20, keep: int = 4):
-        self.inner = inner
+        super().__init__(inner)
         self.window = window
         self.keep = keep
-        self.concurrency = inner.concurrency
-        self.label = inner.label
         self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
-
-    def files(self) -> dict[str, int | None]:
-        return self.inner.files()
 
     def read(self, path: str, offset: int, length: int) -> bytes:
         if length >= self.window // 2:
@@ -39,15 +33,3 @@ class WindowedSource(Source):
             while len(self._cache) > self.keep:
                 self._cache.popitem(last=False)
         return buf[:length]
-
-    def read_head(self, path: str, length: int):
-        return self.inner.read_head(path, length)
-
-    def read_file(self, path: str) -> bytes:
-        return self.inner.read_file(path)
-
-    def local_path(self, path: str) -> Path | None:
-        return self.inner.local_path(path)
-
-    def close(self) -> None:
-        self.inner.close()
