@@ -71,18 +71,23 @@ def llama_config(layers: int) -> dict:
     }
 
 
+def _attention(p: str, H: int, hd: int, nh: int, nkv: int) -> list[tuple[str, tuple[int, ...]]]:
+    """A Llama-style layer's norms and attention projections."""
+    return [(f"{p}.input_layernorm.weight", (H,)),
+            (f"{p}.self_attn.q_proj.weight", (nh * hd, H)),
+            (f"{p}.self_attn.k_proj.weight", (nkv * hd, H)),
+            (f"{p}.self_attn.v_proj.weight", (nkv * hd, H)),
+            (f"{p}.self_attn.o_proj.weight", (H, nh * hd)),
+            (f"{p}.post_attention_layernorm.weight", (H,))]
+
+
 def llama_tensors(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
     H, F, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     hd, nh, nkv = cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     out = [("model.embed_tokens.weight", (V, H))]
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}"
-        out += [(f"{p}.input_layernorm.weight", (H,)),
-                (f"{p}.self_attn.q_proj.weight", (nh * hd, H)),
-                (f"{p}.self_attn.k_proj.weight", (nkv * hd, H)),
-                (f"{p}.self_attn.v_proj.weight", (nkv * hd, H)),
-                (f"{p}.self_attn.o_proj.weight", (H, nh * hd)),
-                (f"{p}.post_attention_layernorm.weight", (H,)),
+        out += _attention(p, H, hd, nh, nkv) + [
                 (f"{p}.mlp.gate_proj.weight", (F, H)),
                 (f"{p}.mlp.up_proj.weight", (F, H)),
                 (f"{p}.mlp.down_proj.weight", (H, F))]
@@ -122,13 +127,7 @@ def moe_tensors(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
     out = [("model.embed_tokens.weight", (V, H))]
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}"
-        out += [(f"{p}.input_layernorm.weight", (H,)),
-                (f"{p}.self_attn.q_proj.weight", (nh * hd, H)),
-                (f"{p}.self_attn.k_proj.weight", (nkv * hd, H)),
-                (f"{p}.self_attn.v_proj.weight", (nkv * hd, H)),
-                (f"{p}.self_attn.o_proj.weight", (H, nh * hd)),
-                (f"{p}.post_attention_layernorm.weight", (H,)),
-                (f"{p}.block_sparse_moe.gate.weight", (E, H))]
+        out += _attention(p, H, hd, nh, nkv) + [(f"{p}.block_sparse_moe.gate.weight", (E, H))]
         for e in range(E):
             x = f"{p}.block_sparse_moe.experts.{e}"
             out += [(f"{x}.w1.weight", (Fe, H)), (f"{x}.w2.weight", (H, Fe)), (f"{x}.w3.weight", (Fe, H))]

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..atomic import AtomicFiles, write_tensor
 from ..dtypes import GGML_TYPES, ggml_nbytes
 from ..errors import CkptError, FormatError
+from . import pack_in_order
 
 DEFAULT_ALIGNMENT = 32
 
@@ -143,17 +144,7 @@ def header_bytes(kvs: Sequence[KV], slots: Sequence[TensorSlot], alignment: int 
 
 def split_slots(slots: Sequence[TensorSlot], max_bytes: int | None) -> list[list[TensorSlot]]:
     """Tensors grouped into files of at most ``max_bytes`` of data (one tensor may exceed it)."""
-    if not max_bytes:
-        return [list(slots)]
-    groups: list[list[TensorSlot]] = [[]]
-    size = 0
-    for s in slots:
-        if groups[-1] and size + s.nbytes > max_bytes:
-            groups.append([])
-            size = 0
-        groups[-1].append(s)
-        size += s.nbytes
-    return groups
+    return pack_in_order(slots, max_bytes) if max_bytes else [list(slots)]
 
 
 def split_name(path: Path, no: int, count: int) -> Path:

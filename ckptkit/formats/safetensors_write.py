@@ -19,6 +19,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 from ..atomic import _fsync_dir, _umask, write_tensor
 from ..dtypes import safetensors_nbytes
 from ..errors import CkptError, FormatError
+from . import pack_in_order
 from .safetensors import build_header
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -43,14 +44,7 @@ def plan_shards(entries: list[Entry], shard_size: int) -> list[list[Entry]]:
     larger than the limit gets a shard of its own, as transformers does)."""
     if shard_size <= 0:
         raise CkptError("shard size must be positive")
-    shards: list[list[Entry]] = [[]]
-    used = 0
-    for e in entries:
-        if shards[-1] and used + e.nbytes > shard_size:
-            shards.append([])
-            used = 0
-        shards[-1].append(e)
-        used += e.nbytes
+    shards = pack_in_order(entries, shard_size)
     return shards if shards[0] else []
 
 
