@@ -242,7 +242,8 @@ def _table() -> dict:
             raise CkptError(f"mappings/pretokenizers.toml: {e['name']!r} is not a llama.cpp name")
         entries.append({"name": e["name"], "steps": tuple(_step_key(s) for s in e["steps"]),
                         "normalizer": e.get("normalizer"),  # None: no preference
-                        "hints": frozenset(e.get("hints", ()))})
+                        "hints": frozenset(e.get("hints", ())),
+                        "code_modules": tuple(e.get("code_modules", ()))})
     return {"accepted": accepted, "entries": entries}
 
 
@@ -668,9 +669,12 @@ def _tiktoken_vocab(source: Source, tok_config: dict, vocab_size: int, pre_overr
         pre = pre_override
     else:
         pat = _code_pattern(source, tok_config)
-        if pat is None and "tokenization_kimi" in repr(tok_config.get("auto_map")):
-            # the tokenizer code is not in the checkpoint (only auto_map names it): Kimi's is known
-            pat = _table_regex("kimi-k2")
+        if pat is None:
+            # the tokenizer code is not in the checkpoint, only auto_map names it: known modules
+            # map to table entries (mappings/pretokenizers.toml code_modules)
+            auto = repr(tok_config.get("auto_map"))
+            known = [e["name"] for e in _table()["entries"] if any(m in auto for m in e.get("code_modules", []))]
+            pat = _table_regex(known[0]) if known else None
         if pat is None:
             raise UnsupportedError("tiktoken tokenizer whose split regex ckptkit cannot find (no "
                                    "pat_str in the checkpoint's tokenizer code); pass --pre NAME",
