@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import operator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -29,16 +30,84 @@ class ExprError(CkptError):
     pass
 
 
-@lru_cache(maxsize=4096)
-def _parse(src: str) -> ast.expr:
+_CONSTANTS = {"None": None, "True": True, "False": False}
+# node kinds that only ever appear inside the ones _Eval runs (operators, contexts, generators)
+_PASSIVE = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.comprehension)
+_UNARY = {ast.USub: operator.neg, ast.Not: operator.not_, ast.UAdd: operator.pos}
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A parsed, checked expression: parse once when the mapping data is loaded, evaluate often.
+
+    ``where`` says where the text came from (file and key), for error messages."""
+    src: str
+    node: ast.expr = field(repr=False, compare=False)
+    where: str = field(default="", compare=False)
+
+    def __str__(self) -> str:
+        return self.src
+
+    def eval(self, names: Mapping[str, Any]) -> Any:
+        """The value for these names; a failure (a missing value used in arithmetic, a wrong
+        type, ...) is an ``ExprError`` naming the expression and where it came from."""
+        try:
+            return _Eval(names).run(self.node)
+        except ExprError as e:
+            raise ExprError(f"{self._at()}{self.src!r}: {e.message}") from None
+        except (TypeError, KeyError, IndexError, ValueError, ZeroDivisionError, OverflowError) as e:
+            raise ExprError(f"{self._at()}{self.src!r} failed: {type(e).__name__}: {e}") from None
+
+    def _at(self) -> str:
+        return f"{self.where}: " if self.where else ""
+
+
+def compile_expr(src: str, where: str = "") -> Expr:
+    """Parse and check ``src`` (syntax, allowed constructs, callable names) without evaluating it."""
     try:
-        return ast.parse(src, mode="eval").body
+        node = ast.parse(src.strip(), mode="eval").body
     except SyntaxError as e:
-        raise ExprError(f"bad expression {src!r}: {e.msg}") from None
+        raise ExprError(f"{where + ': ' if where else ''}bad expression {src!r}: {e.msg}") from None
+    try:
+        _check(node)
+    except ExprError as e:
+        raise ExprError(f"{where + ': ' if where else ''}bad expression {src!r}: {e.message}") from None
+    return Expr(src, node, where)
+
+
+def _check(node: ast.AST) -> None:
+    """Refuse at parse time what _Eval would refuse only when it reaches it."""
+    for n in ast.walk(node):
+        if isinstance(n, _PASSIVE) or n is None:
+            continue
+        if not hasattr(_Eval, "_" + type(n).__name__):
+            raise ExprError(f"{type(n).__name__} is not allowed in mapping expressions")
+        if isinstance(n, ast.BinOp) and type(n.op) not in _BIN:
+            raise ExprError(f"operator {type(n.op).__name__} is not allowed")
+        if isinstance(n, ast.UnaryOp) and type(n.op) not in _UNARY:
+            raise ExprError(f"operator {type(n.op).__name__} is not allowed")
+        if isinstance(n, ast.Compare) and any(type(o) not in _CMP for o in n.ops):
+            raise ExprError("comparison not allowed")
+        if isinstance(n, ast.Call) and (not isinstance(n.func, ast.Name) or n.func.id not in _FUNCS
+                                        or n.keywords):
+            raise ExprError(f"only {', '.join(_FUNCS)} may be called")
+        if isinstance(n, ast.ListComp) and (len(n.generators) != 1 or n.generators[0].is_async
+                                            or not isinstance(n.generators[0].target, ast.Name)):
+            raise ExprError("one simple `for` per list comprehension")
+        if isinstance(n, ast.Dict) and any(k is None for k in n.keys):
+            raise ExprError("** is not allowed in mapping expressions")
+        if isinstance(n, ast.Starred):
+            raise ExprError("* is not allowed in mapping expressions")
+
+
+@lru_cache(maxsize=4096)
+def _compiled(src: str) -> Expr:
+    return compile_expr(src)
 
 
 def evaluate(src: str, names: Mapping[str, Any]) -> Any:
-    return _Eval(names).run(_parse(src))
+    """Evaluate expression text (parsed once per distinct text)."""
+    return _compiled(src).eval(names)
 
 
 class _Eval:
@@ -49,7 +118,7 @@ class _Eval:
         for scope in reversed(self.scopes):
             if n in scope:
                 return scope[n]
-        return {"None": None, "True": True, "False": False}.get(n)
+        return _CONSTANTS.get(n)
 
     def run(self, node: ast.AST) -> Any:
         m = getattr(self, "_" + type(node).__name__, None)
@@ -75,8 +144,7 @@ class _Eval:
         return _BIN[type(n.op)](self.run(n.left), self.run(n.right))
 
     def _UnaryOp(self, n):
-        v = self.run(n.operand)
-        return {ast.USub: operator.neg, ast.Not: operator.not_, ast.UAdd: operator.pos}[type(n.op)](v)
+        return _UNARY[type(n.op)](self.run(n.operand))
 
     def _BoolOp(self, n):
         if isinstance(n.op, ast.And):

@@ -1,19 +1,17 @@
 """Canonical tensor names: what role a tensor plays, in which layer, for which expert.
 
-The name tables live in ``mappings/roles.toml``; this module holds only the parsing logic.
+The name tables live in ``mappings/roles.toml`` (loaded by ``ckptkit.mapdata``); this module
+holds only the parsing logic.
 Roles are GGUF-style names without the ``blk.N.`` part (``attn_q.weight``), so a GGUF name
 maps to itself and an HF name maps to what llama.cpp would call it.
 """
 from __future__ import annotations
 
 import re
-import tomllib
-from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, Mapping, NamedTuple
 
-MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
+from .. import mapdata
 
 
 class NameInfo(NamedTuple):  # a tuple: made ~100k times per big checkpoint, it must be cheap
@@ -29,25 +27,24 @@ class NameInfo(NamedTuple):  # a tuple: made ~100k times per big checkpoint, it 
 class _Tables:
     """Compiled lookup tables, built once from roles.toml."""
 
-    def __init__(self, data: dict):
-        pre = data["prefix"]
-        strip = "|".join(re.escape(p) for p in pre["strip"])
+    def __init__(self, data: mapdata.RoleTable):
+        strip = "|".join(re.escape(p) for p in data.strip)
         self.prefix = re.compile(rf"^(?:(?:{strip})\.)+")
-        conts = "|".join(re.escape(c) for c in pre["layer_containers"])
+        conts = "|".join(re.escape(c) for c in data.layer_containers)
         self.layer = re.compile(rf"^(?:{conts})\.(\d+)\.(.+)$")
-        self.mtp = tuple(c + "." for c in pre["mtp_containers"])
-        self.vision = tuple(v + "." for v in pre["vision"])
+        self.mtp = tuple(c + "." for c in data.mtp_containers)
+        self.vision = tuple(v + "." for v in data.vision)
         self.expert = re.compile(r"^(.*\.experts)\.(\d+)\.(.+)$")
-        self.glob = _invert(data["global"])
-        self.mtp_glob = _invert(data["mtp_global"])
-        self.layer_roles = _invert(data["layer"])
-        self.contextual = {k: tuple(v) for k, v in data["contextual"].items()}
-        self.transposed = frozenset(data["transposed"]["names"])
+        self.glob = _invert(data.global_roles)
+        self.mtp_glob = _invert(data.mtp_global_roles)
+        self.layer_roles = _invert(data.layer_roles)
+        self.contextual = data.contextual
+        self.transposed = data.transposed
         # longest suffix first so "weight_scale_inv" wins over "weight_scale"
-        self.parts = sorted(data["parts"].items(), key=lambda kv: -len(kv[0]))
+        self.parts = sorted(data.parts.items(), key=lambda kv: -len(kv[0]))
 
 
-def _invert(table: dict[str, list[str]]) -> dict[str, str]:
+def _invert(table: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for role, names in table.items():
         out[role] = role
@@ -58,8 +55,7 @@ def _invert(table: dict[str, list[str]]) -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def tables() -> _Tables:
-    with open(MAPPINGS / "roles.toml", "rb") as f:
-        return _Tables(tomllib.load(f))
+    return _Tables(mapdata.roles())
 
 
 def _split_part(name: str, t: _Tables) -> tuple[str, str | None]:
