@@ -88,7 +88,7 @@ def table(headers: list[str], rows: list[list], title: str | None = None) -> str
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     fmt = lambda r: "| " + " | ".join(c.rjust(w) if i else c.ljust(w)  # noqa: E731
-                                     for i, (c, w) in enumerate(zip(r, widths))) + " |"
+                                     for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"
     lines = ([f"\n{title}\n"] if title else []) + [fmt(cells[0])]
     lines.append("|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|")
     lines += [fmt(r) for r in cells[1:]]

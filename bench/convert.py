@@ -4,8 +4,8 @@ llama.cpp's `convert_hf_to_gguf.py` on the same generated model, same output typ
     python bench/convert.py                    # 1 GB Llama; RSS at 0.5/1/2 GB; 64-expert MoE
     python bench/convert.py --size 2 --full    # the 2 GB model; reference at every size
 
-Models (real Llama / Mixtral tensor names, random BF16, 300 MB shards; Mixtral layout for the MoE, a generated Llama-2-style
-tokenizer so both tools convert a vocabulary) are written once under --workdir and reused.
+Models (real Llama / Mixtral tensor names, random BF16, 300 MB shards; Mixtral layout for the MoE,
+a generated Llama-2-style tokenizer so both tools convert a vocabulary) are written once under --workdir and reused.
 Every tool runs in its own process; peak RSS and CPU come from GNU time. `cp` is followed by
 `sync` of the copies, because ckptkit fsyncs its output (the reference does not).
 
@@ -179,8 +179,9 @@ def rss_growth(args, work: Path, ref: Path | None, out: Path, results: dict) -> 
                  "reference peak RSS"], rows, "peak RSS of HF -> GGUF f16 as the model grows (dense Llama)"))
     rss = [r["ckptkit"]["rss"] for r in results["rss"]]
     if len(rss) > 1:
+        growth = results["rss"][-1]["total"] / results["rss"][0]["total"]
         print(f"\nckptkit peak RSS spread across sizes: {mb(min(rss))} .. {mb(max(rss))} "
-              f"({max(rss) / min(rss):.2f}x for {results['rss'][-1]['total'] / results['rss'][0]['total']:.1f}x the bytes)")
+              f"({max(rss) / min(rss):.2f}x for {growth:.1f}x the bytes)")
 
 
 def moe(args, work: Path, ref: Path | None, out: Path, results: dict) -> None:
@@ -200,7 +201,8 @@ def moe(args, work: Path, ref: Path | None, out: Path, results: dict) -> None:
         stacked = 2 * cfg["intermediate_size"] * cfg["hidden_size"] * args.experts
         limit = 2 * max(big, stacked) + 300e6
         print(table(["target", "measured", ""], [[
-            f"MoE peak RSS <= 2 x largest tensor ({mb(max(big, stacked))}, stacked) + 300 MB", f"{mb(runs[0]['rss'])} <= {mb(limit)}",
+            f"MoE peak RSS <= 2 x largest tensor ({mb(max(big, stacked))}, stacked) + 300 MB",
+            f"{mb(runs[0]['rss'])} <= {mb(limit)}",
             verdict(runs[0]["rss"] <= limit)]]))
 
 

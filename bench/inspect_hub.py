@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (ROOT, check, git_rev, last_json, machine, mb, median, run_measured, size, table,
-                     verdict)
+from _common import ROOT, check, git_rev, last_json, machine, mb, median, run_measured, size, table, verdict
 
 CHILD = str(Path(__file__).with_name("_inspect_child.py"))
 TOOLS = {"hf": "huggingface_hub.get_safetensors_metadata", "ckptkit": "ckptkit inspect --json"}
@@ -129,7 +128,8 @@ def main() -> None:
                              f"{r['wall'] / hf['wall']:.2f}" if tool != "hf" else "1.00"])
             print(table(["tool", "wall (process)", "in call", "requests", "bytes", "peak RSS", "wall vs hf"],
                         rows, f"{spec}: {res['tensors']:,} tensors in {res['shards']} shards; must read "
-                              f"{size(res['heads'])} headers + {size(res['index'])} index + {size(res['config'])} config"))
+                              f"{size(res['heads'])} headers + {size(res['index'])} index + "
+                              f"{size(res['config'])} config"))
             targets = [
                 ["requests <= shards + 3", f"{ck['requests']} <= {res['shards'] + 3}",
                  verdict(ck["requests"] <= res["shards"] + 3)],

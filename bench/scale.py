@@ -12,7 +12,6 @@ models of growing size (see bench/convert.py for the comparison with other tools
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time

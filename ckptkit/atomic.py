@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from .errors import CkptError
+
+# What writers take as tensor data: numpy arrays' memory passes as a memoryview, without a copy.
+Chunk = bytes | bytearray | memoryview
 
 
 def _fsync_dir(d: Path) -> None:
@@ -47,7 +51,7 @@ def remove_stale_temps(final: str | os.PathLike) -> list[Path]:
     machine. Live writers' temporaries, folders and other names are left alone."""
     final = Path(final)
     prefix = f".ckptkit-{final.name}."
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(final.parent))
     except OSError:
@@ -112,7 +116,7 @@ class AtomicFiles:
                 tmp.unlink(missing_ok=True)
         self._pending.clear()
 
-    def __enter__(self) -> "AtomicFiles":
+    def __enter__(self) -> AtomicFiles:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -128,7 +132,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         files.commit()
 
 
-def write_tensor(f: BinaryIO, produced: Iterator, name: str, nbytes: int,
+def write_tensor(f: BinaryIO, produced: Iterator[tuple[str, Iterable[Chunk]]], name: str, nbytes: int,
                  on_bytes: Callable[[int], None] | None = None) -> int:
     """Write the next (name, chunks) of ``produced`` to ``f``, checking it is tensor ``name``
     and exactly ``nbytes`` long: the one loop every streaming writer runs per tensor."""

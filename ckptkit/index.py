@@ -6,9 +6,10 @@ validation, rendering and the converters.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 
 class TensorInfo(NamedTuple):  # a tuple: ~100k of them per big checkpoint, so cheap to make
@@ -87,7 +88,7 @@ def span_text(values: Iterable[int]) -> str:
         return "none"
     parts: list[str] = []
     start = prev = vals[0]
-    for v in vals[1:] + [None]:  # type: ignore[operator]
+    for v in vals[1:] + [None]:
         if v is not None and v == prev + 1:
             prev = v
             continue
@@ -123,7 +124,7 @@ def group_tensors(tensors: Iterable[TensorInfo]) -> list[TensorGroup]:
         if g is None:
             g = groups[key] = {"slots": [set() for _ in nums], "count": 0, "numel": 0,
                                "nbytes": 0, "first": t.name}
-        for slot, n in zip(g["slots"], nums):
+        for slot, n in zip(g["slots"], nums, strict=True):
             slot.add(n)
         g["count"] += 1
         g["numel"] += t.numel

@@ -26,6 +26,5 @@ def index_report(index: TensorIndex, with_tensors: bool = True) -> dict[str, Any
         "findings": [],
     }
     if with_tensors:
-        keys = ("name", "dtype", "shape", "file", "offset", "nbytes")
-        report["tensors"] = [dict(zip(keys, t)) for t in index.tensors.values()]
+        report["tensors"] = [t._asdict() for t in index.tensors.values()]
     return report

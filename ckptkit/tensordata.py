@@ -5,7 +5,7 @@ lookup table (facts: bfloat16 is the top half of an IEEE float32; float8 e4m3fn 
 infinities and one NaN pattern; e5m2 is the top byte of a float16)."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from math import prod
 
 import numpy as np
@@ -18,7 +18,7 @@ _NATIVE = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "i1", "U8": "u1", "I1
            "U16": "<u2", "I32": "<i4", "U32": "<u4", "I64": "<i8", "U64": "<u8", "BOOL": "?"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fp8_table(kind: str) -> np.ndarray:
     codes = np.arange(256, dtype=np.uint32)
     if kind == "F8_E5M2":

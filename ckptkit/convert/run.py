@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from gguf import GGMLQuantizationType
 from gguf.quants import quantize
 
+from ..atomic import Chunk
 from ..dtypes import GGML_TYPES
 from ..formats.gguf_write import TensorSlot, write_gguf
+from ..index import TensorInfo
 from ..sources.base import Source
-from ..tensordata import bf16_to_f16, decode, read_raw_rows, row_nbytes
+from ..tensordata import bf16_to_f16, decode, row_nbytes
 from .plan import OutTensor, Piece, Plan, matrix_shape
 from .transforms import GENERATORS, LAYOUT_OPS, OPS, ROW_OPS, dequant_fp8_blocks, mxfp4_dequant, mxfp4_to_ggml
 
@@ -28,7 +31,7 @@ from .transforms import GENERATORS, LAYOUT_OPS, OPS, ROW_OPS, dequant_fp8_blocks
 CHUNK_BYTES = 4 << 20
 
 
-def encode(x: np.ndarray, ggml_type: int, cols: int) -> bytes:
+def encode(x: np.ndarray, ggml_type: int, cols: int) -> Chunk:
     """Values (C order) as bytes of a ggml type; ``cols`` is the output's row length."""
     name = GGML_TYPES[ggml_type][0]
     x = np.asarray(x, dtype=np.float32)
@@ -41,21 +44,22 @@ def encode(x: np.ndarray, ggml_type: int, cols: int) -> bytes:
 
 def _raw(a: np.ndarray) -> memoryview:
     """The array's bytes without the extra copy ``tobytes()`` makes (a bytes-like object)."""
-    return memoryview(np.ascontiguousarray(a)).cast("B")
+    return np.ascontiguousarray(a).data.cast("B")
 
 
 def _passthrough(piece: Piece, slot: TensorSlot) -> bool:
     return not piece.ops and piece.scale is None and piece.src.dtype == GGML_TYPES[slot.ggml_type][0]
 
 
-def piece_jobs(source: Source, piece: Piece, slot: TensorSlot, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Callable[[], bytes]]:
+def piece_jobs(source: Source, piece: Piece, slot: TensorSlot,
+               chunk_bytes: int = CHUNK_BYTES) -> Iterator[Callable[[], Chunk]]:
     """Jobs that together produce a piece's output bytes, in order."""
     if piece.gen is not None:      # computed from the config (e.g. rope_freqs): one small job
         name, *args = piece.gen
-        yield lambda: encode(GENERATORS[name](*args), slot.ggml_type, slot.shape[-1] if slot.shape else 1)
+        yield partial(encode, GENERATORS[name](*args), slot.ggml_type, slot.shape[-1] if slot.shape else 1)
         return
     if piece.mxfp4_scales is not None:
-        yield from _mxfp4_jobs(source, piece, slot, chunk_bytes)
+        yield from _mxfp4_jobs(source, piece, piece.mxfp4_scales, slot, chunk_bytes)
         return
     src = piece.src
     rows, cols = matrix_shape(src.shape)
@@ -66,11 +70,11 @@ def piece_jobs(source: Source, piece: Piece, slot: TensorSlot, chunk_bytes: int 
     passthrough = _passthrough(piece, slot)
     for a in range(piece.r0, piece.r1, step):
         b = min(a + step, piece.r1)
-        yield lambda a=a, b=b: _job(source, piece, slot, a, b, rb, cols, out_cols, passthrough)
+        yield partial(_job, source, piece, slot, a, b, rb, cols, out_cols, passthrough)
 
 
 def _job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, rb: int, cols: int,
-         out_cols: int, passthrough: bool) -> bytes:
+         out_cols: int, passthrough: bool) -> Chunk:
     src = piece.src
     raw = source.read(src.file, src.offset + a * rb, (b - a) * rb)
     if passthrough:
@@ -95,7 +99,8 @@ def _job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, rb: int
     return encode(x, slot.ggml_type, out_cols)
 
 
-def _mxfp4_jobs(source: Source, piece: Piece, slot: TensorSlot, chunk_bytes: int) -> Iterator[Callable[[], bytes]]:
+def _mxfp4_jobs(source: Source, piece: Piece, sc: TensorInfo, slot: TensorSlot,
+                chunk_bytes: int) -> Iterator[Callable[[], Chunk]]:
     """Jobs for a piece of MXFP4 rows: blocks and exponents read together, row by row."""
     groups = piece.src.shape[-2]
     q = max(piece.quantum, 1)
@@ -103,12 +108,13 @@ def _mxfp4_jobs(source: Source, piece: Piece, slot: TensorSlot, chunk_bytes: int
     out_cols = slot.shape[-1]
     for a in range(piece.r0, piece.r1, step):
         b = min(a + step, piece.r1)
-        yield lambda a=a, b=b: _mxfp4_job(source, piece, slot, a, b, groups, out_cols)
+        yield partial(_mxfp4_job, source, piece, sc, slot, a, b, groups, out_cols)
 
 
-def _mxfp4_job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, groups: int,
-               out_cols: int) -> bytes:
-    src, sc = piece.src, piece.mxfp4_scales
+def _mxfp4_job(source: Source, piece: Piece, sc: TensorInfo, slot: TensorSlot, a: int, b: int,
+               groups: int, out_cols: int) -> Chunk:
+    """Rows [a, b) of an MXFP4 piece; ``sc`` is its exponents tensor."""
+    src = piece.src
     blocks = np.frombuffer(source.read(src.file, src.offset + a * groups * 16, (b - a) * groups * 16),
                            dtype=np.uint8).reshape(b - a, groups, 16)
     scales = np.frombuffer(source.read(sc.file, sc.offset + a * groups, (b - a) * groups),
@@ -125,17 +131,17 @@ def _mxfp4_job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, g
     return encode(x, slot.ggml_type, out_cols)
 
 
-def tensor_jobs(source: Source, out: OutTensor, chunk_bytes: int = CHUNK_BYTES) -> list[Callable[[], bytes]]:
+def tensor_jobs(source: Source, out: OutTensor, chunk_bytes: int = CHUNK_BYTES) -> list[Callable[[], Chunk]]:
     return [j for p in out.pieces for j in piece_jobs(source, p, out.slot, chunk_bytes)]
 
 
-def _ordered(jobs: Iterable[Callable[[], bytes]], threads: int) -> Iterator[bytes]:
+def _ordered(jobs: Iterable[Callable[[], Chunk]], threads: int) -> Iterator[Chunk]:
     if threads <= 1:
         for j in jobs:
             yield j()
         return
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: deque = deque()
+        pending: deque[Future[Chunk]] = deque()
         for j in jobs:
             pending.append(pool.submit(j))
             if len(pending) > threads:
@@ -150,7 +156,7 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
     """Write the GGUF file(s) of ``plan`` reading tensor data from ``source``."""
     # One flat job stream keeps the pool busy across tensor boundaries; the writer regroups it.
     counts = []
-    all_jobs: list[Callable[[], bytes]] = []
+    all_jobs: list[Callable[[], Chunk]] = []
     for t in plan.tensors:
         js = tensor_jobs(source, t, chunk_bytes)
         counts.append(len(js))
@@ -158,7 +164,7 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
     stream = _ordered(all_jobs, threads)
 
     def per_tensor():
-        for t, n in zip(plan.tensors, counts):
+        for t, n in zip(plan.tensors, counts, strict=True):
             yield t.slot, (next(stream) for _ in range(n))
 
     return write_gguf(out_path, plan.kvs, plan.slots, per_tensor(), split_max_bytes=split_max_bytes,

@@ -6,7 +6,7 @@ and returns the output's values for those rows in C order. Ops that need a whole
 (transpose) declare it in WHOLE so the planner hands them one."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -1,7 +1,8 @@
 """Strict readers and streaming writers of checkpoint formats."""
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 

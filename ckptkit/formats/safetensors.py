@@ -91,7 +91,8 @@ def _numel(shape: list[int]) -> int | None:
 
 def parse_header_length(first8: bytes, file_size: int | None, where: str) -> int:
     if len(first8) < 8:
-        raise FormatError(f"truncated: {len(first8)} bytes, a safetensors file starts with an 8-byte header length", where)
+        raise FormatError(
+            f"truncated: {len(first8)} bytes, a safetensors file starts with an 8-byte header length", where)
     (n,) = struct.unpack("<Q", first8[:8])
     if n == 0:
         raise FormatError("header length is 0", where)
@@ -134,8 +135,8 @@ def _check_entry(name: str, entry: object, where: str) -> tuple[str, tuple[int, 
     # the slow path below, which names the fault.
     if type(entry) is dict and len(entry) == 3:
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        bits = SAFETENSORS_BITS.get(dtype) if type(dtype) is str else None
-        if (bits and type(shape) is list and type(offsets) is list and len(offsets) == 2
+        if (type(dtype) is str and (bits := SAFETENSORS_BITS.get(dtype))
+                and type(shape) is list and type(offsets) is list and len(offsets) == 2
                 and type(offsets[0]) is int and type(offsets[1]) is int and 0 <= offsets[0] <= offsets[1] < _U64
                 and len(shape) <= 8):
             numel = 1
@@ -173,7 +174,8 @@ def _check_entry_slow(name: str, entry: object, where: str) -> tuple[str, tuple[
         raise FormatError(f"{tn}: {dtype} data of shape {_short(shape)} does not end on a byte boundary", where)
     if offsets[1] - offsets[0] != nbytes:
         raise FormatError(
-            f"{tn}: data_offsets span {offsets[1] - offsets[0]} bytes but {dtype} {_short(shape)} needs {nbytes}", where)
+            f"{tn}: data_offsets span {offsets[1] - offsets[0]} bytes but {dtype} {_short(shape)} needs {nbytes}",
+            where)
     return dtype, tuple(shape), offsets[0], offsets[1]
 
 
@@ -192,7 +194,8 @@ def parse_header(raw: bytes, header_len: int, file: str, file_size: int | None,
     tensors: list[TensorInfo] = []
     for begin, end, name, dtype, shape in rows:
         if begin < cursor:
-            raise FormatError(f"tensor {_short(name)}: data [{begin}, {end}) overlaps the previous tensor (ends at {cursor})", where)
+            raise FormatError(
+                f"tensor {_short(name)}: data [{begin}, {end}) overlaps the previous tensor (ends at {cursor})", where)
         if begin > cursor:
             raise FormatError(f"tensor {_short(name)}: gap of {begin - cursor} bytes before its data at {begin}", where)
         cursor = end
@@ -200,7 +203,8 @@ def parse_header(raw: bytes, header_len: int, file: str, file_size: int | None,
     if file_size is not None:
         data_len = file_size - data_start
         if cursor > data_len:
-            raise FormatError(f"tensor data ends at byte {data_start + cursor}, past the end of the {file_size}-byte file (truncated?)", where)
+            raise FormatError(f"tensor data ends at byte {data_start + cursor}, "
+                              f"past the end of the {file_size}-byte file (truncated?)", where)
         if cursor < data_len:
             raise FormatError(f"{data_len - cursor} bytes after the last tensor are not covered by the header", where)
     return SafetensorsHeader(header_len, tensors, meta)

@@ -10,11 +10,12 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 from ..atomic import _fsync_dir, _umask, write_tensor
 from ..dtypes import safetensors_nbytes
@@ -63,7 +64,7 @@ def write_sharded(open_file: Callable[[str], BinaryIO], entries: list[Entry],
     weight_map: dict[str, str] = {}
     it = iter(data)
     total = 0
-    for fname, shard in zip(names, shards):
+    for fname, shard in zip(names, shards, strict=True):
         header, _ = build_header([(e.name, e.dtype, e.shape) for e in shard], metadata)
         with open_file(fname) as f:
             _write_shard(f, header, shard, it, weight_map, fname, on_bytes)

@@ -13,7 +13,7 @@ def _shape(seen) -> str:
 
 
 def _layers_with(s: Scan, prefix: str) -> list[int]:
-    return [n for n, l in sorted(s.layers.items()) if l.has(prefix)]
+    return [n for n, layer in sorted(s.layers.items()) if layer.has(prefix)]
 
 
 def infer_attention(s: Scan, h: Hints) -> dict[str, Fact]:
@@ -167,12 +167,12 @@ def _mla(layer: Layer, h: Hints) -> dict[str, Fact]:
     heads = nope = v = None
     if rope and qproj is not None and kvb is not None and o is not None:
         # q = H(nope+rope), kv_b = H(nope+v), o_in = H*v
-        Q, KVB, O = qproj.shape[0], kvb.shape[0], o.shape[1]
-        hr = Q - KVB + O
+        q_rows, kvb_rows, o_cols = qproj.shape[0], kvb.shape[0], o.shape[1]
+        hr = q_rows - kvb_rows + o_cols
         if hr > 0 and hr % rope == 0:
             heads = hr // rope
-            if (KVB - O) % heads == 0 and O % heads == 0:
-                nope, v = (KVB - O) // heads, O // heads
+            if (kvb_rows - o_cols) % heads == 0 and o_cols % heads == 0:
+                nope, v = (kvb_rows - o_cols) // heads, o_cols // heads
     src = "tensors"
     if heads is None:   # GGUF MLA files may split kv_b; take the metadata's word
         src = "gguf" if h.arch else "config"
@@ -245,7 +245,7 @@ def kv_cache(facts: dict[str, Fact], std: list[int], mla: list[int], windows: Fa
     windowed = [n for n in std if n in set(layers)] if layers is not None else []
     ev = [f"2 (k,v) x {kv} kv heads x {hd} head_dim x 2 bytes = {per} per layer",
           f"{len(std)} attention layers"]
-    if windowed:
+    if win and windowed:
         ev.append(f"{len(windowed)} of them sliding-window layers: their cache stops growing at "
                   f"{win['window']} tokens ({per * len(windowed) * win['window']} bytes); beyond "
                   f"that {per * (len(std) - len(windowed))} bytes per token")

@@ -74,10 +74,10 @@ def _rotary(h: Hints) -> Fact:
         return Fact("rope+nope", "config", ev + [f"{k}={step}"])
     for key in ("rope_theta", "rope_scaling", "rope_parameters", "rotary_pct",
                 "partial_rotary_factor"):
-        v, k = h.cfg(key)
-        if v is not None:
+        _, k = h.cfg(key)
+        if k is not None:   # a key comes back exactly when its value is set
             return Fact("rope", "config", ev + [k])
-    v, k = h.gguf("rope.freq_base", "rope.dimension_count")
-    if v is not None:
+    _, k = h.gguf("rope.freq_base", "rope.dimension_count")
+    if k is not None:
         return Fact("rope", "gguf", ev + [k])
     return Fact("rope", "derived", ev + ["assumed rotary: nothing else encodes positions"])

@@ -15,8 +15,8 @@ def infer_norms(s: Scan) -> dict[str, Fact]:
                    if r.startswith(NORM_ROLES) and r.endswith(".bias")]
         if biased:
             break
-    norms = next(([x.name for r, x in l.roles.items() if r.startswith(NORM_ROLES)]
-                  for l in s.layers.values()), [])
+    norms = next(([x.name for r, x in layer.roles.items() if r.startswith(NORM_ROLES)]
+                  for layer in s.layers.values()), [])
     if biased:
         facts["norm_kind"] = Fact("layernorm", "tensors", [f"norm with bias: {biased[0]}"])
     elif norms:

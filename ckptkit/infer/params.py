@@ -11,7 +11,7 @@ def infer_params(s: Scan, experts: int | None, top_k: int | None, top_k_src: str
     Active = everything but MTP modules, vision towers and the input-embedding table, with
     each MoE layer's routed experts counted at top_k/num_experts."""
     emb = s.global_params.get("token_embd.weight", 0) + s.global_params.get("position_embd.weight", 0)
-    mtp = sum(l.params for l in s.mtp_layers.values()) + s.mtp_global_params
+    mtp = sum(layer.params for layer in s.mtp_layers.values()) + s.mtp_global_params
     value = {"total": s.total_params, "active": None, "embedding": emb}
     ev = [f"{s.total_params} logical parameters"]
     if mtp:
@@ -24,7 +24,7 @@ def infer_params(s: Scan, experts: int | None, top_k: int | None, top_k_src: str
         ev.append(f"{s.buffer_params} in non-parameter buffers, not counted")
     if s.scales:
         ev.append(f"{len(s.scales)} quantization scale tensors, not counted")
-    routed = sum(l.routed_params for l in s.layers.values() if is_moe(l))
+    routed = sum(layer.routed_params for layer in s.layers.values() if is_moe(layer))
     # the input embedding is a lookup (one row per token), not active compute; model cards
     # count it out too (gpt-oss-20b: 20.91B total, 3.61B active)
     base = s.total_params - mtp - s.vision_params - s.global_params.get("token_embd.weight", 0)

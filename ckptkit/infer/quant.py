@@ -17,7 +17,7 @@ def block_size(weight: tuple[int, ...], scale: tuple[int, ...]) -> list[int] | N
     if len(weight) != len(scale) or not weight:
         return None
     out = []
-    for w, s in zip(weight, scale):
+    for w, s in zip(weight, scale, strict=True):
         if s <= 0:
             return None
         b = _ceil_div(w, s)
@@ -45,7 +45,7 @@ def infer_quant(index: TensorIndex, s: Scan, h: Hints) -> Fact:
             ev.append(f"{fk} = {ft}")
         return Fact({"method": "gguf" if quant else None, "types": sorted(quant, key=lambda k: -quant[k])},
                     "tensors", ev)
-    ev: list[str] = []
+    ev = []
     value: dict | None = None
     if s.blocks:
         b = s.blocks[0]

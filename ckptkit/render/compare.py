@@ -100,7 +100,8 @@ def column_from_report(label: str, report: dict, config: dict | None = None,
     win = v("sliding_window")
     params = v("parameters") or {}
     cfg = config or {}
-    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
+    tc = cfg.get("text_config")
+    text = tc if isinstance(tc, dict) else {}
     ctx = next((d[k] for d in (text, cfg) for k in ("max_position_embeddings", "n_positions",
                                                      "seq_length") if isinstance(d.get(k), int)), None)
     if ctx is None and gguf_metadata:

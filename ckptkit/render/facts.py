@@ -6,8 +6,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from .text import human_count
 from ..index import span_text
+from .text import human_count
 
 
 class _Facts:
@@ -23,7 +23,9 @@ class _Facts:
         srcs = []
         for k in keys:
             f = self.facts.get(k)
-            s = f.get("source") if isinstance(f, dict) else None
+            if not isinstance(f, dict):
+                continue
+            s = f.get("source")
             if s and s != "tensors" and f.get("value") not in (None, [], False) and s not in srcs:
                 srcs.append(s)
         return f" [dim]\\[{', '.join(srcs)}][/dim]" if srcs else ""

@@ -27,8 +27,8 @@ def human_count(n: int) -> str:
 def render_index(index: TensorIndex, console: Console, all_tensors: bool = False) -> None:
     total = index.total_parameters
     console.print(f"[bold]{index.source}[/bold]")
-    sizes = [f.size for f in index.files]
-    size_txt = human_bytes(sum(sizes)) if all(s is not None for s in sizes) else "?"
+    sizes = [f.size for f in index.files if f.size is not None]
+    size_txt = human_bytes(sum(sizes)) if len(sizes) == len(index.files) else "?"
     console.print(f"  format      {index.format}, {len(index.files)} file(s), {size_txt}")
     console.print(f"  tensors     {len(index.tensors):,}")
     console.print(f"  parameters  {total:,} ({human_count(total)})")

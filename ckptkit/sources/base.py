@@ -5,9 +5,10 @@ Sources do I/O on input and nothing else; format parsing lives in ``ckptkit.form
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -58,7 +59,7 @@ class Source(ABC):
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items))) as pool:
             return list(pool.map(fn, items))
 
-    def close(self) -> None:  # pragma: no cover - default has nothing to release
+    def close(self) -> None:  # noqa: B027 - an optional hook; pragma: no cover - nothing to release
         pass
 
     def __enter__(self):
