@@ -2,12 +2,10 @@
 (``mappings/models.toml``), and matching inferred facts against it."""
 from __future__ import annotations
 
-import tomllib
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
+from . import mapdata
+from .mapdata import CatalogueFamily, KnownModel
 
 # facts compared against a model's published numbers to name the model
 MODEL_KEYS = ("num_layers", "hidden_size", "vocab_size", "num_attention_heads",
@@ -18,23 +16,14 @@ MODEL_KEYS = ("num_layers", "hidden_size", "vocab_size", "num_attention_heads",
 REQUIRED = ("num_layers", "hidden_size")
 
 
-@lru_cache(maxsize=1)
-def families() -> dict[str, dict]:
-    out = {}
-    for path in sorted((MAPPINGS / "families").glob("*.toml")):
-        with open(path, "rb") as f:
-            fam = tomllib.load(f)
-        out[fam["name"]] = fam
-    return out
+def families() -> Mapping[str, CatalogueFamily]:
+    """Family name -> its catalogue entry (also readable as a mapping of the file's keys)."""
+    return mapdata.catalogue_families()
 
 
-@lru_cache(maxsize=1)
-def models() -> list[dict]:
-    with open(MAPPINGS / "models.toml", "rb") as f:
-        rows = tomllib.load(f)["model"]
-    for r in rows:
-        r.setdefault("weights", True)
-    return rows
+def models() -> tuple[KnownModel, ...]:
+    """Known models in file order (each also readable as a mapping of its facts)."""
+    return mapdata.known_models()
 
 
 def _fact(facts: dict, key: str) -> Any:
@@ -52,11 +41,11 @@ def _holds(value: Any, cond: Any) -> bool:
     return value == cond
 
 
-def signature_matches(fam: dict, facts: dict) -> bool:
-    return all(_holds(_fact(facts, k), c) for k, c in fam.get("signature", {}).items())
+def signature_matches(fam: CatalogueFamily, facts: dict) -> bool:
+    return all(_holds(_fact(facts, k), c) for k, c in fam.signature.items())
 
 
-def compare_model(model: dict, facts: dict) -> tuple[int, list[str]]:
+def compare_model(model: KnownModel, facts: dict) -> tuple[int, list[str]]:
     """(number of agreeing keys, keys that differ) between a model row and facts."""
     agree, differ = 0, []
     for k in MODEL_KEYS:
@@ -67,18 +56,18 @@ def compare_model(model: dict, facts: dict) -> tuple[int, list[str]]:
             agree += 1
         else:
             differ.append(k)
-    mtp = model.get("mtp_layers")
+    mtp = model.mtp_layers
     if mtp is not None and _fact(facts, "mtp_layers") not in (None, mtp) and \
             _fact(facts, "mtp_layers") != 0:
         differ.append("mtp_layers")
     return agree, differ
 
 
-def find_model(family: str | None, facts: dict) -> tuple[dict | None, dict | None, list[str]]:
+def find_model(family: str | None, facts: dict) -> tuple[KnownModel | None, KnownModel | None, list[str]]:
     """(exact model, closest model, keys the closest differs in) among a family's models."""
     best, best_diff, best_score = None, [], float("-inf")
     for m in models():
-        if family is not None and m["family"] != family:
+        if family is not None and m.family != family:
             continue
         agree, differ = compare_model(m, facts)
         if any(_fact(facts, k) is not None and m.get(k) is not None and _fact(facts, k) != m[k]
@@ -103,15 +92,15 @@ def _claimed(config: dict | None, gguf: dict | None) -> tuple[str | None, str | 
             types.append(text.get("model_type"))
         for t in types:
             for name, fam in fams.items():
-                if t and t in fam.get("model_types", []):
+                if t and t in fam.model_types:
                     return name, f"config.json:model_type = {t}"
         for arch in config.get("architectures") or []:
             for name, fam in fams.items():
-                if arch in fam.get("hf_architectures", []):
+                if arch in fam.hf_architectures:
                     return name, f"config.json:architectures = {arch}"
     if isinstance(gguf, dict):
         arch = gguf.get("general.architecture")
-        hits = [n for n, f in fams.items() if f.get("gguf_arch") == arch]
+        hits = [n for n, f in fams.items() if f.gguf_arch == arch]
         if len(hits) == 1:
             return hits[0], f"general.architecture = {arch}"
         if hits:
@@ -140,15 +129,15 @@ def match_family(facts: dict, config: dict | None = None,
     ranked = []
     for name in candidates:
         exact, closest, differ = find_model(name, facts)
-        specificity = len(fams[name].get("signature", {}))
+        specificity = len(fams[name].signature)
         ranked.append((exact is not None, specificity, name, exact, closest, differ))
     ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
     _, _, name, exact, closest, differ = ranked[0]
     fam = fams[name]
-    out = {"family": name, "title": fam.get("title", name), "model": exact["name"] if exact else None,
+    out = {"family": name, "title": fam.title, "model": exact.name if exact else None,
            "matched_by": why, "signature_ok": signature_matches(fam, facts)}
     if exact is None and closest is not None:
-        out["closest_model"] = closest["name"]
+        out["closest_model"] = closest.name
         out["differs_in"] = differ
     if len(ranked) > 1 and not claimed:
         out["also_fits"] = [r[2] for r in ranked[1:]]
@@ -160,35 +149,34 @@ def catalogue_rows(family: str | None = None) -> list[dict]:
     fams = families()
     rows = []
     for m in models():
-        if family and m["family"] != family:
+        if family and m.family != family:
             continue
-        fam = fams.get(m["family"], {})
-        experts = m.get("num_experts")
+        fam = fams.get(m.family)
+        experts = m.num_experts
         rows.append({
-            "model": m["name"],
-            "family": fam.get("title", m["family"]),
-            "weights": m["weights"],
-            "repo": m.get("repo"),
-            "layers": m.get("num_layers"),
-            "hidden": m.get("hidden_size"),
-            "attention": m.get("attention"),
-            "heads": m.get("num_attention_heads"),
-            "kv_heads": m.get("num_key_value_heads"),
-            "head_dim": m.get("head_dim"),
-            "vocab": m.get("vocab_size"),
-            "experts": f"{m.get('num_experts_per_tok')}/{experts}" if experts else None,
-            "shared_experts": m.get("num_shared_experts"),
-            "dense_prefix": m.get("dense_prefix_layers"),
-            "context": m.get("context_length"),
-            "params_total_b": m.get("params_total"),
-            "params_active_b": m.get("params_active", m.get("params_total")),
-            "source": m.get("source"),
+            "model": m.name,
+            "family": fam.title if fam else m.family,
+            "weights": m.weights,
+            "repo": m.repo,
+            "layers": m.num_layers,
+            "hidden": m.hidden_size,
+            "attention": m.attention,
+            "heads": m.num_attention_heads,
+            "kv_heads": m.num_key_value_heads,
+            "head_dim": m.head_dim,
+            "vocab": m.vocab_size,
+            "experts": f"{m.num_experts_per_tok}/{experts}" if experts else None,
+            "shared_experts": m.num_shared_experts,
+            "dense_prefix": m.dense_prefix_layers,
+            "context": m.context_length,
+            "params_total_b": m.params_total,
+            "params_active_b": m.params_active if m.params_active is not None else m.params_total,
+            "source": m.source,
         })
     return rows
 
 
 def known_names(names: Iterable[str], family: str) -> int:
     """How many of ``names`` match the family's identifying name patterns."""
-    import re
-    pats = [re.compile(p) for p in families()[family].get("name_patterns", [])]
+    pats = families()[family].patterns()
     return sum(1 for n in names if any(p.search(n) for p in pats))

@@ -13,12 +13,13 @@ from typing import Any
 
 from ..dtypes import GGML_TYPE_BY_NAME
 from ..errors import CkptError, FormatError, UnsupportedError
-from ..expr import evaluate
+from ..expr import Expr, ExprError
 from ..formats.gguf_write import KV, VT, TensorSlot, kv
 from ..index import TensorIndex, TensorInfo
 from ..infer.names import NameInfo, canonicalize
+from ..mapdata import Split
 from .family import Family, effective_config
-from .transforms import GENERATORS, OPS, ROW_OPS, WHOLE
+from .transforms import ROW_OPS, WHOLE
 
 OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
 _TYPED = {"u32": VT.UINT32, "i32": VT.INT32, "f32": VT.FLOAT32, "bool": VT.BOOL, "str": VT.STRING,
@@ -81,8 +82,8 @@ class Plan:
 
 def check_config(fam: Family, cfg: dict) -> None:
     """The family's [checks]: what llama.cpp's implementation assumes about the config."""
-    for expr, why in fam.checks.items():
-        if not evaluate(expr, cfg):
+    for expr, why in fam.checks:
+        if not expr.eval(cfg):
             raise UnsupportedError(f"{fam.arch}: {why}")
 
 
@@ -90,26 +91,25 @@ def metadata_kvs(fam: Family, cfg: dict) -> list[KV]:
     check_config(fam, cfg)
     out = [kv("general.architecture", fam.arch)]
     names = dict(cfg)
-    for key, src in fam.metadata.items():
-        key = key.replace("{arch}", fam.arch)
-        typ = None
-        if ":" in key:
-            key, t = key.rsplit(":", 1)
-            typ = _TYPED[t]
+    for m in fam.metadata.values():
+        key = m.key.replace("{arch}", fam.arch)
+        typ = _TYPED[m.type] if m.type else None
         try:
-            value = evaluate(src, names)
-        except (TypeError, KeyError, IndexError, ValueError, ZeroDivisionError):
-            value = None
-        if value is None:
+            value = m.expr.eval(names)
+        except ExprError as e:
+            if m.optional:          # declared in the data: may not apply to every config
+                continue
+            raise ExprError(f"cannot compute GGUF key {key}: {e.message}") from None
+        if value is None:           # the documented "not written"
             continue
         if typ == VT.FLOAT32:
             value = float(value)
         out.append(kv(key, value, typ))
     have = {k.key for k in out}
     for req in fam.required:
-        req = req.replace("{arch}", fam.arch)
-        if req not in have:
-            raise UnsupportedError(f"config.json lacks what GGUF key {req} needs ({fam.metadata.get(req.replace(fam.arch, '{arch}'), '?')})")
+        key = req.replace("{arch}", fam.arch)
+        if key not in have:
+            raise UnsupportedError(f"config.json lacks what GGUF key {key} needs ({fam.metadata[req].expr})")
     return out
 
 
@@ -142,11 +142,8 @@ def gguf_name(role: str, layer: int | None) -> str:
 def _ops_for(role: str, fam: Family, cfg: dict, rows_per_piece: int) -> tuple[tuple, int]:
     """The family's ops for an output role, with arguments evaluated, and the row quantum."""
     ops, quantum = [], 1
-    for spec in fam.transforms.get(role, []):
-        name, *args = spec
-        if name not in OPS:
-            raise UnsupportedError(f"mapping names unknown op {name!r} for {role}")
-        vals = [evaluate(a, cfg) if isinstance(a, str) else a for a in args]
+    for op in fam.transforms.get(role, ()):
+        name, vals = op.name, list(op.values(cfg))
         if name == "permute_rope":
             n_head = int(vals[0])
             head_rows = rows_per_piece // n_head if n_head else 0
@@ -173,13 +170,11 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
     plan = Plan(fam.name, fam.arch, [], [])
     # MTP modules stored as extra layers after the trunk (DeepSeek-V3, GLM-4.5): the family
     # option names the first such layer; their attention/FFN tensors are MTP too, not just nextn.*
-    mtp_from = fam.options.get("mtp_from_layer")
-    first_mtp = evaluate(mtp_from, cfg) if mtp_from else None
+    first_mtp = fam.mtp_from_layer.eval(cfg) if fam.mtp_from_layer else None
     mtp_kept: set[int] = set()
     # MTP modules kept in their own container (Qwen3-Next "mtp.layers.N", "mtp.fc") become the
     # layers after the trunk: layer offset + N (offset + 0 for the container's global tensors)
-    mtp_off = fam.options.get("mtp_layer_offset")
-    mtp_offset = evaluate(mtp_off, cfg) if mtp_off else None
+    mtp_offset = fam.mtp_layer_offset.eval(cfg) if fam.mtp_layer_offset else None
     experts: dict[tuple[int | None, str], dict[int, TensorInfo]] = {}
     order: list[tuple[str, Any]] = []
     unknown: list[str] = []
@@ -255,19 +250,16 @@ def generated_outputs(fam: Family, cfg: dict) -> list[OutTensor]:
     """Tensors computed from config.json alone (family [[options.generate]] tables: to, when,
     op = [generator, arg-expressions...], shape), e.g. Llama 3-style rope_freqs. Always F32."""
     out = []
-    for g in fam.options.get("generate", []):
-        if not evaluate(g.get("when", "True"), cfg):
+    for g in fam.generate:
+        if not g.when.eval(cfg):
             continue
-        name, *args = g["op"]
-        if name not in GENERATORS:
-            raise UnsupportedError(f"mapping names unknown generator {name!r} for {g['to']}")
-        vals = [evaluate(a, cfg) if isinstance(a, str) else a for a in args]
+        name, vals = g.op.name, g.op.values(cfg)
         if any(v is None for v in vals):
-            raise UnsupportedError(f"config.json lacks what {g['to']} needs ({', '.join(map(str, args))})")
-        shape = tuple(int(v) for v in evaluate(g["shape"], cfg))
+            raise UnsupportedError(f"config.json lacks what {g.to} needs ({', '.join(map(str, g.op.args))})")
+        shape = tuple(int(v) for v in g.shape.eval(cfg))
         info = TensorInfo(f"<{name}>", "F32", shape, "", 0, 4 * prod(shape))
         piece = Piece(info, 0, matrix_shape(shape)[0], gen=(name, *vals))
-        out.append(OutTensor(TensorSlot(g["to"], shape, GGML_TYPE_BY_NAME["F32"]), [piece]))
+        out.append(OutTensor(TensorSlot(g.to, shape, GGML_TYPE_BY_NAME["F32"]), [piece]))
     return out
 
 
@@ -330,7 +322,7 @@ def _check_mxfp4_ops(unit: Unit, ops: tuple, ggml_type: int) -> None:
 
 
 def _outputs(unit: Unit, fam: Family, cfg: dict, outtype: str, scales: dict[str, TensorInfo]) -> list[OutTensor]:
-    splits = [sp for sp in fam.splits if sp["from"] == unit.role]
+    splits = [sp for sp in fam.splits if sp.from_role == unit.role]
     if unit.mxfp4_scales is None:
         for s in unit.srcs:
             _check_convertible(s)
@@ -342,35 +334,31 @@ def _outputs(unit: Unit, fam: Family, cfg: dict, outtype: str, scales: dict[str,
     return [_split_out(unit, sp, fam, cfg, outtype, scales) for sp in splits]
 
 
-def _split_out(unit: Unit, sp: dict, fam: Family, cfg: dict, outtype: str,
+def _split_out(unit: Unit, sp: Split, fam: Family, cfg: dict, outtype: str,
                scales: dict[str, TensorInfo]) -> OutTensor:
     """One output of a [[split]]: from each of ``groups`` row groups of the (stacked) source
     seen as a matrix, rows [start, start + count), with the split's ops, then the target
     role's own transforms."""
     names = {**cfg, "src_shape": list(unit.shape)}
     total_rows = matrix_shape(unit.shape)[0]
-    groups = int(evaluate(str(sp.get("groups", "1")), names))
-    group_rows = int(evaluate(str(sp.get("group_rows", f"{total_rows} // {groups}")), names))
+    groups = _int(sp.groups, names, 1)
+    group_rows = _int(sp.group_rows, names, total_rows // groups)
     # "segments" = [[start, count], ...]: the output is segment by segment, each over all groups
     # (Qwen3-Next's per-head-group [q k v z] rows -> all q, all k, all v)
-    segs = [(int(evaluate(str(a), names)), int(evaluate(str(b), names))) for a, b in sp["segments"]] \
-        if "segments" in sp else \
-        [(int(evaluate(str(sp.get("start", "0")), names)), int(evaluate(str(sp["count"]), names)))]
+    segs = [(int(a.eval(names)), int(b.eval(names))) for a, b in sp.segments] if sp.segments else \
+        [(_int(sp.start, names, 0), _int(sp.count, names, 0))]
     start, count = segs[0]
-    step = int(evaluate(str(sp.get("step", "1")), names))
-    role = sp["to"]
+    step = _int(sp.step, names, 1)
+    role = sp.to_role
     mx = unit.mxfp4_scales is not None
     src_rows = _rows_of(unit.srcs[0], mx)
     if groups * group_rows != total_rows or any(a + (c - 1) * step + 1 > group_rows or c <= 0 for a, c in segs):
         raise CkptError(f"{unit.role}: split into {role} does not fit the tensor's {total_rows} rows")
-    if "shape" in sp:
-        shape = tuple(int(v) for v in evaluate(sp["shape"], names))
+    if sp.shape is not None:
+        shape = tuple(int(v) for v in sp.shape.eval(names))
     else:
         shape = (count, *unit.shape[1:])
-    split_ops = []
-    for spec in sp.get("ops", []):
-        name, *args = spec
-        split_ops.append((name, *[evaluate(a, names) if isinstance(a, str) else a for a in args]))
+    split_ops: list[tuple[Any, ...]] = [(op.name, *op.values(names)) for op in sp.ops]
     if step > 1:
         split_ops.insert(0, ("take_rows", 0, step))
     ggml_type = mxfp4_output_type(role, outtype, fam) if mx else \
@@ -398,6 +386,10 @@ def _split_out(unit: Unit, sp: dict, fam: Family, cfg: dict, outtype: str,
                                 _checked_scale(src, scales.get(src.name), block), block))
     slot = TensorSlot(gguf_name(role, unit.layer), shape, ggml_type)
     return OutTensor(slot, pieces)
+
+
+def _int(e: Expr | None, names: dict, default: int) -> int:
+    return default if e is None else int(e.eval(names))
 
 
 _CONVERTIBLE = {"F32", "F16", "BF16", "F64", "F8_E4M3", "F8_E5M2"}

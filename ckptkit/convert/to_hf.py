@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from math import prod
@@ -22,16 +21,17 @@ from ..api import load_index, open_source
 from ..formats.safetensors_write import atomic_dir
 from ..dtypes import GGML_TYPE_BY_NAME, ggml_nbytes
 from ..errors import CkptError, FormatError, UnsupportedError
-from ..expr import evaluate
+from .. import mapdata
+from ..expr import ExprError
 from ..formats.safetensors_write import Entry, write_sharded
 from ..index import TensorIndex, TensorInfo
-from ..infer.names import MAPPINGS, canonicalize, parse_name
+from ..infer.names import canonicalize, parse_name
+from ..mapdata import Split, Target
 from ..sources.base import Source
 from ..tensordata import decode
 from .family import Family, families, family_for
 from .transforms import add, transpose
 
-HF_CONFIGS = MAPPINGS / "hf_configs.toml"
 OUTTYPES = {"bf16": ("BF16", "bfloat16"), "f16": ("F16", "float16"), "f32": ("F32", "float32")}
 CHUNK_BYTES = 32 << 20      # output bytes per chunk
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -39,54 +39,20 @@ DEFAULT_SHARD_SIZE = 5 * 10**9
 
 # ---- the mapping data ------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Target:
-    arch: str
-    architectures: tuple[str, ...]
-    model_type: str
-    config: dict[str, str]          # config.json key -> expression over GGUF metadata names
-    checks: dict[str, str]
-    names: dict[str, str]           # GGUF role -> HF name template
-    when: str | None = None
-    keep_null: frozenset[str] = frozenset()     # config keys written as null rather than left out
-    required: tuple[str, ...] = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
-
-
-@lru_cache(maxsize=1)
 def targets() -> tuple[Target, ...]:
-    with open(HF_CONFIGS, "rb") as f:
-        raw = tomllib.load(f)
-    common = raw.get("common", {})
-    by_type: dict[str, dict] = {}
-    out = []
-    for t in raw["target"]:
-        # "extends": the tables of an earlier target (by model_type), then this one's on top
-        base = by_type[t["extends"]] if "extends" in t else common
-        t = {**t, **{k: {**base.get(k, {}), **t.get(k, {})} for k in ("config", "checks", "names")},
-             "keep_null": [*base.get("keep_null", []), *t.get("keep_null", [])],
-             "required": t.get("required", base.get("required", list(Target.required)))}
-        by_type[t["model_type"]] = t
-        out.append(Target(
-            arch=t["arch"], architectures=tuple(t["architectures"]), model_type=t["model_type"],
-            # a target's key set to false leaves out the common key of that name
-            config={k: v for k, v in t["config"].items() if v is not False},
-            # a target's check set to false drops the common check of that expression
-            checks={k: v for k, v in t["checks"].items() if v is not False},
-            names=t["names"], when=t.get("when"), keep_null=frozenset(t["keep_null"]),
-            required=tuple(t["required"])))
-    return tuple(out)
+    """The [[target]] tables of mappings/hf_configs.toml, merged over [common] / ``extends``."""
+    return mapdata.hf_targets()
 
 
 @lru_cache(maxsize=1)
 def _role_spellings() -> dict[str, str]:
     """Each role's first HF spelling in roles.toml, as a full-name template."""
-    with open(MAPPINGS / "roles.toml", "rb") as f:
-        raw = tomllib.load(f)
+    roles = mapdata.roles()
     out = {}
-    for role, names in raw["global"].items():
+    for role, names in roles.global_roles.items():
         if names:
             out[role] = "model." + names[0]
-    for role, names in raw["layer"].items():
+    for role, names in roles.layer_roles.items():
         if names:
             out[role] = "model.layers.{layer}." + names[0].replace("*", "{expert}")
     return out
@@ -129,20 +95,22 @@ def pick_target(arch: str, names: dict[str, Any]) -> Target:
         known = sorted({t.arch for t in targets()})
         raise UnsupportedError(f"no Hugging Face mapping for GGUF architecture {arch!r}; known: {', '.join(known)}")
     for t in cands:
-        if t.when is None or evaluate(t.when, names):
+        if t.when is None or t.when.eval(names):
             return t
     raise UnsupportedError(f"GGUF architecture {arch!r}: no mapping applies to this model")
 
 
 def build_config(target: Target, names: dict[str, Any], torch_dtype: str) -> dict[str, Any]:
-    for expr, why in target.checks.items():
-        if not evaluate(expr, names):
+    for expr, why in target.checks:
+        if not expr.eval(names):
             raise UnsupportedError(f"{target.arch}: {why}")
     cfg: dict[str, Any] = {"architectures": list(target.architectures), "model_type": target.model_type}
-    for key, expr in target.config.items():
+    for key, ck in target.config.items():
         try:
-            value = evaluate(expr, names)
-        except (TypeError, KeyError, IndexError, ValueError, ZeroDivisionError):
+            value = ck.expr.eval(names)
+        except ExprError as e:
+            if not ck.optional:     # only a key the data marks optional ("key?") may be left out
+                raise ExprError(f"cannot compute config.json {key}: {e.message}") from None
             value = None
         if value is None and key not in target.keep_null:
             continue
@@ -155,7 +123,8 @@ def build_config(target: Target, names: dict[str, Any], torch_dtype: str) -> dic
         d[last] = value
     for need in target.required:
         if need not in cfg:
-            raise FormatError(f"GGUF metadata lacks what config.json {need} needs ({target.config.get(need)})")
+            ck = target.config.get(need)
+            raise FormatError(f"GGUF metadata lacks what config.json {need} needs ({ck.expr if ck else '?'})")
     cfg["dtype"] = torch_dtype
     return cfg
 
@@ -232,11 +201,11 @@ OPS = {"unpermute_rope": unpermute_rope, "add": add, "transpose": transpose}
 
 def _inverse_ops(fam: Family, role: str, cfg: dict, rows: int, split: bool = False) -> tuple[tuple, int]:
     """The family's transforms of a GGUF role undone, last first; and the chunk row quantum."""
-    if not split and any(sp.get("to") == role for sp in fam.splits):
+    if not split and any(sp.to_role == role for sp in fam.splits):
         raise UnsupportedError(f"{fam.name}: {role} is split from a fused HF tensor; re-fusing is not supported yet")
     ops, quantum = [], 1
-    for name, *args in reversed(fam.transforms.get(role, [])):
-        vals = [evaluate(a, cfg) if isinstance(a, str) else a for a in args]
+    for op in reversed(fam.transforms.get(role, ())):
+        name, vals = op.name, op.values(cfg)
         if name == "permute_rope":
             n_head = int(vals[0])
             if not n_head or rows % n_head:
@@ -271,7 +240,7 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
     plan = HFPlan(target, fam, cfg, [])
     expect: dict[str, tuple[str, int | None, int | None]] = {}
     infos = canonicalize(index.tensors)
-    split_to = {sp["to"] for sp in fam.splits}
+    split_to = {sp.to_role for sp in fam.splits}
     fused: dict[tuple[str, int | None], dict[str, TensorInfo]] = {}
     for gname, t in index.tensors.items():
         info = infos[gname]
@@ -328,7 +297,7 @@ def _split_part_of(gname: str, split_to: set[str]) -> tuple[str, int | None] | N
 
 
 def _split_from(fam: Family, role: str) -> str:
-    froms = {sp["from"] for sp in fam.splits if sp["to"] == role}
+    froms = {sp.from_role for sp in fam.splits if sp.to_role == role}
     if len(froms) != 1:
         raise UnsupportedError(f"{fam.name}: {role} is split from {sorted(froms)}; cannot tell which to re-fuse")
     return froms.pop()
@@ -343,34 +312,33 @@ def refuse_plan(fam: Family, from_role: str, parts: dict[str, TensorInfo],
     """The inverse of a family's [[split]] tables from ``from_role``: for each of ``groups`` row
     groups, each split's share of the GGUF tensor (its rows for that group, inverse ops
     applied), in the order of the split's ``start``. Returns the HF shape and the pieces."""
-    splits = sorted((sp for sp in fam.splits if sp["from"] == from_role),
-                    key=lambda sp: int(evaluate(str(sp.get("start", "0")), cfg)))
-    missing = [sp["to"] for sp in splits if sp["to"] not in parts]
+    splits = sorted((sp for sp in fam.splits if sp.from_role == from_role), key=lambda sp: _start(sp, cfg))
+    missing = [sp.to_role for sp in splits if sp.to_role not in parts]
     if missing:
-        raise FormatError(f"{from_role} is re-fused from {', '.join(sp['to'] for sp in splits)}, "
+        raise FormatError(f"{from_role} is re-fused from {', '.join(sp.to_role for sp in splits)}, "
                           f"but the GGUF lacks {', '.join(missing)}")
     layout: list[tuple[TensorInfo, int, tuple, int]] = []   # (src, rows per group, ops, quantum)
     groups, cols, at = None, None, 0
     for sp in splits:
-        if any(k in sp for k in ("segments", "step", "group_rows")) or "src_shape" in str(sp):
-            raise UnsupportedError(f"{fam.name}: re-fusing {sp['to']} into {from_role} is not supported "
+        if sp.segments or sp.step or sp.group_rows or sp.uses_src_shape or sp.count is None:
+            raise UnsupportedError(f"{fam.name}: re-fusing {sp.to_role} into {from_role} is not supported "
                                    "(segmented, strided or shape-dependent split)")
-        g = int(evaluate(str(sp.get("groups", "1")), cfg))
-        start, count = int(evaluate(str(sp.get("start", "0")), cfg)), int(evaluate(str(sp["count"]), cfg))
+        g = int(sp.groups.eval(cfg)) if sp.groups else 1
+        start, count = _start(sp, cfg), int(sp.count.eval(cfg))
         if groups not in (None, g) or start != at:
             raise UnsupportedError(f"{fam.name}: the splits of {from_role} do not tile it; cannot re-fuse")
         groups, at = g, at + count
-        t = parts[sp["to"]]
+        t = parts[sp.to_role]
         rows, c = gguf_matrix(t.shape)
         if not g or rows % g:
             raise FormatError(f"{t.name}: {rows} rows do not split into {g} groups")
         per = rows // g
-        ops, quantum = _inverse_ops(fam, sp["to"], cfg, per, split=True)
+        ops, quantum = _inverse_ops(fam, sp.to_role, cfg, per, split=True)
         out_rows, out_cols = per, c
-        for name, *_ in reversed(sp.get("ops", [])):
-            if name not in _SPLIT_INVERSE:
-                raise UnsupportedError(f"{fam.name}: no inverse for the {name!r} op of the {sp['to']} split")
-            ops += ((_SPLIT_INVERSE[name],),)
+        for op in reversed(sp.ops):
+            if op.name not in _SPLIT_INVERSE:
+                raise UnsupportedError(f"{fam.name}: no inverse for the {op.name!r} op of the {sp.to_role} split")
+            ops += ((_SPLIT_INVERSE[op.name],),)
             quantum = per
             out_rows, out_cols = out_cols, out_rows
         if out_rows != count or cols not in (None, out_cols):
@@ -380,6 +348,10 @@ def refuse_plan(fam: Family, from_role: str, parts: dict[str, TensorInfo],
     pieces = tuple(HFPiece(t, g * per, (g + 1) * per, ops, quantum)
                    for g in range(groups) for t, per, ops, quantum in layout)
     return (groups * at, cols), pieces
+
+
+def _start(sp: Split, cfg: dict) -> int:
+    return int(sp.start.eval(cfg)) if sp.start else 0
 
 
 def _stored_transposed(template: str) -> bool:
@@ -471,26 +443,22 @@ def piece_chunks(source: Source, t: HFPiece, dtype: str, chunk_bytes: int = CHUN
 # ---- tokenizer -------------------------------------------------------------------------------------------
 
 def _pretokenizer_steps(pre: str) -> tuple[list[dict], str | None] | None:
-    from .tokenizer import PRETOKENIZERS_TOML
-    with open(PRETOKENIZERS_TOML, "rb") as f:
-        raw = tomllib.load(f)
-    for e in raw.get("pretokenizer", []):
-        if e["name"] != pre:
+    """tokenizer.json pre_tokenizer steps and normalizer of a pre-tokenizer named in
+    mappings/pretokenizers.toml."""
+    for e in mapdata.pretokenizers().entries:
+        if e.name != pre:
             continue
-        steps = []
-        for s in e["steps"]:
-            if s["type"] == "Split":
-                steps.append({"type": "Split", "pattern": {"Regex": s["regex"]},
-                              "behavior": s.get("behavior", "Isolated"), "invert": s.get("invert", False)})
-            elif s["type"] == "ByteLevel":
-                steps.append({"type": "ByteLevel", "add_prefix_space": s.get("add_prefix_space", False),
-                              "trim_offsets": True, "use_regex": s.get("use_regex", True)})
-            elif s["type"] == "Digits":
-                steps.append({"type": "Digits", "individual_digits": s.get("individual_digits", False)})
+        steps: list[dict] = []
+        for st in e.steps:
+            if st.type == "Split":
+                steps.append({"type": "Split", "pattern": {"Regex": st.regex},
+                              "behavior": st.behavior, "invert": st.invert})
+            elif st.type == "ByteLevel":
+                steps.append({"type": "ByteLevel", "add_prefix_space": st.add_prefix_space,
+                              "trim_offsets": True, "use_regex": st.use_regex})
             else:
-                return None
-        norm = e.get("normalizer")
-        return steps, (None if norm in (None, "none") else norm)
+                steps.append({"type": "Digits", "individual_digits": st.individual_digits})
+        return steps, (None if e.normalizer in (None, "none") else e.normalizer)
     return None
 
 

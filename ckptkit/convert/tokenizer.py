@@ -17,12 +17,12 @@ import base64
 import binascii
 import re
 import struct
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
+from .. import mapdata
 from ..errors import CkptError, FormatError, UnsupportedError
 from ..formats.gguf_write import KV, VT, kv
 from ..sources.base import Source
@@ -30,7 +30,8 @@ from ..sources.base import Source
 # gguf TokenType (== SentencePiece's piece types)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
-PRETOKENIZERS_TOML = Path(__file__).resolve().parents[2] / "mappings" / "pretokenizers.toml"
+# the data file, for tests and tools that read it as text (the converter reads mapdata's objects)
+PRETOKENIZERS_TOML = files("ckptkit.mappings") / "pretokenizers.toml"
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 _SPM_SPACE = "\u2581"
 _SPECIAL_KINDS = ("bos", "eos", "unk", "pad")
@@ -233,18 +234,12 @@ def _config_hints(config: dict | None) -> set[str]:
 
 @lru_cache(maxsize=1)
 def _table() -> dict:
-    with open(PRETOKENIZERS_TOML, "rb") as f:
-        raw = tomllib.load(f)
-    accepted = frozenset(raw["llama_cpp"]["accepted"])
-    entries = []
-    for e in raw["pretokenizer"]:
-        if e["name"] not in accepted:
-            raise CkptError(f"mappings/pretokenizers.toml: {e['name']!r} is not a llama.cpp name")
-        entries.append({"name": e["name"], "steps": tuple(_step_key(s) for s in e["steps"]),
-                        "normalizer": e.get("normalizer"),  # None: no preference
-                        "hints": frozenset(e.get("hints", ())),
-                        "code_modules": tuple(e.get("code_modules", ()))})
-    return {"accepted": accepted, "entries": entries}
+    """mappings/pretokenizers.toml with each entry's steps reduced as tokenizer.json's are."""
+    data = mapdata.pretokenizers()
+    entries = [{"name": e.name, "steps": tuple(_step_key(st.as_dict()) for st in e.steps),
+                "normalizer": e.normalizer,  # None: no preference
+                "hints": e.hints, "code_modules": e.code_modules} for e in data.entries]
+    return {"accepted": data.accepted, "entries": entries}
 
 
 # ---- byte-level BPE (tokenizer.json) ----------------------------------------------------------

@@ -2,6 +2,7 @@
 layers, sliding windows and the KV-cache size per token."""
 from __future__ import annotations
 
+from .. import mapdata
 from .fact import Fact, Hints
 from .scan import Layer, Scan
 
@@ -91,10 +92,11 @@ def _standard(layer: Layer, h: Hints) -> dict[str, Fact]:
         head_dim = head_dim or q_width // heads
         ev.append(f"{_shape(sk)}: one sink per head, heads = {heads}")
     if head_dim is None:
-        g, gk = h.int_gguf("attention.key_length")
-        gh, ghk = h.int_gguf("attention.head_count")
-        c, ck = h.int_cfg("head_dim")
-        ch, chk = h.int_cfg("num_attention_heads", "n_head", "num_heads")
+        keys = mapdata.config_keys()
+        g, gk = h.int_gguf(*keys["head_dim"].gguf)
+        gh, ghk = h.int_gguf(*keys["num_attention_heads"].gguf)
+        c, ck = h.int_cfg(*keys["head_dim"].config)
+        ch, chk = h.int_cfg(*keys["num_attention_heads"].config)
         if g:
             head_dim, src = g, "gguf"
             ev.append(f"{gk} = {g} (shapes cannot split heads from head_dim)")
@@ -108,7 +110,7 @@ def _standard(layer: Layer, h: Hints) -> dict[str, Fact]:
             head_dim, src = q_width // ch, "config"
             ev.append(f"{chk} = {ch} (shapes cannot split heads from head_dim)")
         elif ch and qkv is not None:
-            hid, _ = h.int_cfg("hidden_size", "n_embd")
+            hid, _ = h.int_cfg(*keys["hidden_size"].config)
             if hid:
                 head_dim, src = hid // ch, "config"
                 ev.append(f"{chk} = {ch} (shapes cannot split heads from head_dim)")
@@ -121,7 +123,7 @@ def _standard(layer: Layer, h: Hints) -> dict[str, Fact]:
             kv_heads = k_width // head_dim
         elif qkv is not None:
             if heads is None:
-                heads, hk = h.int_cfg("num_attention_heads", "n_head")
+                heads, hk = h.int_cfg(*mapdata.config_keys()["num_attention_heads"].config)
                 heads = heads or None
             if heads:
                 kv_heads = (qkv.shape[0] // head_dim - heads) // 2
@@ -176,11 +178,12 @@ def _mla(layer: Layer, h: Hints) -> dict[str, Fact]:
     src = "tensors"
     if heads is None:   # GGUF MLA files may split kv_b; take the metadata's word
         src = "gguf" if h.arch else "config"
-        heads = (h.int_gguf("attention.head_count")[0] if h.arch else
-                 h.int_cfg("num_attention_heads")[0])
-        rope = rope or h.int_cfg("qk_rope_head_dim")[0] or h.int_gguf("rope.dimension_count")[0]
-        nope = h.int_cfg("qk_nope_head_dim")[0]
-        v = h.int_cfg("v_head_dim")[0] or h.int_gguf("attention.value_length")[0]
+        keys = mapdata.config_keys()
+        heads = (h.int_gguf(*keys["num_attention_heads"].gguf)[0] if h.arch else
+                 h.int_cfg(*keys["num_attention_heads"].config)[0])
+        rope = rope or h.int_cfg(*keys["qk_rope_head_dim"].config)[0] or h.int_gguf(*keys["qk_rope_head_dim"].gguf)[0]
+        nope = h.int_cfg(*keys["qk_nope_head_dim"].config)[0]
+        v = h.int_cfg(*keys["v_head_dim"].config)[0] or h.int_gguf(*keys["v_head_dim"].gguf)[0]
         ev.append("heads and head sizes from metadata: kv_b_proj absent or inconsistent")
     facts["attention"] = Fact("mla", "tensors", [_shape(kva) + ": compressed kv (latent + rope)"])
     facts["kv_lora_rank"] = Fact(rank, "tensors", [_shape(kvn)] if kvn else [])
@@ -199,7 +202,8 @@ def _mla(layer: Layer, h: Hints) -> dict[str, Fact]:
 def sliding_window(h: Hints, num_layers: int) -> Fact:
     """Window size and the layers that use it: only config.json or GGUF metadata say."""
     use, uk = h.cfg("use_sliding_window")
-    win, wk = h.int_cfg("sliding_window", "attention_window")
+    keys = mapdata.config_keys()["sliding_window"]
+    win, wk = h.int_cfg(*keys.config)
     if use is False:
         return Fact(None, "config", [f"{uk} = false"])
     if win:
@@ -219,7 +223,7 @@ def sliding_window(h: Hints, num_layers: int) -> Fact:
         if not layers:
             return Fact(None, "config", ev + ["no layer uses the window"])
         return Fact({"window": win, "layers": layers}, "config", ev)
-    g, gk = h.int_gguf("attention.sliding_window")
+    g, gk = h.int_gguf(*keys.gguf)
     if g:
         return Fact({"window": g, "layers": None}, "gguf", [f"{gk} = {g}",
                                                            "which layers: fixed by the arch"])

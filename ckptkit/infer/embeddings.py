@@ -1,6 +1,7 @@
 """Layers, widths, vocabulary, tied head, positions, MTP modules."""
 from __future__ import annotations
 
+from .. import mapdata
 from .fact import Fact, Hints
 from .scan import Scan
 
@@ -35,7 +36,7 @@ def infer_embeddings(s: Scan, h: Hints) -> dict[str, Fact]:
     elif out is not None:
         facts["vocab_size"] = Fact(out.shape[0], "tensors", [f"{out.name} {list(out.shape)}"])
     else:
-        v, k = h.int_cfg("vocab_size")
+        v, k = h.int_cfg(*mapdata.config_keys()["vocab_size"].config)
         facts["vocab_size"] = Fact(v, "config", [k] if k else ["no embedding tensor"])
     if out is not None:
         facts["tied_embeddings"] = Fact(False, "tensors", [f"separate output head {out.name}"])

@@ -1,16 +1,15 @@
 """Feed-forward and mixture of experts: widths, experts, shared experts, dense prefix."""
 from __future__ import annotations
 
+from .. import mapdata
 from .fact import Fact, Hints
 from .scan import Layer, Scan
 
-DENSE = ("ffn_up.weight", "ffn_gate.weight", "ffn_gate_up.weight", "ffn_down.weight")
-SHARED = ("ffn_up_shexp.weight", "ffn_gate_shexp.weight", "ffn_down_shexp.weight")
-EXPERT_ROLES = ("ffn_gate_exps.", "ffn_up_exps.", "ffn_down_exps.", "ffn_gate_up_exps.")
-
 
 def is_moe(layer: Layer) -> bool:
-    return "ffn_gate_inp.weight" in layer.roles or layer.has(EXPERT_ROLES)
+    groups = mapdata.roles().groups
+    return any(r in layer.roles for r in groups["router"].weights()) or \
+        layer.has(groups["routed_experts"].prefixes)
 
 
 def _width(seen, hidden: int | None, fused: bool) -> int | None:
@@ -34,13 +33,15 @@ def ffn_width(layer: Layer, roles: tuple[str, ...], hidden: int | None) -> tuple
 
 def infer_moe(s: Scan, h: Hints, hidden: int | None) -> dict[str, Fact]:
     facts: dict[str, Fact] = {}
+    groups = mapdata.roles().groups
+    dense, shared = groups["dense_ffn"].weights(), groups["shared_experts"].weights()
     nums = sorted(s.layers)
     moe = [n for n in nums if is_moe(s.layers[n])]
 
     dense_layer = next((s.layers[n] for n in nums if n not in moe and
-                        any(r in s.layers[n].roles for r in DENSE)), None)
+                        any(r in s.layers[n].roles for r in dense)), None)
     if dense_layer is not None:
-        w, ev = ffn_width(dense_layer, DENSE, hidden)
+        w, ev = ffn_width(dense_layer, dense, hidden)
         facts["intermediate_size"] = Fact(w, "tensors", [ev])
     else:
         facts["intermediate_size"] = Fact(None, "tensors", ["no dense feed-forward layer"])
@@ -64,7 +65,7 @@ def infer_moe(s: Scan, h: Hints, hidden: int | None) -> dict[str, Fact]:
 
     first = s.layers[moe[0]]
     router = first.roles.get("ffn_gate_inp.weight")
-    stacked = next((x for r, x in first.roles.items() if r.startswith(EXPERT_ROLES)
+    stacked = next((x for r, x in first.roles.items() if r.startswith(groups["routed_experts"].prefixes)
                     and len(x.shape) == 3), None)
     if router is not None:
         ne, ev = router.shape[0], f"{router.name} {list(router.shape)}: one row per expert"
@@ -74,11 +75,10 @@ def infer_moe(s: Scan, h: Hints, hidden: int | None) -> dict[str, Fact]:
         ne, ev = len(first.experts), f"experts numbered {min(first.experts)}..{max(first.experts)}"
     facts["num_experts"] = Fact(ne, "tensors", [ev])
 
-    ew, eev = ffn_width(first, ("ffn_up_exps.weight", "ffn_gate_exps.weight",
-                                "ffn_gate_up_exps.weight", "ffn_down_exps.weight"), hidden)
+    ew, eev = ffn_width(first, groups["routed_experts"].weights(), hidden)
     facts["expert_intermediate_size"] = Fact(ew, "tensors", [eev] if eev else [])
 
-    sw, sev = ffn_width(first, SHARED, hidden)
+    sw, sev = ffn_width(first, shared, hidden)
     if sw:
         count = sw // ew if ew and sw % ew == 0 else 1
         facts["num_shared_experts"] = Fact(count, "tensors", [
@@ -99,11 +99,11 @@ def infer_moe(s: Scan, h: Hints, hidden: int | None) -> dict[str, Fact]:
     rb = [x.name for r, x in first.roles.items() if r in ("exp_probs_b.bias", "ffn_gate_inp.bias")]
     facts["router_bias"] = Fact(bool(rb), "tensors", rb or ["router has no bias/correction term"])
 
-    k, key = h.int_gguf("expert_used_count")
+    said = mapdata.config_keys()["num_experts_per_tok"]
+    k, key = h.int_gguf(*said.gguf)
     src = "gguf"
     if not k:
-        k, key = h.int_cfg("num_experts_per_tok", "experts_per_token", "num_experts_per_token",
-                           "moe_topk", "top_k")
+        k, key = h.int_cfg(*said.config)
         src = "config"
     facts["num_experts_per_tok"] = Fact(k, src, [key] if key else
                                         ["not recorded: the tensors do not say how many experts "

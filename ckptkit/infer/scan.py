@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from math import prod
 
+from .. import mapdata
 from ..index import TensorIndex, TensorInfo
 from .names import NameInfo, parse_name, resolve_contextual
 
-ROUTED_ROLES = ("ffn_gate_exps.", "ffn_up_exps.", "ffn_down_exps.", "ffn_gate_up_exps.")
 SCALE_PARTS = ("scale", "scales", "input_scale")
 
 
@@ -55,6 +55,7 @@ def logical_shape(t: TensorInfo, part: str) -> tuple[int, ...]:
 
 def scan(index: TensorIndex) -> Scan:
     s = Scan()
+    routed = mapdata.roles().groups["routed_experts"].prefixes
     pending: list[tuple[NameInfo, Layer, Seen]] = []
     mtp_by_num: dict[int, Layer] = {}
     for t in index.tensors.values():
@@ -100,7 +101,7 @@ def scan(index: TensorIndex) -> Scan:
         layer.params += n
         if info.expert is not None:
             layer.experts.add(info.expert)
-        if role.startswith(ROUTED_ROLES):
+        if role.startswith(routed):
             layer.routed_params += n
         if info.contextual:
             pending.append((info, layer, seen))
