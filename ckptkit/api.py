@@ -138,18 +138,8 @@ def _pick_gguf(ggufs: list[str], label: str, example: str) -> list[str]:
 def config_from_params(params: dict[str, Any]) -> dict[str, Any]:
     """A native (Mistral-format) params.json renamed into config.json keys, by the table in
     mappings/params_json.toml."""
-    import tomllib
-    with open(Path(__file__).resolve().parents[1] / "mappings" / "params_json.toml", "rb") as f:
-        table = tomllib.load(f)
-    out: dict[str, Any] = {}
-    for key, path in table["keys"].items():
-        v: Any = params
-        for part in path.split("."):
-            v = v.get(part) if isinstance(v, dict) else None
-        if v is not None:
-            out[key] = v
-    out.update(table.get("set", {}))
-    return out
+    from . import mapdata
+    return mapdata.params_json().to_config(params)
 
 
 # ---- the index --------------------------------------------------------------------------------
