@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,11 +12,10 @@ from .errors import FormatError, SourceError, UnsafeInputError, UnsupportedError
 from .formats import safetensors as st
 from .index import FileInfo, TensorIndex, TensorInfo
 from .sources.base import Source
+from .sources.files import is_pickle, parse_split_gguf
+from .sources.hub import looks_like_repo_id
 from .sources.local import LocalSource
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-_SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}(@[\w./-]+)?$")
 MAX_JSON_BYTES = 200_000_000  # config/index files larger than this are refused
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -31,13 +31,11 @@ def open_source(spec: str, revision: str | None = None, token: str | None = None
     if p.exists():
         if revision:
             raise SourceError("--revision applies to Hub repos, not local paths", spec)
-        m = _SPLIT_GGUF.match(p.name)
-        if p.is_file() and m:  # one part of a split GGUF: read all its parts
-            parts = sorted(q.name for q in p.parent.iterdir()
-                           if (mm := _SPLIT_GGUF.match(q.name)) and mm["stem"] == m["stem"])
-            return LocalSource(p.parent, only=parts)
+        part = parse_split_gguf(p.name)
+        if p.is_file() and part:  # one part of a split GGUF: read all its parts
+            return LocalSource(p.parent, only=_same_split(part.stem, (q.name for q in p.parent.iterdir())))
         return LocalSource(p)
-    if _REPO_ID.match(spec) and not spec.endswith((".safetensors", ".gguf", ".json")):
+    if looks_like_repo_id(spec):
         return _hub(spec, revision, token)
     if re.match(r"^[\w.-]+/[\w.-]+/.+", spec) and not spec.startswith(("/", ".")):
         raise SourceError(f"no such file or directory; for a file or folder of a Hub repo write hf://{spec}", spec)
@@ -57,9 +55,13 @@ def _hub(spec: str, revision: str | None, token: str | None) -> Source:
     if leaf not in have:
         src.close()
         raise SourceError("no such file in the repo", f"{src.label}/{leaf}")
-    m = _SPLIT_GGUF.match(leaf)
-    names = [n for n in have if (mm := _SPLIT_GGUF.match(n)) and mm["stem"] == m["stem"]] if m else [leaf]
-    return OnlyFiles(src, names, f"{src.label}/{leaf}")
+    part = parse_split_gguf(leaf)
+    return OnlyFiles(src, _same_split(part.stem, have) if part else [leaf], f"{src.label}/{leaf}")
+
+
+def _same_split(stem: str, names: Iterable[str]) -> list[str]:
+    """The parts of the split GGUF ``stem`` among ``names``, sorted."""
+    return sorted(n for n in names if (p := parse_split_gguf(n)) and p.stem == stem)
 
 
 # ---- which files make up the checkpoint --------------------------------------------------------
@@ -118,7 +120,7 @@ def find_checkpoint_files(source: Source) -> tuple[str, list[str], str | None]:
     if ggufs:
         example = ("hf://" if hasattr(source, "repo_id") else "") + source.label.rstrip("/")
         return "gguf", _pick_gguf(ggufs, source.label, example), None
-    pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+    pickles = sorted(f for f in files if is_pickle(f))
     if pickles:
         raise UnsafeInputError(
             f"holds only pickle files ({', '.join(pickles[:3])}{', …' if len(pickles) > 3 else ''}); "

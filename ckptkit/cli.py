@@ -250,7 +250,7 @@ def validate_cmd(src, revision, as_json, fmt, fail_on, policy_path) -> None:
     from .validate import format_github, format_text, validate
     policy = None
     if policy_path:
-        from .policy import load_policy
+        from .validate.policy import load_policy
         policy = load_policy(policy_path)
     result = validate(src, revision, policy)
     if as_json or fmt == "json":

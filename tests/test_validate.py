@@ -15,7 +15,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import modelgen
-from ckptkit.policy import load_policy
+from ckptkit.validate.policy import load_policy
 from ckptkit.validate import CODES, validate
 
 FAMILIES = list(json.loads((Path(__file__).parent / "configs" / "tiny_families.json").read_text())["families"])

@@ -11,7 +11,6 @@ Bools must be 0 or 1.
 """
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from ckptkit.dtypes import GGML_TYPES
 from ckptkit.errors import FormatError, SourceError
 from ckptkit.index import TensorInfo
 from ckptkit.sources.base import Source
+from ckptkit.sources.files import parse_split_gguf, split_gguf_name
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -336,9 +336,6 @@ def tensor_infos(header: GGUFHeader, path: str) -> list[TensorInfo]:
 
 # ---- split files (gguf-split: name-00001-of-00003.gguf) ---------------------------------------
 
-_SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
-
-
 def split_gguf_parts(filenames: list[str]) -> list[list[str]]:
     """Group .gguf files into models: each split set ordered by part, other .gguf files alone.
 
@@ -350,11 +347,11 @@ def split_gguf_parts(filenames: list[str]) -> list[list[str]]:
     for fn in filenames:
         if not fn.endswith(".gguf"):
             continue
-        m = _SPLIT_NAME.match(fn)
-        if not m:
+        part = parse_split_gguf(fn)
+        if part is None:
             singles.append(fn)
             continue
-        prefix, no, count = m["prefix"], int(m["no"]), int(m["count"])
+        prefix, no, count = part
         if count == 0 or not 1 <= no <= count:
             raise SourceError(f"split part number {no} of {count} is out of range", where=fn)
         if counts.setdefault(prefix, count) != count:
@@ -366,7 +363,7 @@ def split_gguf_parts(filenames: list[str]) -> list[list[str]]:
         parts, count = sets[prefix], counts[prefix]
         for no in range(1, count + 1):
             if no not in parts:
-                raise SourceError(f"missing split part {prefix}-{no:05d}-of-{count:05d}.gguf",
+                raise SourceError(f"missing split part {split_gguf_name(prefix, no, count)}",
                                   where=prefix)
         groups.append([parts[no] for no in range(1, count + 1)])
     return sorted(groups, key=lambda g: g[0])

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..atomic import AtomicFiles, write_tensor
 from ..dtypes import GGML_TYPES, ggml_nbytes
 from ..errors import CkptError, FormatError
+from ..sources.files import split_gguf_name
 from . import pack_in_order
 
 DEFAULT_ALIGNMENT = 32
@@ -149,7 +150,7 @@ def split_slots(slots: Sequence[TensorSlot], max_bytes: int | None) -> list[list
 
 def split_name(path: Path, no: int, count: int) -> Path:
     stem = path.name[:-5] if path.name.endswith(".gguf") else path.name
-    return path.with_name(f"{stem}-{no:05d}-of-{count:05d}.gguf")
+    return path.with_name(split_gguf_name(stem, no, count))
 
 
 ChunkSource = Callable[[TensorSlot], Iterable[bytes]]

@@ -29,6 +29,9 @@ _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _NAME = r"[A-Za-z0-9][\w.-]*"
 _REPO_ID = re.compile(rf"{_NAME}/{_NAME}")
+_MAX_NAME = 96            # the Hub's limit on an org or repo name
+# a spec ending like a file is a missing local file ("a/b.gguf"), not a repo
+_FILE_SUFFIXES = (".safetensors", ".gguf", ".json")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _DOWNLOAD_CHUNK = 8 << 20
 
@@ -62,10 +65,12 @@ def hub_cache_dir() -> str:
 # ---- specs ---------------------------------------------------------------------------------------
 
 def looks_like_repo_id(spec: str) -> bool:
-    """True for ``hf://...`` and for ``org/name[@rev]`` strings that are not an existing local path."""
+    """True for ``hf://...`` and for ``org/name[@rev]`` strings that are not an existing local path
+    nor a file name. The one test of whether a command-line spec means the Hub; ``parse_hub_spec``
+    then refuses what is shaped like a repo id but is not a valid one, with the reason."""
     if spec.startswith("hf://"):
         return True
-    if os.path.exists(spec):
+    if os.path.exists(spec) or spec.endswith(_FILE_SUFFIXES):
         return False
     return _REPO_ID.fullmatch(spec.split("@", 1)[0]) is not None and ".." not in spec
 
@@ -100,7 +105,8 @@ def parse_hub_spec(spec: str, revision: str | None = None) -> tuple[str, str | N
         rev = rev0 if at else None
         if _REPO_ID.fullmatch(repo_id) is None:
             raise SourceError("not a Hub repo id (expected org/name or org/name@revision)", spec)
-    if "--" in repo_id or ".." in repo_id or repo_id.endswith((".", "-")):
+    if ("--" in repo_id or ".." in repo_id or repo_id.endswith((".", "-"))
+            or any(len(p) > _MAX_NAME for p in repo_id.split("/"))):
         raise SourceError("not a valid Hub repo id", spec)
     if rev is not None and not rev:
         raise SourceError("empty revision after '@'", spec)

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from ..errors import FormatError, SourceError, UnsafeInputError
 from .base import Source
+from .files import is_pickle
 
-# Files a checkpoint folder may hold that ckptkit looks at; everything else is ignored.
-_WANTED_SUFFIXES = (".safetensors", ".gguf", ".json", ".model", ".bin", ".pt", ".pth", ".ckpt",
-                    ".pkl", ".txt", ".jinja", ".tiktoken", ".py")  # .py: read as text (ast), never run
+# Files a checkpoint folder may hold that ckptkit looks at; everything else is ignored. Pickles
+# are listed (never opened) so that a pickle-only folder and a pickle policy can see them.
+_WANTED_SUFFIXES = (".safetensors", ".gguf", ".json", ".model", ".txt", ".jinja", ".tiktoken",
+                    ".py")  # .py: read as text (ast), never run
 _MAX_DEPTH = 3
 
 
@@ -46,7 +48,7 @@ class LocalSource(Source):
             depth = len(rel.parts)
             dirnames[:] = [d for d in sorted(dirnames) if not d.startswith(".") and depth < _MAX_DEPTH]
             for fn in sorted(filenames):
-                if fn.startswith(".") or not fn.endswith(_WANTED_SUFFIXES):
+                if fn.startswith(".") or not (fn.endswith(_WANTED_SUFFIXES) or is_pickle(fn)):
                     continue
                 relpath = (rel / fn).as_posix()
                 out[relpath] = None  # sizes are taken when a file is actually used

@@ -6,7 +6,7 @@ Keys (top level, or under a ``[policy]`` table); every violation is a ``policy.*
     allowed_dtypes = ["BF16", "F32"]     # tensor dtypes allowed (safetensors or ggml names)
     max_parameters = "70B"               # ceiling on parameters (int, or "7.5B", "700M", "1.2T")
     require_config = true                # config.json must exist
-    forbid_pickle = true                 # no .bin/.pt/.pth/.ckpt/.pkl anywhere in the repo
+    forbid_pickle = true                 # no pickle files (.bin/.pt/.pth/.ckpt/.pkl/.pickle) in the repo
     forbid_remote_code = true            # config.json must not need trust_remote_code (auto_map)
     require_files = ["tokenizer.json"]   # files that must exist
     fail_on = "warning"                  # default for --fail-on
@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import FormatError
-from .index import TensorIndex
-from .validate import CODES, LEVELS, Finding, finding
+from ..errors import FormatError
+from ..index import TensorIndex
+from ..infer import Inference
+from ..sources.files import is_pickle
+from .findings import CODES, LEVELS, Finding, finding
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMBT]?)\s*$", re.I)
 _MULT = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 
@@ -132,7 +133,7 @@ def load_policy(path: str | Path) -> Policy:
     return p
 
 
-def check_policy(policy: Policy, index: TensorIndex, inf, files: dict[str, int | None] | None
+def check_policy(policy: Policy, index: TensorIndex, inf: Inference | None, files: dict[str, int | None] | None
                  ) -> list[Finding]:
     out: list[Finding] = []
     files = files or {}
@@ -150,7 +151,9 @@ def check_policy(policy: Policy, index: TensorIndex, inf, files: dict[str, int |
                                    tensor=first.name, file=first.file))
     if policy.max_parameters is not None:
         params = inf.value("parameters") if inf is not None else None
-        total = params.get("total") if isinstance(params, dict) else index.total_parameters
+        total = params.get("total") if isinstance(params, dict) else None
+        if not isinstance(total, int):
+            total = index.total_parameters
         if total > policy.max_parameters:
             out.append(finding("policy.max_parameters", f"{total:,} parameters, more than the "
                                f"{policy.max_parameters:,} {src} allows"))
@@ -158,7 +161,7 @@ def check_policy(policy: Policy, index: TensorIndex, inf, files: dict[str, int |
         out.append(finding("policy.config_missing", f"no config.json; {src} requires one"))
     if policy.forbid_pickle:
         for f in sorted(files):
-            if f.lower().endswith(PICKLE_SUFFIXES):
+            if is_pickle(f):
                 out.append(finding("policy.pickle", f"{f} is a pickle file (it can run code when "
                                    f"loaded); {src} forbids them", file=f))
     if policy.forbid_remote_code and isinstance(index.config, dict) and index.config.get("auto_map"):
