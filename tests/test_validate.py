@@ -315,6 +315,31 @@ def test_claimed_family_without_its_signature(tiny_model, tmp_path):
     assert "catalogue.family_signature" in codes(v), [f.to_json() for f in v.findings]
 
 
+# ---- the layout reuses inference's scan ---------------------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_layout_from_the_scan_matches_every_name(family, tiny_model):
+    """Built from inference's scan, the per-layer roles are what parsing every name on its own
+    (with the context-dependent norms resolved) gives: same roles, same names, MTP layers apart."""
+    from ckptkit.api import inspect
+    from ckptkit.infer import canonicalize, infer
+    from ckptkit.validate.layout import Layout
+    index = inspect(str(tiny_model(family, tokenizer=False)))
+    inf = infer(index)
+    layout = Layout.of(index, inf.scan)
+    want: dict = {}
+    for name, info in canonicalize(index.tensors).items():
+        if info.layer is not None and info.role not in (None, "vision", "buffer") and not info.mtp:
+            want.setdefault(info.layer, set()).add((info.role, info.expert, name))
+    for num in inf.scan.mtp_layers:          # DeepSeek's next-token-prediction layer
+        want.pop(num, None)
+    got = {num: {(r, None, n) for r, names in lv.roles.items() for n in names}
+           | {(r, e, n) for r, by in lv.experts.items() for e, n in by.items()}
+           for num, lv in layout.layers.items()}
+    assert got == want
+    assert layout.unknown == [n for n, i in canonicalize(index.tensors).items() if i.role is None]
+
+
 # ---- full size: DeepSeek-V3 671B, headers only --------------------------------------------------
 
 def test_deepseek_v3_671b_is_validated_in_seconds(header_only_dir, tmp_path):
