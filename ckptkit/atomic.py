@@ -119,7 +119,7 @@ class AtomicFiles:
     def __enter__(self) -> AtomicFiles:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.abort()
 
 

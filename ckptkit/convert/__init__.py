@@ -6,14 +6,19 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..api import load_index, open_source
 from ..errors import CkptError, UnsupportedError
 from ..formats.gguf_write import kv
+from ..sources.base import Source
 from ..sources.window import WindowedSource
 from .family import family_for
 from .plan import Plan, plan_gguf
 from .run import execute
+
+if TYPE_CHECKING:
+    from .to_hf import HFResult
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.I)
 
@@ -31,8 +36,8 @@ class ConvertResult:
     outputs: list[Path]
 
 
-def build_plan(source, outtype: str = "auto", keep_mtp: bool = True, family: str | None = None,
-               vocab: bool = True, pre: str | None = None):
+def build_plan(source: Source, outtype: str = "auto", keep_mtp: bool = True, family: str | None = None,
+               vocab: bool = True, pre: str | None = None) -> Plan:
     index = load_index(source)
     if index.format != "safetensors":
         raise UnsupportedError("convert to GGUF reads safetensors checkpoints; this one is already GGUF")
@@ -53,7 +58,7 @@ def build_plan(source, outtype: str = "auto", keep_mtp: bool = True, family: str
     return plan
 
 
-def _has_tokenizer(source) -> bool:
+def _has_tokenizer(source: Source) -> bool:
     from .tokenizer import has_tokenizer
     return has_tokenizer(source)
 
@@ -97,7 +102,7 @@ def source_is_gguf(spec: str, revision: str | None = None) -> bool:
         return find_checkpoint_files(source)[0] == "gguf"
 
 
-def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16", **kw):
+def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16", **kw: Any) -> HFResult:
     """GGUF -> Hugging Face folder; see ckptkit.convert.to_hf.convert_to_hf."""
     from .to_hf import convert_to_hf as run
     return run(spec, out_dir, outtype, **kw)

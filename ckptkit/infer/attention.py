@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from .. import mapdata
 from .fact import Fact, Hints
-from .scan import Layer, Scan
+from .scan import Layer, Scan, Seen
 
 ATTN_KEYS = ("num_attention_heads", "num_key_value_heads", "head_dim")
 
 
-def _shape(seen) -> str:
+def _shape(seen: Seen) -> str:
     return f"{seen.name} {list(seen.shape)}"
 
 

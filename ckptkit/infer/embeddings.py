@@ -1,14 +1,16 @@
 """Layers, widths, vocabulary, tied head, positions, MTP modules."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .. import mapdata
 from .fact import Fact, Hints
 from .scan import Scan
 
 
-def _span(nums) -> str:
-    nums = sorted(nums)
-    return f"{nums[0]}..{nums[-1]}" if nums else "none"
+def _span(nums: Iterable[int]) -> str:
+    vals = sorted(nums)
+    return f"{vals[0]}..{vals[-1]}" if vals else "none"
 
 
 def hidden_size(s: Scan) -> tuple[int | None, str | None]:

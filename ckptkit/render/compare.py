@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..catalogue import families, models
+from ..mapdata import KnownModel
 from .text import human_count
 
 # (row label, column key) in the order of a published architecture comparison
@@ -141,55 +142,51 @@ def _layers(n: Any, mtp: Any) -> str:
     return _int(n) + (f" (+{mtp} MTP)" if mtp else "")
 
 
-def model_kv_cache(m: dict) -> int | None:
+def model_kv_cache(m: KnownModel) -> int | None:
     """Bytes per token at 16 bits from a catalogue row (same rule as inference)."""
-    sig = families().get(m["family"], {}).get("signature", {})
-    if "linear_attention_layers" in sig or not m.get("num_layers"):
+    fam = families().get(m.family)
+    if (fam is not None and "linear_attention_layers" in fam.signature) or not m.num_layers:
         return None              # the row does not say how many layers keep a cache
-    if m.get("attention") == "mla":
-        if m.get("kv_lora_rank") and m.get("qk_rope_head_dim"):
-            return (m["kv_lora_rank"] + m["qk_rope_head_dim"]) * 2 * m["num_layers"]
+    if m.attention == "mla":
+        if m.kv_lora_rank and m.qk_rope_head_dim:
+            return (m.kv_lora_rank + m.qk_rope_head_dim) * 2 * m.num_layers
         return None
-    if m.get("num_key_value_heads") and m.get("head_dim"):
-        return 2 * m["num_key_value_heads"] * m["head_dim"] * 2 * m["num_layers"]
+    if m.num_key_value_heads and m.head_dim:
+        return 2 * m.num_key_value_heads * m.head_dim * 2 * m.num_layers
     return None
 
 
-def column_from_model(m: dict) -> dict[str, str]:
+def column_from_model(m: KnownModel) -> dict[str, str]:
     """A column from a catalogue row (published facts; blank where the row says nothing)."""
-    fam = families().get(m["family"], {})
-    mla = (f"{m.get('kv_lora_rank')} / {m.get('q_lora_rank') or '-'}"
-           if m.get("attention") == "mla" else "")
+    fam = families().get(m.family)
+    mla = f"{m.kv_lora_rank} / {m.q_lora_rank or '-'}" if m.attention == "mla" else ""
     return {
-        "name": m["name"] + ("" if m.get("weights", True) else " (no weights)"),
-        "family": fam.get("title", m["family"]),
-        "layers": _layers(m.get("num_layers"), m.get("mtp_layers")),
-        "hidden": _int(m.get("hidden_size")),
-        "vocab": _int(m.get("vocab_size")),
-        "attention": (m.get("attention") or "").upper(),
-        "heads": _heads(m.get("num_attention_heads"), m.get("num_key_value_heads")),
-        "head_dim": _int(m.get("head_dim") or (m.get("qk_nope_head_dim") or 0)
-                         + (m.get("qk_rope_head_dim") or 0) or None),
+        "name": m.name + ("" if m.weights else " (no weights)"),
+        "family": fam.title if fam is not None else m.family,
+        "layers": _layers(m.num_layers, m.mtp_layers),
+        "hidden": _int(m.hidden_size),
+        "vocab": _int(m.vocab_size),
+        "attention": (m.attention or "").upper(),
+        "heads": _heads(m.num_attention_heads, m.num_key_value_heads),
+        "head_dim": _int(m.head_dim or (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) or None),
         "mla": mla,
-        "window": _int(m.get("sliding_window")),
+        "window": _int(m.sliding_window),
         "norm": "",
         "positional": "",
-        "ffn": _ffn(m.get("intermediate_size"), m.get("num_experts"),
-                    m.get("expert_intermediate_size"), m.get("num_shared_experts"),
-                    m.get("dense_prefix_layers")),
-        "experts": _experts(m.get("num_experts_per_tok"), m.get("num_experts"),
-                            m.get("num_shared_experts")),
-        "context": _int(m.get("context_length")),
-        "params_total": _billions(m.get("params_total")),
-        "params_active": _billions(m.get("params_active", m.get("params_total"))),
+        "ffn": _ffn(m.intermediate_size, m.num_experts, m.expert_intermediate_size,
+                    m.num_shared_experts, m.dense_prefix_layers),
+        "experts": _experts(m.num_experts_per_tok, m.num_experts, m.num_shared_experts),
+        "context": _int(m.context_length),
+        "params_total": _billions(m.params_total),
+        "params_active": _billions(m.params_active if m.params_active is not None else m.params_total),
         "kv_cache": kib(model_kv_cache(m)),
     }
 
 
-def find_model(name: str) -> dict | None:
+def find_model(name: str) -> KnownModel | None:
     """A catalogue row by its name (case-insensitive)."""
     low = name.strip().lower()
-    return next((m for m in models() if m["name"].lower() == low), None)
+    return next((m for m in models() if m.name.lower() == low), None)
 
 
 def compare_table(columns: list[dict[str, str]]) -> tuple[list[str], list[list[str]]]:
@@ -201,7 +198,7 @@ def compare_table(columns: list[dict[str, str]]) -> tuple[list[str], list[list[s
 
 
 def catalogue_table(family: str | None = None) -> tuple[list[str], list[list[str]]]:
-    cols = [column_from_model(m) for m in models() if family in (None, m["family"])]
+    cols = [column_from_model(m) for m in models() if family in (None, m.family)]
     keep = [k for k in CATALOGUE_COLUMNS if any(c.get(k) for c in cols)]
     return [CATALOGUE_HEADERS[k] for k in keep], [[c.get(k, "") for k in keep] for c in cols]
 
