@@ -7,7 +7,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
 
 from ..errors import CkptError
-from ..expr import Expr, compile_expr
+from ..expr import Expr, ExprError, compile_expr
 
 T = TypeVar("T")
 _MISSING: Any = object()
@@ -80,7 +80,10 @@ class Table:
 
     def compile(self, src: str, key: str) -> Expr:
         where = self.where(repr(key) if _needs_quotes(key) else key)
-        return compile_expr(src, where)
+        try:
+            return compile_expr(src, where)
+        except ExprError as e:
+            raise MappingError(e.message) from None
 
     def table(self, key: str, required: bool = False) -> "Table":
         v = self.get(key, (dict,), _MISSING if required else {})

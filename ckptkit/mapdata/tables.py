@@ -59,27 +59,8 @@ def load_validate(top: Table, roles: RoleTable, config_keys: Mapping[str, Config
                 check_role(rt, r, kind, roles)
         required[kind] = alts
     rt.done()
-    _old_claims(top, config_keys)
     top.done()
     return ValidateTable(frozen(limits), frozen(required))
-
-
-def _old_claims(top: Table, config_keys: Mapping[str, ConfigKeys]) -> None:
-    """[claims] moved to config_keys.toml; while a copy remains here it must not drift from it."""
-    if not top.has("claims"):
-        return
-    ct = top.table("claims")
-    for fact in list(ct.data):
-        ft = ct.table(fact)
-        want = config_keys.get(fact)
-        if want is None:
-            ft.fail("not in config_keys.toml")
-        for kind, have in (("config", ft.strs("config")), ("gguf", ft.strs("gguf", ()))):
-            extra = set(have) - set(getattr(want, kind))
-            if extra:
-                ft.fail(f"{sorted(extra)} missing from config_keys.toml [{fact}]", kind)
-        ft.done()
-    ct.done()
 
 
 # ---- params_json.toml ------------------------------------------------------------------------------
