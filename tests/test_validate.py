@@ -3,20 +3,19 @@ claims and policies are caught with the right code; clean checkpoints pass."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import modelgen
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-import modelgen
-from ckptkit.validate.policy import load_policy
 from ckptkit.validate import CODES, validate
+from ckptkit.validate.policy import load_policy
 
 FAMILIES = list(json.loads((Path(__file__).parent / "configs" / "tiny_families.json").read_text())["families"])
 
@@ -65,7 +64,8 @@ CORRUPTIONS = {
     "gemma3_text": (double("num_key_value_heads"), "config.num_key_value_heads", "num_key_value_heads"),
     "olmo2": (bump("num_key_value_heads", lambda x: x // 2), "config.num_key_value_heads", "num_key_value_heads"),
     "gpt_oss": (double("num_attention_heads"), "config.num_attention_heads", "num_attention_heads"),
-    "glm4_moe": (bump("first_k_dense_replace", lambda x: 0 if x else 1), "config.dense_prefix", "first_k_dense_replace"),
+    "glm4_moe": (bump("first_k_dense_replace", lambda x: 0 if x else 1), "config.dense_prefix",
+                 "first_k_dense_replace"),
     "llama4_text": (bump("moe_layers", lambda x: list(range(4))), "config.moe_layers", "moe_layers"),
     "qwen3_next": (bump("layer_types", lambda t: t[::-1]), "config.layer_types", "layer_types"),
     "smollm3": (bump("tie_word_embeddings", lambda x: not x), "config.tie_word_embeddings", "tie_word_embeddings"),
@@ -175,6 +175,10 @@ def _reshape(name, shape):
     return lambda t: t.__setitem__(name, np.zeros(shape, t[name].dtype))
 
 
+def _retype(name, dtype):
+    return lambda t: t.__setitem__(name, t[name].astype(dtype))
+
+
 def _add(name, like):
     return lambda t: t.__setitem__(name, t[like].copy())
 
@@ -192,6 +196,8 @@ def _move_layer(src, dst):
     ("mixtral", _rename("model.layers.1.block_sparse_moe.experts.3.w1.weight",
                         "model.layers.1.block_sparse_moe.experts.7.w1.weight"), "structure.stray_expert", "error"),
     ("qwen2", _reshape("model.layers.1.self_attn.q_proj.weight", (32, 64)), "structure.shape_mismatch", "error"),
+    ("mixtral", _retype("model.layers.1.block_sparse_moe.experts.2.w3.weight", np.float16),
+     "structure.dtype_mismatch", "warning"),
     ("llama", _add("model.layers.0.self_attn.frobnicate.weight", "model.layers.0.input_layernorm.weight"),
      "structure.unknown_tensor", "warning"),
     ("llama", _add("model.layers.0.attention.wq.weight", "model.layers.0.self_attn.q_proj.weight"),
@@ -481,6 +487,7 @@ def test_gguf_metadata_checked_against_tensors(tiny_model, tmp_path):
     import shutil
     import subprocess
     import sys
+
     from ckptkit.convert import convert_to_gguf
     good = tmp_path / "good.gguf"
     convert_to_gguf(str(tiny_model("qwen3")), good, outtype="f32", vocab=False)

@@ -3,6 +3,8 @@ experts are numbered 0..E-1; nothing stray or duplicated."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
 
 from .. import mapdata
 from ..index import TensorIndex, TensorInfo, span_text
@@ -105,18 +107,19 @@ def _shapes_agree(T: dict[str, TensorInfo], lvs: list[LayerView], role: str, des
         names += lv.experts.get(role, {}).values()
     if len(names) < 2:
         return []
+    infos = [T[n] for n in names]
     out = []
-    for attr, code in (("shape", "structure.shape_mismatch"), ("dtype", "structure.dtype_mismatch")):
-        counts = Counter(getattr(T[n], attr) for n in names)
-        if len(counts) == 1:
+    checks: tuple[tuple[list[Any], str, Callable[[Any], Any]], ...] = (
+        ([t.shape for t in infos], "structure.shape_mismatch", list),
+        ([t.dtype for t in infos], "structure.dtype_mismatch", str))
+    for values, code, show in checks:
+        if values.count(values[0]) == len(values):      # the common case, without a Counter
             continue
-        common, n_common = counts.most_common(1)[0]
-        show = list if attr == "shape" else str
-        for n in names:
-            got = getattr(T[n], attr)
+        common, n_common = Counter(values).most_common(1)[0]
+        for t, got in zip(infos, values, strict=True):
             if got != common:
-                out.append(finding(code, f"{n} is {show(got)}, but {role} is {show(common)} in "
-                                   f"{n_common} other {desc} tensor(s)", tensor=n, file=T[n].file))
+                out.append(finding(code, f"{t.name} is {show(got)}, but {role} is {show(common)} in "
+                                   f"{n_common} other {desc} tensor(s)", tensor=t.name, file=t.file))
     return out
 
 
