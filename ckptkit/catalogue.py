@@ -2,7 +2,8 @@
 (``mappings/models.toml``), and matching inferred facts against it."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from . import mapdata
 from .mapdata import CatalogueFamily, KnownModel

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ast
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import CkptError
 
@@ -20,7 +21,7 @@ _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 _CMP = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
         ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
         ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not}
-_FUNCS = {"int": int, "float": float, "bool": bool, "len": len, "min": min, "max": max,
+_FUNCS: dict[str, Callable[..., Any]] = {"int": int, "float": float, "bool": bool, "len": len, "min": min, "max": max,
           "range": range, "sum": sum, "any": any, "all": all, "abs": abs, "list": list,
           "str": str}
 _MAX_RANGE = 1_000_000
@@ -33,7 +34,7 @@ class ExprError(CkptError):
 _CONSTANTS = {"None": None, "True": True, "False": False}
 # node kinds that only ever appear inside the ones _Eval runs (operators, contexts, generators)
 _PASSIVE = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.comprehension)
-_UNARY = {ast.USub: operator.neg, ast.Not: operator.not_, ast.UAdd: operator.pos}
+_UNARY: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.Not: operator.not_, ast.UAdd: operator.pos}
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class _Eval:
     _Tuple = _List
 
     def _Dict(self, n):
-        return {self.run(k): self.run(v) for k, v in zip(n.keys, n.values)}
+        return {self.run(k): self.run(v) for k, v in zip(n.keys, n.values, strict=True)}
 
     def _BinOp(self, n):
         return _BIN[type(n.op)](self.run(n.left), self.run(n.right))
@@ -147,6 +148,7 @@ class _Eval:
         return _UNARY[type(n.op)](self.run(n.operand))
 
     def _BoolOp(self, n):
+        v: Any
         if isinstance(n.op, ast.And):
             v = True
             for e in n.values:
@@ -163,7 +165,7 @@ class _Eval:
 
     def _Compare(self, n):
         left = self.run(n.left)
-        for op, c in zip(n.ops, n.comparators):
+        for op, c in zip(n.ops, n.comparators, strict=True):
             right = self.run(c)
             if not _CMP[type(op)](left, right):
                 return False

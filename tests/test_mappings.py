@@ -161,7 +161,8 @@ def test_wrong_type_is_refused(root, rel, old, new, parts):
 
 
 @pytest.mark.parametrize("rel, old, new, parts", [
-    ("convert/_common.toml", '"{arch}.block_count" = "num_hidden_layers"', '"{arch}.block_count" = "num_hidden_layers +"',
+    ("convert/_common.toml", '"{arch}.block_count" = "num_hidden_layers"',
+     '"{arch}.block_count" = "num_hidden_layers +"',
      ("[metadata] '{arch}.block_count'", "bad expression")),
     ("hf_configs.toml", 'vocab_size = "n_vocab"', 'vocab_size = "n_vocab.real"',
      ("[common] [config] vocab_size", "Attribute is not allowed")),
@@ -176,7 +177,8 @@ def test_bad_expression_is_refused_at_load(root, rel, old, new, parts):
 
 
 @pytest.mark.parametrize("rel, old, new, parts", [
-    ("convert/gemma3.toml", '"post_ffw_norm.weight" = [["add", 1.0]]', '"post_ffn_norm.weight" = [["add", 1.0]]',
+    ("convert/gemma3.toml", '"post_ffw_norm.weight" = [["add", 1.0]]',
+     '"post_ffn_norm.weight" = [["add", 1.0]]',
      ("[transforms] 'post_ffn_norm.weight'", "unknown role")),
     ("convert/deepseek2.toml", 'to = "attn_k_b.weight"', 'to = "attn_kb.weight"', ("[[split]] #1 to", "attn_kb.weight")),
     ("convert/glm4moe.toml", '"ffn_norm.weight" = "post_attention_norm.weight"',
@@ -206,7 +208,8 @@ def test_dropping_an_inherited_key_that_does_not_exist_is_refused(root):
 
 
 def test_same_gguf_key_twice_is_refused(root):
-    _edit(root, "convert/qwen2.toml", '[metadata]\n', '[metadata]\n"{arch}.vocab_size:u32" = "vocab_size"\n"{arch}.vocab_size" = "1"\n')
+    _edit(root, "convert/qwen2.toml", '[metadata]\n',
+          '[metadata]\n"{arch}.vocab_size:u32" = "vocab_size"\n"{arch}.vocab_size" = "1"\n')
     _refused(root, "mappings/convert/qwen2.toml", "given twice")
 
 
@@ -266,7 +269,7 @@ def test_shipped_families_convert_a_plain_config():
            "linear_num_key_heads": 2, "linear_num_value_heads": 4, "shared_expert_intermediate_size": 32,
            "intermediate_size_mlp": 128, "embedding_multiplier_scale": 1.0, "output_multiplier_scale": 1.0,
            "layer_norm_epsilon": 1e-5, "sliding_window": 64, "_mtp_layers": 0}
-    for name, fam in mapdata.convert_families().items():
+    for fam in mapdata.convert_families().values():
         for m in fam.metadata.values():
             if not m.optional:
                 m.expr.eval(cfg)          # raises ExprError naming the file and key

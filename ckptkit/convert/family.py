@@ -3,7 +3,7 @@ of each family, from mappings/convert/*.toml (data, not code; loaded and checked
 ``ckptkit.mapdata``)."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from .. import mapdata
 from ..errors import UnsupportedError

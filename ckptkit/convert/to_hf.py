@@ -9,27 +9,27 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from math import prod
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
+from .. import mapdata
 from ..api import load_index, open_source
-from ..formats.safetensors_write import atomic_dir
 from ..dtypes import GGML_TYPE_BY_NAME, ggml_nbytes
 from ..errors import CkptError, FormatError, UnsupportedError
-from .. import mapdata
 from ..expr import ExprError
-from ..formats.safetensors_write import Entry, write_sharded
+from ..formats.safetensors_write import Entry, atomic_dir, write_sharded
 from ..index import TensorIndex, TensorInfo
-from ..infer.names import canonicalize, parse_name
+from ..infer.names import canonicalize
 from ..mapdata import Split, Target
 from ..sources.base import Source
 from ..tensordata import decode
-from .family import Family, families, family_for
+from .family import Family, family_for
 from .transforms import add, transpose
 
 OUTTYPES = {"bf16": ("BF16", "bfloat16"), "f16": ("F16", "float16"), "f32": ("F32", "float32")}

@@ -8,8 +8,9 @@ maps to itself and an HF name maps to what llama.cpp would call it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Iterable, Mapping, NamedTuple
+from typing import NamedTuple
 
 from .. import mapdata
 

@@ -26,7 +26,7 @@ class Layer:
     params: int = 0
     routed_params: int = 0
 
-    def has(self, prefix: str) -> bool:
+    def has(self, prefix: str | tuple[str, ...]) -> bool:
         return any(r.startswith(prefix) for r in self.roles)
 
 
@@ -111,7 +111,7 @@ def scan(index: TensorIndex) -> Scan:
         role = resolve_contextual(info, set(layer.roles))
         layer.roles.setdefault(role, seen)
     # DeepSeek-style MTP modules are extra numbered layers holding nextn.* tensors
-    for num in [n for n, l in s.layers.items() if l.has("nextn.")]:
+    for num in [n for n, layer in s.layers.items() if layer.has("nextn.")]:
         s.mtp_layers[num] = s.layers.pop(num)
     for num, layer in mtp_by_num.items():
         s.mtp_layers[-1 - num] = layer      # Qwen3-Next "mtp.layers.N": keep apart from main

@@ -7,18 +7,29 @@ file and the key. Expressions are parsed when the file is loaded. Each accessor 
 optional data root (a folder laid out like ``mappings/``) so tests can load a modified copy."""
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping
+from typing import Any, TypeVar, cast
 
 from .catalogue import CatalogueFamily, KnownModel, load_family, load_models
 from .convert import ConvertFamily, Generate, MetaKey, Op, Split, load_families
 from .hf_configs import ConfigKey, Target, load_targets
 from .roles import RoleGroup, RoleTable, load_roles
-from .schema import MappingError
+from .schema import MappingError, frozen
 from .source import Root, default_root, read, toml_files
-from .tables import (ConfigKeys, ParamsJson, PreStep, PreTokenizer, PreTokenizers, ValidateTable,
-                     load_config_keys, load_params_json, load_pretokenizers, load_validate)
+from .tables import (
+    ConfigKeys,
+    ParamsJson,
+    PreStep,
+    PreTokenizer,
+    PreTokenizers,
+    ValidateTable,
+    load_config_keys,
+    load_params_json,
+    load_pretokenizers,
+    load_validate,
+)
 
 __all__ = ["CatalogueFamily", "ConfigKey", "ConfigKeys", "ConvertFamily", "Generate", "KnownModel",
            "MappingData", "MappingError", "MetaKey", "Op", "ParamsJson", "PreStep", "PreTokenizer",
@@ -30,10 +41,19 @@ __all__ = ["CatalogueFamily", "ConfigKey", "ConfigKeys", "ConvertFamily", "Gener
 TOP_FILES = ("roles.toml", "models.toml", "hf_configs.toml", "validate.toml", "config_keys.toml",
              "params_json.toml", "pretokenizers.toml")
 COMMON = "convert/_common.toml"
+T = TypeVar("T")
 
 
-def _root(root: Root | None) -> Root:
-    return _default() if root is None else root
+_loaded: dict[tuple[str, Hashable], Any] = {}
+
+
+def _once(kind: str, root: Root | None, load: Callable[[Root], T]) -> T:
+    """``load(root)``, run once per data root (the packaged data unless given)."""
+    r = _default() if root is None else root
+    key = (kind, cast(Hashable, r))
+    if key not in _loaded:
+        _loaded[key] = load(r)
+    return cast(T, _loaded[key])
 
 
 @lru_cache(maxsize=1)
@@ -41,59 +61,52 @@ def _default() -> Root:
     return default_root()
 
 
-@lru_cache(maxsize=None)
 def roles(root: Root | None = None) -> RoleTable:
-    return load_roles(read(_root(root), "roles.toml"))
+    return _once("roles", root, lambda r: load_roles(read(r, "roles.toml")))
 
 
-@lru_cache(maxsize=None)
 def convert_families(root: Root | None = None) -> Mapping[str, ConvertFamily]:
     """Conversion family name (file stem of convert/*.toml) -> its tables over _common.toml."""
-    r = _root(root)
-    files = {rel.split("/")[1][: -len(".toml")]: read(r, rel)
-             for rel in toml_files(r, "convert") if rel != COMMON}
-    return load_families(read(r, COMMON), files, roles(root))
+    def load(r: Root) -> Mapping[str, ConvertFamily]:
+        files = {rel.split("/")[1][: -len(".toml")]: read(r, rel)
+                 for rel in toml_files(r, "convert") if rel != COMMON}
+        return frozen(load_families(read(r, COMMON), files, roles(r)))
+    return _once("convert", root, load)
 
 
-@lru_cache(maxsize=None)
 def catalogue_families(root: Root | None = None) -> Mapping[str, CatalogueFamily]:
-    r = _root(root)
-    out = {}
-    for rel in toml_files(r, "families"):
-        fam = load_family(read(r, rel), rel.split("/")[1][: -len(".toml")])
-        out[fam.name] = fam
-    return out
+    def load(r: Root) -> Mapping[str, CatalogueFamily]:
+        out = {}
+        for rel in toml_files(r, "families"):
+            fam = load_family(read(r, rel), rel.split("/")[1][: -len(".toml")])
+            out[fam.name] = fam
+        return frozen(out)
+    return _once("families", root, load)
 
 
-@lru_cache(maxsize=None)
 def known_models(root: Root | None = None) -> tuple[KnownModel, ...]:
-    return load_models(read(_root(root), "models.toml"), catalogue_families(root))
+    return _once("models", root, lambda r: load_models(read(r, "models.toml"), catalogue_families(r)))
 
 
-@lru_cache(maxsize=None)
 def hf_targets(root: Root | None = None) -> tuple[Target, ...]:
-    return load_targets(read(_root(root), "hf_configs.toml"), roles(root))
+    return _once("hf_configs", root, lambda r: load_targets(read(r, "hf_configs.toml"), roles(r)))
 
 
-@lru_cache(maxsize=None)
 def config_keys(root: Root | None = None) -> Mapping[str, ConfigKeys]:
     """Fact name -> the config.json and GGUF keys that state it (config_keys.toml)."""
-    return load_config_keys(read(_root(root), "config_keys.toml"))
+    return _once("config_keys", root, lambda r: load_config_keys(read(r, "config_keys.toml")))
 
 
-@lru_cache(maxsize=None)
 def validate_table(root: Root | None = None) -> ValidateTable:
-    return load_validate(read(_root(root), "validate.toml"), roles(root), config_keys(root))
+    return _once("validate", root, lambda r: load_validate(read(r, "validate.toml"), roles(r), config_keys(r)))
 
 
-@lru_cache(maxsize=None)
 def params_json(root: Root | None = None) -> ParamsJson:
-    return load_params_json(read(_root(root), "params_json.toml"))
+    return _once("params_json", root, lambda r: load_params_json(read(r, "params_json.toml")))
 
 
-@lru_cache(maxsize=None)
 def pretokenizers(root: Root | None = None) -> PreTokenizers:
-    return load_pretokenizers(read(_root(root), "pretokenizers.toml"))
+    return _once("pretokenizers", root, lambda r: load_pretokenizers(read(r, "pretokenizers.toml")))
 
 
 @dataclass(frozen=True)
@@ -111,11 +124,10 @@ class MappingData:
 
 def load_all(root: Root | None = None) -> MappingData:
     """Every mapping file, checked; a .toml file no loader reads is refused too."""
-    r = _root(root)
+    r = _default() if root is None else root
     known = set(TOP_FILES)
     for rel in toml_files(r) + toml_files(r, "convert") + toml_files(r, "families"):
         if "/" not in rel and rel not in known:
             raise MappingError(f"mappings/{rel}: not a mapping file ckptkit reads")
-    return MappingData(roles(root), convert_families(root), catalogue_families(root), known_models(root),
-                       hf_targets(root), config_keys(root), validate_table(root), params_json(root),
-                       pretokenizers(root))
+    return MappingData(roles(r), convert_families(r), catalogue_families(r), known_models(r), hf_targets(r),
+                       config_keys(r), validate_table(r), params_json(r), pretokenizers(r))

@@ -6,8 +6,9 @@ Records are frozen dataclasses that also read as mappings of the keys the file g
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from .schema import Table, frozen
 
@@ -85,8 +86,8 @@ _SIGNATURE_VALUES = (str, int, float, bool, list)
 
 
 def load_family(t: Table, stem: str) -> CatalogueFamily:
-    from ..infer import FACT_KEYS        # the facts a signature may test
-    name = t.str("name")
+    from ..infer import FACT_KEYS  # the facts a signature may test
+    name = t.text("name")
     if name != stem:
         t.fail(f"must be the file name ({stem!r})", "name")
     patterns = t.strs("name_patterns", ())
@@ -104,8 +105,8 @@ def load_family(t: Table, stem: str) -> CatalogueFamily:
             st.fail("must be \"present\", \"absent\", a value or a list of values", k)
         sig[k] = v
     st.done()
-    fam = CatalogueFamily(name, t.str("title"), t.strs("hf_architectures"), t.strs("model_types", ()),
-                          t.str("gguf_arch"), patterns, t.strs("features"), t.str("source"), frozen(sig))
+    fam = CatalogueFamily(name, t.text("title"), t.strs("hf_architectures"), t.strs("model_types", ()),
+                          t.text("gguf_arch"), patterns, t.strs("features"), t.text("source"), frozen(sig))
     t.done()
     return fam
 
@@ -127,7 +128,7 @@ def load_models(top: Table, families: Mapping[str, CatalogueFamily]) -> tuple[Kn
             if isinstance(kw[k], (int, float)) and not isinstance(kw[k], bool) and kw[k] < 0:
                 t.fail("must not be negative", k)
         for need in ("name", "family", "source"):
-            t.str(need)
+            t.text(need)
         t.done()
         m = KnownModel(**kw)
         if m.name in names:

@@ -3,8 +3,9 @@ transforms, splits, generated tensors, checks), merged over convert/_common.toml
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..expr import Expr
 from .roles import RoleTable, check_role
@@ -101,7 +102,7 @@ def load_families(common: Table, files: dict[str, Table], roles: RoleTable) -> d
 
 def _family(name: str, t: Table, c_meta: dict[str, MetaKey], c_req: tuple[str, ...],
             c_f32: frozenset[str], roles: RoleTable) -> ConvertFamily:
-    arch = t.str("arch")
+    arch = t.text("arch")
     architectures, model_types = t.strs("architectures", ()), t.strs("model_types", ())
     meta = {**c_meta, **_metadata(t)}
     required = c_req + _required(t)
@@ -198,7 +199,7 @@ def _arg(t: Table, key: str, a: Any) -> Any:
 
 
 def _split(s: Table, roles: RoleTable) -> Split:
-    src, dst = s.str("from"), s.str("to")
+    src, dst = s.text("from"), s.text("to")
     check_role(s, src, "from", roles)
     check_role(s, dst, "to", roles)
     segments = None
@@ -218,7 +219,7 @@ def _split(s: Table, roles: RoleTable) -> Split:
 
 def _generate(g: Table, roles: RoleTable) -> Generate:
     from ..convert.transforms import GENERATORS
-    to = check_role(g, g.str("to"), "to", roles)
+    to = check_role(g, g.text("to"), "to", roles)
     raw = g.get("op", (list,))
     if not raw or not isinstance(raw[0], str) or raw[0] not in GENERATORS:
         g.fail(f"must start with a generator name (known: {', '.join(sorted(GENERATORS))})", "op")

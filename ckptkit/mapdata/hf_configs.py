@@ -2,8 +2,9 @@
 config.json as expressions over the GGUF metadata, and HF tensor names."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..expr import Expr
 from .roles import RoleTable, check_role
@@ -50,10 +51,10 @@ def load_targets(top: Table, roles: RoleTable) -> tuple[Target, ...]:
     by_type: dict[str, _Tables] = {}
     out = []
     for t in top.tables("target"):
-        arch, model_type = t.str("arch"), t.str("model_type")
+        arch, model_type = t.text("arch"), t.text("model_type")
         architectures = t.strs("architectures")
         when = t.expr("when", None)
-        ext = t.str("extends", None)
+        ext = t.text("extends", None)
         if ext is not None and ext not in by_type:
             t.fail(f"no earlier target has model_type {ext!r}", "extends")
         base = by_type[ext] if ext is not None else common

@@ -1,8 +1,8 @@
 """mappings/roles.toml: the canonical tensor roles, their spellings, and role groups."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .schema import Table, frozen, str_list_value, str_value
 

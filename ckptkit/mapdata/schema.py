@@ -3,8 +3,9 @@ by the loader, so a misspelled section or key is an error naming the file and th
 instead of data that is silently ignored."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from ..errors import CkptError
 from ..expr import Expr, ExprError, compile_expr
@@ -56,10 +57,10 @@ class Table:
                       f"not {_show(v)}", key)
         return v
 
-    def str(self, key: str, default: Any = _MISSING) -> Any:
+    def text(self, key: str, default: Any = _MISSING) -> Any:
         return self.get(key, (str,), default)
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def flag(self, key: str, default: Any = _MISSING) -> Any:
         return self.get(key, (bool,), default)
 
     def strs(self, key: str, default: tuple[str, ...] | Any = _MISSING) -> tuple[str, ...]:
@@ -85,11 +86,11 @@ class Table:
         except ExprError as e:
             raise MappingError(e.message) from None
 
-    def table(self, key: str, required: bool = False) -> "Table":
+    def table(self, key: str, required: bool = False) -> Table:
         v = self.get(key, (dict,), _MISSING if required else {})
         return Table(v, self.file, f"{self.path} [{key}]".lstrip())
 
-    def tables(self, key: str) -> list["Table"]:
+    def tables(self, key: str) -> list[Table]:
         """An array of tables ([[key]])."""
         v = self.get(key, (list,), [])
         out = []

@@ -2,12 +2,12 @@
 pretokenizers.toml."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .roles import RoleTable, check_role
 from .schema import Table, frozen, str_list_value
-
 
 # ---- config_keys.toml ------------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ class PreStep:
         return {"type": self.type, **{k: getattr(self, k) for k in sorted(self.given)}}
 
 
-_STEP_KEYS = {"Split": {"regex": str, "behavior": str, "invert": bool},
+_STEP_KEYS: dict[str, dict[str, type]] = {"Split": {"regex": str, "behavior": str, "invert": bool},
               "ByteLevel": {"use_regex": bool, "add_prefix_space": bool},
               "Digits": {"individual_digits": bool}}
 
@@ -146,12 +146,12 @@ def load_pretokenizers(top: Table) -> PreTokenizers:
     lt.done()
     entries = []
     for e in top.tables("pretokenizer"):
-        name = e.str("name")
+        name = e.text("name")
         if name not in accepted:
             e.fail(f"{name!r} is not a llama.cpp name ([llama_cpp] accepted)", "name")
         raw = e.get("steps", (list,))
         steps = tuple(_step(e, i, s) for i, s in enumerate(raw))
-        entries.append(PreTokenizer(name, steps, e.str("normalizer", None), frozenset(e.strs("hints", ())),
+        entries.append(PreTokenizer(name, steps, e.text("normalizer", None), frozenset(e.strs("hints", ())),
                                     e.strs("code_modules", ())))
         e.done()
     top.done()
