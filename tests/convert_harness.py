@@ -1,15 +1,17 @@
 """Shared by the conversion tests: logits of the same tiny model from transformers and from
-llama.cpp (through llama-cpp-python) loading the GGUF ckptkit wrote."""
+llama.cpp (through llama-cpp-python, in a child process: see llama_child) loading the GGUF
+ckptkit wrote."""
 from __future__ import annotations
 
+import llama_child
 import numpy as np
-import pytest
 
 TOKENS = [1, 5, 9, 100, 200, 3, 77, 42, 300, 12]
 
 
-def llama_cpp_or_skip():
-    return pytest.importorskip("llama_cpp", reason="llama-cpp-python (test extra) is not installed")
+def llama_cpp_or_skip() -> None:
+    """Skip the test (before any conversion work) when llama-cpp-python is not installed."""
+    llama_child.require()
 
 
 def hf_logits(model_dir, tokens=TOKENS) -> np.ndarray:
@@ -22,14 +24,7 @@ def hf_logits(model_dir, tokens=TOKENS) -> np.ndarray:
 
 
 def gguf_logits(gguf_path, tokens=TOKENS, n_ctx: int = 128) -> np.ndarray:
-    llama_cpp = llama_cpp_or_skip()
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True,
-                          verbose=False, n_threads=2, seed=0)
-    try:
-        llm.eval(tokens)
-        return np.array(llm.scores[: len(tokens)], dtype=np.float32)
-    finally:
-        llm.close()
+    return llama_child.logits(gguf_path, tokens, n_ctx=n_ctx)
 
 
 def assert_logits_match(gguf_path, model_dir, rtol: float, tokens=TOKENS) -> float:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+import llama_child
 from ckptkit.convert.tokenizer import (BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, bytes_to_token,
                                        has_tokenizer, identify_pre, parse_sentencepiece, replay_merges,
                                        tokenizer_kvs)
@@ -369,15 +370,11 @@ def test_no_tokenizer(tmp_path):
 
 # ---- the proof: llama.cpp tokenizes like the tokenizers library ----------------------------------
 
-def _llama_cpp():
-    try:
-        import llama_cpp
-    except ImportError:
-        return None
-    return llama_cpp
+# llama.cpp runs in a child process (llama_child): one per vocabulary, all its texts at once
+needs_llama_cpp = pytest.mark.skipif(not llama_child.installed(), reason=llama_child.SKIP_REASON)
 
 
-@pytest.mark.skipif(_llama_cpp() is None, reason="llama-cpp-python is not installed (test extra)")
+@needs_llama_cpp
 @pytest.mark.parametrize("kind", ["llama-bpe", "qwen2", "gpt-2", "smollm", "deepseek-v3", "gpt-4o", "tekken"])
 def test_llama_cpp_tokenizes_like_tokenizers(tmp_path, kind):
     import tomllib
@@ -406,15 +403,13 @@ def test_llama_cpp_tokenizes_like_tokenizers(tmp_path, kind):
             kv("llama.attention.layer_norm_rms_epsilon", 1e-5)]
     out = tmp_path / "vocab.gguf"
     write_gguf(out, arch + kvs, [], iter(()))
-    llama_cpp = _llama_cpp()
-    llm = llama_cpp.Llama(model_path=str(out), vocab_only=True, verbose=False)
-    for text in (SAMPLE, CHKTXT, "plain words only", " leading space and 1234567 digits"):
-        want = tok.encode(text, add_special_tokens=False).ids
-        got = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        assert got == want, text
+    texts = [SAMPLE, CHKTXT, "plain words only", " leading space and 1234567 digits"]
+    for text, got in zip(texts, llama_child.tokenize(out, texts), strict=True):
+        assert got == tok.encode(text, add_special_tokens=False).ids, text
 
 
-def _vocab_only_llama(tmp_path, kvs):
+def _vocab_only_gguf(tmp_path, kvs) -> Path:
+    """A weightless llama GGUF with this vocabulary, for llama.cpp's vocab-only load."""
     from ckptkit.formats.gguf_write import kv, write_gguf
     arch = [kv("general.architecture", "llama"), kv("llama.context_length", 64),
             kv("llama.embedding_length", 8), kv("llama.block_count", 1),
@@ -423,20 +418,21 @@ def _vocab_only_llama(tmp_path, kvs):
             kv("llama.attention.layer_norm_rms_epsilon", 1e-5)]
     out = tmp_path / "vocab.gguf"
     write_gguf(out, arch + kvs, [], iter(()))
-    return _llama_cpp().Llama(model_path=str(out), vocab_only=True, verbose=False)
+    return out
 
 
-@pytest.mark.skipif(_llama_cpp() is None, reason="llama-cpp-python is not installed (test extra)")
+@needs_llama_cpp
 def test_llama_cpp_tokenizes_like_sentencepiece(tmp_path, spm_dir):
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=str(spm_dir / "tokenizer.model"))
-    llm = _vocab_only_llama(tmp_path, tokenizer_kvs(LocalSource(spm_dir), None, sp.vocab_size()))
+    out = _vocab_only_gguf(tmp_path, tokenizer_kvs(LocalSource(spm_dir), None, sp.vocab_size()))
     # (text after a user-defined piece is left out: llama.cpp prefixes it with a space, by design)
-    for text in (SAMPLE.replace("\t", " "), "plain words only", "the <tool>", "Ωmega ☃ unseen"):
-        assert llm.tokenize(text.encode(), add_bos=False, special=True) == sp.encode(text), text
+    texts = [SAMPLE.replace("\t", " "), "plain words only", "the <tool>", "Ωmega ☃ unseen"]
+    for text, got in zip(texts, llama_child.tokenize(out, texts, parse_special=True), strict=True):
+        assert got == sp.encode(text), text
 
 
-@pytest.mark.skipif(_llama_cpp() is None, reason="llama-cpp-python is not installed (test extra)")
+@needs_llama_cpp
 def test_llama_cpp_tokenizes_kimi_tiktoken_like_tokenizers(tmp_path):
     tok = train_bpe(split_pre(KIMI_RE), vocab_size=500)
     tj = json.loads(tok.to_str())
@@ -448,10 +444,10 @@ def test_llama_cpp_tokenizes_kimi_tiktoken_like_tokenizers(tmp_path):
     d = write_checkpoint(tmp_path / "kimi", None,
                          {"auto_map": {"AutoTokenizer": ["tokenization_kimi.TikTokenTokenizer", None]}},
                          extra={"tiktoken.model": "\n".join(lines)})
-    llm = _vocab_only_llama(tmp_path, tokenizer_kvs(LocalSource(d), None, len(normal)))
-    for text in (SAMPLE, CHKTXT, "我想在apple工作 mixed汉字Text"):
-        want = [normal.index(i) for i in tok.encode(text, add_special_tokens=False).ids]
-        assert llm.tokenize(text.encode(), add_bos=False, special=False) == want, text
+    out = _vocab_only_gguf(tmp_path, tokenizer_kvs(LocalSource(d), None, len(normal)))
+    texts = [SAMPLE, CHKTXT, "我想在apple工作 mixed汉字Text"]
+    for text, got in zip(texts, llama_child.tokenize(out, texts), strict=True):
+        assert got == [normal.index(i) for i in tok.encode(text, add_special_tokens=False).ids], text
 
 
 def spm_as_tokenizer_json(model_file: Path) -> Tokenizer:
@@ -473,7 +469,7 @@ def spm_as_tokenizer_json(model_file: Path) -> Tokenizer:
     return tok
 
 
-@pytest.mark.skipif(_llama_cpp() is None, reason="llama-cpp-python is not installed (test extra)")
+@needs_llama_cpp
 def test_llama_cpp_tokenizes_llama2_style_tokenizer_json_like_tokenizers(tmp_path, spm_dir):
     """No tokenizer.model: the scores llama.cpp's SPM tokenizer needs are made from merge ranks."""
     tok = spm_as_tokenizer_json(spm_dir / "tokenizer.model")
@@ -483,10 +479,10 @@ def test_llama_cpp_tokenizes_llama2_style_tokenizer_json_like_tokenizers(tmp_pat
     assert v["tokenizer.ggml.model"] == "llama" and v["tokenizer.ggml.add_space_prefix"] is True
     assert v["tokenizer.ggml.token_type"][tok.token_to_id("<0x41>")] == BYTE
     assert v["tokenizer.ggml.token_type"][tok.token_to_id("<unk>")] == UNKNOWN
-    llm = _vocab_only_llama(tmp_path, kvs)
-    for text in (SAMPLE.replace("\t", " "), "plain words only", "Ωmega ☃ unseen"):
-        want = tok.encode(text, add_special_tokens=False).ids
-        assert llm.tokenize(text.encode(), add_bos=False, special=False) == want, text
+    out = _vocab_only_gguf(tmp_path, kvs)
+    texts = [SAMPLE.replace("\t", " "), "plain words only", "Ωmega ☃ unseen"]
+    for text, got in zip(texts, llama_child.tokenize(out, texts), strict=True):
+        assert got == tok.encode(text, add_special_tokens=False).ids, text
 
 
 @pytest.mark.parametrize("mutate", [
