@@ -155,7 +155,7 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
             chunk_bytes: int = CHUNK_BYTES) -> list[Path]:
     """Write the GGUF file(s) of ``plan`` reading tensor data from ``source``."""
     # One flat job stream keeps the pool busy across tensor boundaries; the writer regroups it.
-    counts = []
+    counts: list[int] = []
     all_jobs: list[Callable[[], Chunk]] = []
     for t in plan.tensors:
         js = tensor_jobs(source, t, chunk_bytes)
@@ -163,7 +163,7 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
         all_jobs.extend(js)
     stream = _ordered(all_jobs, threads)
 
-    def per_tensor():
+    def per_tensor() -> Iterator[tuple[TensorSlot, Iterator[Chunk]]]:
         for t, n in zip(plan.tensors, counts, strict=True):
             yield t.slot, (next(stream) for _ in range(n))
 

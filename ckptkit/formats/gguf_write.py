@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
-from ..atomic import AtomicFiles, write_tensor
+from ..atomic import AtomicFiles, Chunk, write_tensor
 from ..dtypes import GGML_TYPES, ggml_nbytes
 from ..errors import CkptError, FormatError
 from ..sources.files import split_gguf_name
@@ -130,7 +131,8 @@ def _align(n: int, a: int) -> int:
     return n + (-n % a)
 
 
-def header_bytes(kvs: Sequence[KV], slots: Sequence[TensorSlot], alignment: int = DEFAULT_ALIGNMENT) -> tuple[bytes, list[int]]:
+def header_bytes(kvs: Sequence[KV], slots: Sequence[TensorSlot],
+                 alignment: int = DEFAULT_ALIGNMENT) -> tuple[bytes, list[int]]:
     """The whole header, padded to the alignment, and each tensor's offset in the data section."""
     offsets, cursor = [], 0
     infos = []
@@ -153,22 +155,23 @@ def split_name(path: Path, no: int, count: int) -> Path:
     return path.with_name(split_gguf_name(stem, no, count))
 
 
-ChunkSource = Callable[[TensorSlot], Iterable[bytes]]
+# Each slot, in order, with the chunks that together make up exactly its data.
+ChunkSource = Iterable[tuple[TensorSlot, Iterable[Chunk]]]
 
 
 def write_gguf(path: str | os.PathLike, kvs: Sequence[KV], slots: Sequence[TensorSlot],
-               chunks: Iterable[tuple[TensorSlot, Iterable[bytes]]],
+               chunks: ChunkSource,
                alignment: int = DEFAULT_ALIGNMENT, split_max_bytes: int | None = None,
                on_bytes: Callable[[int], None] | None = None) -> list[Path]:
     """Write the GGUF file(s) atomically. ``chunks`` yields, for each slot in order, an
-    iterable of byte strings that together make up exactly that tensor's data."""
+    iterable of byte chunks that together make up exactly that tensor's data."""
     path = Path(path)
     groups = split_slots(slots, split_max_bytes)
     n = len(groups)
     names = [path] if n == 1 else [split_name(path, i + 1, n) for i in range(n)]
     by_name = ((s.name, parts) for s, parts in chunks)
     with AtomicFiles() as files:
-        for i, (group, name) in enumerate(zip(groups, names)):
+        for i, (group, name) in enumerate(zip(groups, names, strict=True)):
             file_kvs = list(kvs) if i == 0 else [k for k in kvs if k.key == "general.architecture"]
             if n > 1:
                 file_kvs += [kv("split.no", i, VT.UINT16), kv("split.count", n, VT.UINT16),
