@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .errors import FormatError, SourceError, UnsafeInputError, UnsupportedError
+from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
 from .index import FileInfo, TensorIndex, TensorInfo
 from .sources.base import Source
@@ -158,7 +157,7 @@ def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
     fmt, files, index_file = find_checkpoint_files(source)
     # config.json and the shard index in one round trip (both small, both needed first)
     wanted = [p for p in ("config.json", index_file) if p and p in source.files()]
-    docs = dict(zip(wanted, source.map(lambda p: read_json(source, p), wanted)))
+    docs = dict(zip(wanted, source.map(lambda p: read_json(source, p), wanted), strict=True))
     config = docs.get("config.json")
     if "config.json" in docs and not isinstance(config, dict):
         raise FormatError("config.json is not a JSON object", "config.json")
@@ -193,7 +192,7 @@ def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
 
     done = [0]
 
-    def fetch(path: str):
+    def fetch(path: str) -> tuple[bytes, int, int | None]:
         got = st.fetch_header(source, path, guess=guesses.get(path, 1 << 16))
         done[0] += 1
         if progress:
@@ -204,7 +203,7 @@ def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
     tensors: dict[str, TensorInfo] = {}
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}
-    for path, (raw, n, size) in zip(files, raws):
+    for path, (raw, n, size) in zip(files, raws, strict=True):
         header = st.parse_header(raw, n, path, size)
         infos.append(FileInfo(path, size, "safetensors", header.data_start))
         metadata.update(header.metadata)
@@ -217,17 +216,14 @@ def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
 
 def _load_gguf(source: Source, files: list[str], config: dict | None,
                progress: Progress | None) -> TensorIndex:
-    try:
-        from .formats import gguf as gg
-    except ImportError:  # pragma: no cover - during development only
-        raise UnsupportedError("GGUF reading is not available in this build", source.label)
+    from .formats import gguf as gg
     headers = source.map(lambda p: gg.read_gguf_header(source, p), files)
     if len(files) > 1:
         gg.check_split_set(headers, files)
     tensors: dict[str, TensorInfo] = {}
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}
-    for path, h in zip(files, headers):
+    for path, h in zip(files, headers, strict=True):
         infos.append(FileInfo(path, h.file_size, "gguf", h.data_offset))
         for k, v in h.metadata.items():
             metadata.setdefault(k, v)
