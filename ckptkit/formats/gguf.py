@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import pairwise
+from typing import Any, TypeGuard
 
 from ckptkit.dtypes import GGML_TYPES
 from ckptkit.errors import FormatError, SourceError
@@ -112,11 +113,11 @@ class _Cursor:
             chunk = self.source.read(self.path, have, want - have)
         except FormatError:
             if self.size is not None or want == end:
-                raise self.fail(f"truncated: {what} at offset {self.pos} runs past end of file")
+                raise self.fail(f"truncated: {what} at offset {self.pos} runs past end of file") from None
             try:  # size unknown and the speculative read overshot: read only what is needed
                 chunk = self.source.read(self.path, have, end - have)
             except FormatError:
-                raise self.fail(f"truncated: {what} at offset {self.pos} runs past end of file")
+                raise self.fail(f"truncated: {what} at offset {self.pos} runs past end of file") from None
         if len(chunk) < end - have:
             raise self.fail(f"truncated: {what} at offset {self.pos} runs past end of file")
         self.buf += chunk
@@ -172,6 +173,7 @@ def _read_value(cur: _Cursor, vtype: int, what: str, depth: int = 0) -> Any:
     if vtype == T_ARRAY:
         return _read_array(cur, what, depth + 1)[0]
     _, code, size = VALUE_TYPES[vtype]
+    assert code is not None  # every type but STRING and ARRAY (handled above) has a struct code
     v = cur.unpack(code, size, what)
     return _bool(cur, v, what) if vtype == T_BOOL else v
 
@@ -265,14 +267,14 @@ def _tensor_nbytes(cur: _Cursor, name: str, ne: tuple[int, ...], type_id: int) -
 
 
 def _check_layout(cur: _Cursor, tensors: list[GGUFTensor], rel: list[int], alignment: int) -> None:
-    for t, r in zip(tensors, rel):
+    for t, r in zip(tensors, rel, strict=True):
         if r % alignment:
             raise cur.fail(f"tensor {t.name!r} offset {r} is not aligned to {alignment}")
         if cur.size is not None and t.offset + t.nbytes > cur.size:
             raise cur.fail(f"tensor {t.name!r} data [{t.offset}, {t.offset + t.nbytes}) extends "
                            f"past the end of the file ({cur.size} bytes)")
     ordered = sorted(tensors, key=lambda t: t.offset)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in pairwise(ordered):
         if b.offset < a.offset + a.nbytes:
             raise cur.fail(f"tensors {a.name!r} and {b.name!r} overlap "
                            f"([{a.offset}, {a.offset + a.nbytes}) and [{b.offset}, ...))")
@@ -369,12 +371,17 @@ def split_gguf_parts(filenames: list[str]) -> list[list[str]]:
     return sorted(groups, key=lambda g: g[0])
 
 
-def split_info(header: GGUFHeader) -> tuple[int, int, int] | None:
-    """(split.no (0-based), split.count, split.tensors.count) of a split part, else None."""
+def split_info(header: GGUFHeader) -> tuple[object, object, object] | None:
+    """(split.no (0-based), split.count, split.tensors.count) of a split part, else None.
+    The values are as stored (a key may be missing or of another type): see _int_triple."""
     md = header.metadata
     if KEY_SPLIT_COUNT not in md:
         return None
     return md.get(KEY_SPLIT_NO), md[KEY_SPLIT_COUNT], md.get(KEY_SPLIT_TENSORS)
+
+
+def _int_triple(info: tuple[object, object, object] | None) -> TypeGuard[tuple[int, int, int]]:
+    return info is not None and all(isinstance(v, int) and not isinstance(v, bool) for v in info)
 
 
 def check_split_set(headers: list[GGUFHeader], paths: list[str]) -> None:
@@ -383,9 +390,9 @@ def check_split_set(headers: list[GGUFHeader], paths: list[str]) -> None:
         return
     names: set[str] = set()
     total = None
-    for i, (h, p) in enumerate(zip(headers, paths)):
+    for i, (h, p) in enumerate(zip(headers, paths, strict=True)):
         info = split_info(h)
-        if info is None or any(not isinstance(v, int) or isinstance(v, bool) for v in info):
+        if not _int_triple(info):
             raise FormatError(f"split part lacks integer {KEY_SPLIT_NO}/{KEY_SPLIT_COUNT}/"
                               f"{KEY_SPLIT_TENSORS} metadata", where=p)
         no, count, n_tensors = info
