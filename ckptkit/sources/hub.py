@@ -14,8 +14,8 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
 from urllib.parse import unquote
 
 from ..errors import FormatError, NetworkError, SourceError, UnsafeInputError, UnsupportedError
@@ -287,7 +287,7 @@ class HubSource(Source):
         full = self._full(path)
         if full not in self._entries:
             hint = " (offline: only cached files are known)" if self._offline_listing else ""
-            raise SourceError(f"no such file in the repo at commit {self._sha[:12]}{hint}", self._where(path))
+            raise SourceError(f"no such file in the repo at commit {self.commit_sha[:12]}{hint}", self._where(path))
         return full, self._entries[full]
 
     def files(self) -> dict[str, int | None]:
@@ -444,7 +444,10 @@ class HubSource(Source):
 
     def _http_error(self, e, path: str | None) -> Exception:
         from huggingface_hub.errors import (
-            GatedRepoError, RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+            GatedRepoError,
+            RemoteEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
         )
 
         status = e.response.status_code if e.response is not None else 0
@@ -494,6 +497,7 @@ class HubSource(Source):
                     r.read()
                     hf_raise_for_status(r)
                 skip = 0
+                expect: int | None
                 if r.status_code == 206:
                     m = _CONTENT_RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
                     if m is None or int(m.group(1)) != pos:
