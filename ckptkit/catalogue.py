@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from . import mapdata
 from .mapdata import CatalogueFamily, KnownModel
@@ -15,6 +15,18 @@ MODEL_KEYS = ("num_layers", "hidden_size", "vocab_size", "num_attention_heads",
               "q_lora_rank")
 # a model is named only when these agree
 REQUIRED = ("num_layers", "hidden_size")
+
+
+class FamilyMatch(TypedDict, total=False):
+    """What match_family found: the family, the model when one is named, and why."""
+    family: Required[str]
+    title: Required[str]
+    model: Required[str | None]         # a known model whose dimensions all agree
+    matched_by: Required[str]           # "config.json:...", "general.architecture = ...", "tensor signature"
+    signature_ok: Required[bool]
+    closest_model: str                  # when no model agrees: the nearest one ...
+    differs_in: list[str]               # ... and the facts it differs in
+    also_fits: list[str]                # other families the tensors fit (no claim made)
 
 
 def families() -> Mapping[str, CatalogueFamily]:
@@ -83,8 +95,9 @@ def find_model(family: str | None, facts: dict) -> tuple[KnownModel | None, Know
     return exact, best, best_diff
 
 
-def _claimed(config: dict | None, gguf: dict | None) -> tuple[str | None, str | None]:
-    """Family named by config.json (model_type, then architectures) or GGUF metadata."""
+def _claimed(config: dict | None, gguf: dict | None) -> tuple[str, str] | None:
+    """(family, why) named by config.json (model_type, then architectures) or GGUF metadata;
+    several families joined by "|" when the claim fits more than one."""
     fams = families()
     if isinstance(config, dict):
         types = [config.get("model_type")]
@@ -106,27 +119,27 @@ def _claimed(config: dict | None, gguf: dict | None) -> tuple[str | None, str | 
             return hits[0], f"general.architecture = {arch}"
         if hits:
             return "|".join(hits), f"general.architecture = {arch}"
-    return None, None
+    return None
 
 
 def match_family(facts: dict, config: dict | None = None,
-                 gguf_metadata: dict | None = None) -> dict | None:
+                 gguf_metadata: dict | None = None) -> FamilyMatch | None:
     """Name the family (and, when the dimensions agree, the known model) of a checkpoint.
 
     ``facts`` maps fact keys to Fact objects or plain values. Config/GGUF claims decide the
     family when present; otherwise the family whose tensor signature fits, preferring one
     with a model of the same dimensions."""
     fams = families()
-    claimed, why = _claimed(config, gguf_metadata)
+    claim = _claimed(config, gguf_metadata)
     candidates: list[str]
-    if claimed and "|" not in claimed:
-        candidates = [claimed]
+    if claim and "|" not in claim[0]:
+        candidates, why = [claim[0]], claim[1]
     else:
-        pool = claimed.split("|") if claimed else list(fams)
+        pool = claim[0].split("|") if claim else list(fams)
         candidates = [n for n in pool if signature_matches(fams[n], facts)]
         if not candidates:
             return None
-        why = why or "tensor signature"
+        why = claim[1] if claim else "tensor signature"
     ranked = []
     for name in candidates:
         exact, closest, differ = find_model(name, facts)
@@ -135,12 +148,12 @@ def match_family(facts: dict, config: dict | None = None,
     ranked.sort(key=lambda r: (r[0], r[1]), reverse=True)
     _, _, name, exact, closest, differ = ranked[0]
     fam = fams[name]
-    out = {"family": name, "title": fam.title, "model": exact.name if exact else None,
+    out: FamilyMatch = {"family": name, "title": fam.title, "model": exact.name if exact else None,
            "matched_by": why, "signature_ok": signature_matches(fam, facts)}
     if exact is None and closest is not None:
         out["closest_model"] = closest.name
         out["differs_in"] = differ
-    if len(ranked) > 1 and not claimed:
+    if len(ranked) > 1 and not claim:
         out["also_fits"] = [r[2] for r in ranked[1:]]
     return out
 

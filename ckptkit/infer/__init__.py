@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..catalogue import FamilyMatch
 from ..index import TensorIndex
 from .attention import infer_attention
 from .embeddings import infer_embeddings
@@ -37,7 +38,7 @@ __all__ = ["infer", "Inference", "Fact", "FACT_KEYS", "canonical_name", "canonic
 @dataclass
 class Inference:
     facts: dict[str, Fact]
-    family: dict | None = None        # {"family", "model", "matched_by", ...} or None
+    family: FamilyMatch | None = None
     scan: Scan | None = field(default=None, repr=False)
 
     def value(self, key: str) -> Any:

@@ -5,6 +5,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ..catalogue import FamilyMatch
+
 LEVELS = ("warning", "error")          # in rising order
 
 # code -> (level, what it means); the README lists these, tests refer to them by name
@@ -106,7 +108,7 @@ class Validation:
     source: str
     format: str | None
     findings: list[Finding]
-    family: dict | None = None
+    family: FamilyMatch | None = None
     tensors: int = 0
     files: int = 0
     seconds: float = 0.0              # CPU time spent reading and checking

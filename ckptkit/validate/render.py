@@ -7,8 +7,9 @@ from .findings import Validation
 
 
 def format_text(v: Validation) -> str:
-    fam = v.family or {}
-    name = fam.get("model") or fam.get("title") or "unknown architecture"
+    name = "unknown architecture"
+    if v.family:
+        name = v.family["model"] or v.family["title"] or name
     lines = [f"{v.source}: {v.format}, {v.files} file(s), {v.tensors:,} tensors; {name}"]
     width = max((len(f.code) for f in v.findings), default=0)
     for f in v.findings:
