@@ -509,6 +509,25 @@ def test_canonicalize_resolves_post_attention_norm():
         "post_attention_norm.weight"
 
 
+def test_scan_and_canonicalize_agree_on_norms_with_bias():
+    """StableLM: a Llama-style layer whose norms carry a bias. The weight and the bias of
+    post_attention_layernorm are one norm and must get one meaning (ffn_norm) in both the
+    scan and canonicalize, whichever of the two is seen first."""
+    from ckptkit.infer import scan
+    H, p = 64, "model.layers.0."
+    names = [p + n for n in (
+        "input_layernorm.weight", "input_layernorm.bias", "self_attn.q_proj.weight",
+        "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+        "post_attention_layernorm.weight", "post_attention_layernorm.bias",
+        "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")]
+    for order in (names, names[::-1]):
+        canon = canonicalize(order)
+        assert canon[p + "post_attention_layernorm.weight"].role == "ffn_norm.weight"
+        assert canon[p + "post_attention_layernorm.bias"].role == "ffn_norm.bias"
+        layer = scan(index_of([T(n, (H,) if "layernorm" in n else (H, H)) for n in order])).layers[0]
+        assert {r: x.name for r, x in layer.roles.items()} == {canon[n].role: n for n in order}
+
+
 def test_block_size():
     assert block_size((7168, 2048), (56, 16)) == [128, 128]
     assert block_size((576, 7168), (5, 56)) == [128, 128]      # ragged last block

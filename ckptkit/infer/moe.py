@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import mapdata
 from .fact import Fact, Hints
-from .scan import Layer, Scan
+from .scan import Layer, Scan, Seen
 
 
 def is_moe(layer: Layer) -> bool:
@@ -12,7 +12,7 @@ def is_moe(layer: Layer) -> bool:
         layer.has(groups["routed_experts"].prefixes)
 
 
-def _width(seen, hidden: int | None, fused: bool) -> int | None:
+def _width(seen: Seen, hidden: int | None, fused: bool) -> int | None:
     """The FFN width of a weight: whichever matrix dim is not the model width."""
     dims = seen.shape[-2:]
     if len(dims) != 2:
@@ -42,7 +42,7 @@ def infer_moe(s: Scan, h: Hints, hidden: int | None) -> dict[str, Fact]:
                         any(r in s.layers[n].roles for r in dense)), None)
     if dense_layer is not None:
         w, ev = ffn_width(dense_layer, dense, hidden)
-        facts["intermediate_size"] = Fact(w, "tensors", [ev])
+        facts["intermediate_size"] = Fact(w, "tensors", [ev] if ev else [])
     else:
         facts["intermediate_size"] = Fact(None, "tensors", ["no dense feed-forward layer"])
 
@@ -56,9 +56,9 @@ def infer_moe(s: Scan, h: Hints, hidden: int | None) -> dict[str, Fact]:
 
     if not moe:
         facts["num_experts"] = Fact(None, "tensors", ["no router or expert tensors"])
-        for k in ("num_shared_experts", "expert_intermediate_size", "dense_prefix_layers",
-                  "num_experts_per_tok"):
-            facts[k] = Fact(None, "tensors", ["dense model"])
+        for name in ("num_shared_experts", "expert_intermediate_size", "dense_prefix_layers",
+                     "num_experts_per_tok"):
+            facts[name] = Fact(None, "tensors", ["dense model"])
         facts["moe_layers"] = Fact([], "tensors", ["dense model"])
         facts["router_bias"] = Fact(False, "tensors", ["dense model"])
         return facts

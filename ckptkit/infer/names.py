@@ -8,7 +8,7 @@ maps to itself and an HF name maps to what llama.cpp would call it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -164,11 +164,11 @@ def canonical_name(name: str) -> tuple[str | None, int | None, int | None]:
     return info.role, info.layer, info.expert
 
 
-def resolve_contextual(info: NameInfo, layer_roles: set[str]) -> str | None:
-    """Pick the role of an ambiguous norm given the other roles in its layer."""
-    if not info.contextual:
-        return info.role
-    default, alt = info.contextual[0], info.contextual[1]
+def resolve_contextual(alts: tuple[str, ...], layer_roles: Collection[str]) -> str:
+    """Pick the role of an ambiguous norm (``alts``: its default role, then the alternative)
+    given the other roles in its layer. ``layer_roles`` must not hold roles resolved this way:
+    else a norm's weight, once resolved, would decide its own bias differently."""
+    default, alt = alts[0], alts[1]
     stem = default.split(".")[0]
     has_own = any(r.startswith(stem + ".") for r in layer_roles)   # e.g. a pre_feedforward norm
     has_input = any(r.startswith("attn_norm.") for r in layer_roles)
@@ -184,7 +184,7 @@ def canonicalize(names: Iterable[str]) -> dict[str, NameInfo]:
             per_layer.setdefault((info.layer, info.mtp), set()).add(info.role)
     for n, info in infos.items():
         if info.contextual:
-            role = resolve_contextual(info, per_layer.get((info.layer, info.mtp), set()))
+            role = resolve_contextual(info.contextual, per_layer.get((info.layer, info.mtp), set()))
             infos[n] = NameInfo(role, info.layer, info.expert, info.part, info.mtp,
                                 info.transposed, ())
     return infos

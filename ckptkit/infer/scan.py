@@ -107,8 +107,10 @@ def scan(index: TensorIndex) -> Scan:
             pending.append((info, layer, seen))
         elif role not in layer.roles:
             layer.roles[role] = seen
-    for info, layer, seen in pending:
-        role = resolve_contextual(info, set(layer.roles))
+    # decide every contextual role against the layers' other roles before adding any
+    decided = [(layer, resolve_contextual(info.contextual, layer.roles.keys()), seen)
+               for info, layer, seen in pending]
+    for layer, role, seen in decided:
         layer.roles.setdefault(role, seen)
     # DeepSeek-style MTP modules are extra numbered layers holding nextn.* tensors
     for num in [n for n, layer in s.layers.items() if layer.has("nextn.")]:
