@@ -16,7 +16,7 @@ from ..errors import CkptError, FormatError, UnsupportedError
 from ..expr import Expr, ExprError
 from ..formats.gguf_write import KV, VT, TensorSlot, kv
 from ..index import TensorIndex, TensorInfo
-from ..infer.names import NameInfo, canonicalize
+from ..infer.names import canonicalize
 from ..mapdata import Split
 from .family import Family, effective_config
 from .transforms import ROW_OPS, WHOLE
@@ -179,7 +179,7 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
     order: list[tuple[str, Any]] = []
     unknown: list[str] = []
     for name, t in index.tensors.items():
-        info: NameInfo = infos[name]
+        info = infos[name]
         if info.role == "vision":
             plan.dropped.append((name, "vision/audio tower (text model only)"))
             continue
@@ -193,6 +193,7 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
         if info.role is None:
             unknown.append(name)
             continue
+        role = fam.renames.get(info.role, info.role)
         is_mtp = info.mtp or (first_mtp is not None and info.layer is not None and info.layer >= first_mtp)
         if is_mtp and not keep_mtp:
             plan.dropped.append((name, "multi-token-prediction layer (--no-mtp)"))
@@ -202,11 +203,10 @@ def plan_gguf(index: TensorIndex, fam: Family, outtype: str = "auto", keep_mtp: 
         if is_mtp and info.layer is not None:
             mtp_kept.add(info.layer)
         if info.part == "blocks":
-            order.append(("mxfp4", (fam.renames.get(info.role, info.role), info, t, _mxfp4_scales(index, name, t))))
+            order.append(("mxfp4", (role, info, t, _mxfp4_scales(index, name, t))))
             continue
         if info.part not in ("weight", "bias"):
             raise UnsupportedError(f"{name}: {info.part} tensors are not converted yet")
-        role = fam.renames.get(info.role, info.role)
         if info.expert is not None:
             key = (info.layer, role)
             if key not in experts:
