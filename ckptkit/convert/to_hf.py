@@ -123,8 +123,9 @@ def build_config(target: Target, names: dict[str, Any], torch_dtype: str) -> dic
         d[last] = value
     for need in target.required:
         if need not in cfg:
-            ck = target.config.get(need)
-            raise FormatError(f"GGUF metadata lacks what config.json {need} needs ({ck.expr if ck else '?'})")
+            wanted = target.config.get(need)
+            raise FormatError(f"GGUF metadata lacks what config.json {need} needs "
+                              f"({wanted.expr if wanted else '?'})")
     cfg["dtype"] = torch_dtype
     return cfg
 
@@ -141,6 +142,10 @@ def _flat(cfg: dict) -> dict:
 
 # ---- the plan ---------------------------------------------------------------------------------------
 
+# an inverse op: the name of a function in OPS, then its arguments after the array
+InverseOp = tuple[str, *tuple[float, ...]]
+
+
 @dataclass(frozen=True)
 class HFPiece:
     """Rows [r0, r1) of a GGUF tensor seen as a matrix, with the inverse ops; chunks hold a
@@ -148,7 +153,7 @@ class HFPiece:
     src: TensorInfo
     r0: int
     r1: int
-    ops: tuple[tuple[Any, ...], ...] = ()
+    ops: tuple[InverseOp, ...] = ()
     quantum: int = 1
 
 
@@ -196,14 +201,16 @@ def unpermute_rope(x: np.ndarray, n_head: int, head_rows: int) -> np.ndarray:
 
 
 # the ops an inverse plan uses: permute_rope is undone by unpermute_rope, add(v) by add(-v)
-OPS = {"unpermute_rope": unpermute_rope, "add": add, "transpose": transpose}
+OPS: dict[str, Callable[..., np.ndarray]] = {"unpermute_rope": unpermute_rope, "add": add, "transpose": transpose}
 
 
-def _inverse_ops(fam: Family, role: str, cfg: dict, rows: int, split: bool = False) -> tuple[tuple, int]:
+def _inverse_ops(fam: Family, role: str, cfg: dict, rows: int,
+                 split: bool = False) -> tuple[tuple[InverseOp, ...], int]:
     """The family's transforms of a GGUF role undone, last first; and the chunk row quantum."""
     if not split and any(sp.to_role == role for sp in fam.splits):
         raise UnsupportedError(f"{fam.name}: {role} is split from a fused HF tensor; re-fusing is not supported yet")
-    ops, quantum = [], 1
+    ops: list[InverseOp] = []
+    quantum = 1
     for op in reversed(fam.transforms.get(role, ())):
         name, vals = op.name, op.values(cfg)
         if name == "permute_rope":
@@ -317,8 +324,10 @@ def refuse_plan(fam: Family, from_role: str, parts: dict[str, TensorInfo],
     if missing:
         raise FormatError(f"{from_role} is re-fused from {', '.join(sp.to_role for sp in splits)}, "
                           f"but the GGUF lacks {', '.join(missing)}")
-    layout: list[tuple[TensorInfo, int, tuple, int]] = []   # (src, rows per group, ops, quantum)
-    groups, cols, at = None, None, 0
+    layout: list[tuple[TensorInfo, int, tuple[InverseOp, ...], int]] = []   # (src, rows per group, ops, quantum)
+    groups: int | None = None
+    cols: int | None = None
+    at = 0
     for sp in splits:
         if sp.segments or sp.step or sp.group_rows or sp.uses_src_shape or sp.count is None:
             raise UnsupportedError(f"{fam.name}: re-fusing {sp.to_role} into {from_role} is not supported "
@@ -345,6 +354,8 @@ def refuse_plan(fam: Family, from_role: str, parts: dict[str, TensorInfo],
             raise FormatError(f"{t.name}: shape {list(t.shape)} does not fit {count} rows per group of {from_role}")
         cols = out_cols
         layout.append((t, per, ops, quantum))
+    if groups is None or cols is None:
+        raise UnsupportedError(f"{fam.name}: no split of {from_role} to re-fuse")
     pieces = tuple(HFPiece(t, g * per, (g + 1) * per, ops, quantum)
                    for g in range(groups) for t, per, ops, quantum in layout)
     return (groups * at, cols), pieces
