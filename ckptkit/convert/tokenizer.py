@@ -17,10 +17,11 @@ import base64
 import binascii
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import mapdata
 from ..errors import CkptError, FormatError, UnsupportedError
@@ -223,8 +224,9 @@ def _describe(steps: tuple) -> str:
 def _config_hints(config: dict | None) -> set[str]:
     if not config:
         return set()
-    out = set()
-    for c in (config, config.get("text_config") if isinstance(config.get("text_config"), dict) else {}):
+    out: set[str] = set()
+    text = config.get("text_config")
+    for c in (config, text if isinstance(text, dict) else {}):
         if isinstance(c.get("model_type"), str):
             out.add(c["model_type"])
         if isinstance(c.get("architectures"), list):
@@ -363,9 +365,16 @@ def _varint(buf: bytes, pos: int, where: str) -> tuple[int, int]:
     raise FormatError("protobuf varint longer than 10 bytes", where)
 
 
-def _fields(buf: bytes, where: str):
-    """(field number, wire type, value) of one protobuf message: ints for varints and fixed
-    widths, bytes for length-delimited fields."""
+class _Field(NamedTuple):
+    """One protobuf field: a varint's value, or the bytes of any other wire type."""
+    num: int
+    wire: int             # 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32
+    varint: int = 0
+    data: bytes = b""
+
+
+def _fields(buf: bytes, where: str) -> Iterator[_Field]:
+    """The fields of one protobuf message, in order."""
     pos = 0
     while pos < len(buf):
         tag, pos = _varint(buf, pos, where)
@@ -374,22 +383,24 @@ def _fields(buf: bytes, where: str):
             raise FormatError("protobuf field number 0", where)
         if wt == 0:
             val, pos = _varint(buf, pos, where)
-        elif wt == 1:
-            if pos + 8 > len(buf):
+            yield _Field(num, wt, varint=val)
+            continue
+        if wt == 1:
+            n = 8
+            if pos + n > len(buf):
                 raise FormatError("truncated protobuf fixed64", where)
-            val, pos = buf[pos:pos + 8], pos + 8
         elif wt == 2:
             n, pos = _varint(buf, pos, where)
             if pos + n > len(buf):
                 raise FormatError("protobuf field runs past the end of the message", where)
-            val, pos = buf[pos:pos + n], pos + n
         elif wt == 5:
-            if pos + 4 > len(buf):
+            n = 4
+            if pos + n > len(buf):
                 raise FormatError("truncated protobuf fixed32", where)
-            val, pos = buf[pos:pos + 4], pos + 4
         else:
             raise FormatError(f"protobuf wire type {wt} is not used by SentencePiece", where)
-        yield num, wt, val
+        pos += n
+        yield _Field(num, wt, data=buf[pos - n:pos])
 
 
 def _int32(v: int) -> int:
@@ -403,36 +414,38 @@ def parse_sentencepiece(data: bytes, where: str = "tokenizer.model") -> SpmModel
     2: score (float), 3: type (enum, NORMAL when absent)})."""
     m = SpmModel(pieces=[])
     trainer_ids = {"unk": 0, "bos": 1, "eos": 2, "pad": -1}  # TrainerSpec defaults
-    for num, wt, val in _fields(data, where):
-        if num == 1 and wt == 2:
-            piece, score, typ = None, 0.0, NORMAL
-            for n2, w2, v2 in _fields(val, where):
-                if n2 == 1 and w2 == 2:
+    for f in _fields(data, where):
+        if f.num == 1 and f.wire == 2:
+            piece: str | None = None
+            score: float = 0.0
+            typ = NORMAL
+            for g in _fields(f.data, where):
+                if g.num == 1 and g.wire == 2:
                     try:
-                        piece = v2.decode("utf-8")
+                        piece = g.data.decode("utf-8")
                     except UnicodeDecodeError:
                         raise FormatError(f"piece {len(m.pieces)} is not UTF-8", where) from None
-                elif n2 == 2 and w2 == 5:
-                    score = struct.unpack("<f", v2)[0]
-                elif n2 == 3 and w2 == 0:
-                    typ = v2
+                elif g.num == 2 and g.wire == 5:
+                    score = struct.unpack("<f", g.data)[0]
+                elif g.num == 3 and g.wire == 0:
+                    typ = g.varint
             if piece is None:
                 raise FormatError(f"piece {len(m.pieces)} has no text", where)
             if not 1 <= typ <= 6:
                 raise FormatError(f"piece {len(m.pieces)} has unknown type {typ}", where)
             m.pieces.append((piece, score, typ))
-        elif num == 2 and wt == 2:  # TrainerSpec: model_type 3, unk/bos/eos/pad ids 40..43
-            for n2, w2, v2 in _fields(val, where):
-                if n2 == 3 and w2 == 0:
-                    m.model_type = v2
-                elif 40 <= n2 <= 43 and w2 == 0:
-                    trainer_ids[("unk", "bos", "eos", "pad")[n2 - 40]] = _int32(v2)
-        elif num == 3 and wt == 2:  # NormalizerSpec: add_dummy_prefix 3, remove_extra_ws 4
-            for n2, w2, v2 in _fields(val, where):
-                if n2 == 3 and w2 == 0:
-                    m.add_dummy_prefix = bool(v2)
-                elif n2 == 4 and w2 == 0:
-                    m.remove_extra_whitespaces = bool(v2)
+        elif f.num == 2 and f.wire == 2:  # TrainerSpec: model_type 3, unk/bos/eos/pad ids 40..43
+            for g in _fields(f.data, where):
+                if g.num == 3 and g.wire == 0:
+                    m.model_type = g.varint
+                elif 40 <= g.num <= 43 and g.wire == 0:
+                    trainer_ids[("unk", "bos", "eos", "pad")[g.num - 40]] = _int32(g.varint)
+        elif f.num == 3 and f.wire == 2:  # NormalizerSpec: add_dummy_prefix 3, remove_extra_ws 4
+            for g in _fields(f.data, where):
+                if g.num == 3 and g.wire == 0:
+                    m.add_dummy_prefix = bool(g.varint)
+                elif g.num == 4 and g.wire == 0:
+                    m.remove_extra_whitespaces = bool(g.varint)
     if not m.pieces:
         raise FormatError("SentencePiece model has no pieces", where)
     m.special_ids = {k: v for k, v in trainer_ids.items() if 0 <= v < len(m.pieces)}
@@ -533,13 +546,16 @@ def _apply_added_tokens(vocab: Vocab, source: Source, tj: dict | None, tok_confi
                 found[int(i)] = (d["content"], bool(d.get("special")))
     if not found:
         return
+    scores = vocab.scores
+    if scores is None:
+        raise CkptError("internal: added tokens extend a SentencePiece vocab, which has scores")
     top = max(found) + 1
     if top > len(vocab.tokens):
         size = _table_size(top, vocab_size, "added tokens")
         grow = size - len(vocab.tokens)
         vocab.tokens += [f"[PAD{len(vocab.tokens) + k}]" for k in range(grow)]
         vocab.types += [UNUSED] * grow
-        vocab.scores += [-1000.0] * grow
+        scores.extend([-1000.0] * grow)
     for i, (text, special) in sorted(found.items()):
         same = vocab.tokens[i] == text and vocab.types[i] != UNUSED
         if same and vocab.types[i] in (UNKNOWN, CONTROL, BYTE):
@@ -552,7 +568,7 @@ def _apply_added_tokens(vocab: Vocab, source: Source, tj: dict | None, tok_confi
             vocab.types[i] = USER_DEFINED
         vocab.tokens[i] = text
         if not same:  # a piece of the model keeps its score
-            vocab.scores[i] = -1000.0
+            scores[i] = -1000.0
 
 
 # ---- tiktoken (Kimi K2) -------------------------------------------------------------------------
@@ -631,15 +647,24 @@ def _code_pattern(source: Source, tok_config: dict) -> str | None:
             if isinstance(node, ast.Assign) and any(isinstance(t, (ast.Name, ast.Attribute)) and
                                                     getattr(t, "id", getattr(t, "attr", "")) == "pat_str"
                                                     for t in node.targets):
-                v = node.value
-                if isinstance(v, ast.Constant) and isinstance(v.value, str):
-                    return v.value
-                if isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute) and v.func.attr == "join" \
-                        and isinstance(v.func.value, ast.Constant) and len(v.args) == 1 \
-                        and isinstance(v.args[0], (ast.List, ast.Tuple)) \
-                        and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in v.args[0].elts):
-                    return v.func.value.value.join(e.value for e in v.args[0].elts)
+                pattern = _pattern_literal(node.value)
+                if pattern is not None:
+                    return pattern
     return None
+
+
+def _literal_str(node: ast.expr) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _pattern_literal(v: ast.expr) -> str | None:
+    """A string literal, or ``"sep".join([...string literals...])``; None for anything else."""
+    if isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute) and v.func.attr == "join" \
+            and len(v.args) == 1 and isinstance(v.args[0], (ast.List, ast.Tuple)):
+        sep = _literal_str(v.func.value)
+        parts = [p for p in map(_literal_str, v.args[0].elts) if p is not None]
+        return sep.join(parts) if sep is not None and len(parts) == len(v.args[0].elts) else None
+    return _literal_str(v)
 
 
 def _table_regex(name: str) -> str:
@@ -794,7 +819,8 @@ def chat_template_kvs(source: Source, tok_config: dict) -> list[KV]:
         return [kv("tokenizer.chat_template", tmpl)]
     if isinstance(tmpl, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str)
                                       and isinstance(t.get("template"), str) for t in tmpl):
-        out, names = [], []
+        out: list[KV] = []
+        names: list[str] = []
         for t in tmpl:
             if t["name"] == "default":
                 out.insert(0, kv("tokenizer.chat_template", t["template"]))
