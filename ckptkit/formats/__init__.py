@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-T = TypeVar("T")
+
+class HasBytes(Protocol):
+    @property
+    def nbytes(self) -> int: ...
+
+
+T = TypeVar("T", bound=HasBytes)
 
 
 def pack_in_order(items: Sequence[T], limit: int) -> list[list[T]]:
@@ -13,7 +19,7 @@ def pack_in_order(items: Sequence[T], limit: int) -> list[list[T]]:
     groups: list[list[T]] = [[]]
     used = 0
     for it in items:
-        n = it.nbytes  # type: ignore[attr-defined]
+        n = it.nbytes
         if groups[-1] and used + n > limit:
             groups.append([])
             used = 0

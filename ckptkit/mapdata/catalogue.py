@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import Field, dataclass, fields
+from typing import Any, ClassVar
 
 from .schema import Table, frozen
 
 
 class _Record(Mapping[str, Any]):
     """The fields that are set (not None), read as a mapping."""
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # each record type is a dataclass
 
     def __getitem__(self, key: str) -> Any:
         v = getattr(self, key, None) if key in self._names() else None
@@ -30,7 +31,7 @@ class _Record(Mapping[str, Any]):
 
     @classmethod
     def _names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True, eq=False)

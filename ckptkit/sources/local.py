@@ -81,9 +81,10 @@ class LocalSource(Source):
         return self._files
 
     def size(self, path: str) -> int:
-        if self._files.get(path) is None:
-            self._files[path] = self._resolve(path).stat().st_size
-        return self._files[path]  # type: ignore[return-value]
+        n = self._files.get(path)
+        if n is None:
+            n = self._files[path] = self._resolve(path).stat().st_size
+        return n
 
     def _fd(self, path: str) -> int:
         """An open descriptor per file, checked once: conversion reads thousands of chunks."""
