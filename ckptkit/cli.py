@@ -80,8 +80,13 @@ def main(debug: bool) -> None:
 @click.option("--tensors", "all_tensors", is_flag=True, help="List every tensor, not patterns.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.option("--ctx", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Also report memory: weights plus the cache at N tokens of context.")
+@click.option("--kv-type", type=click.Choice(["f16", "bf16", "q8_0", "f32"]), default="f16",
+              show_default=True, help="KV-cache type for --ctx (linear-attention state is F32).")
 @guarded
-def inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no_progress: bool) -> None:
+def inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no_progress: bool,
+            ctx: int | None, kv_type: str) -> None:
     """Read only the headers of SRC (file, folder, GGUF or Hub repo) and tell what it holds."""
     progress, close = _progress_bar(not no_progress and sys.stderr.isatty())
     try:
@@ -90,6 +95,8 @@ def inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no
         close()
     report = index_report(index)
     _add_inference(report, index)
+    if ctx is not None:
+        _add_memory(report, index.total_bytes, ctx, kv_type)
     if as_json:
         # compact: with indent json falls back to its pure-Python encoder, 3x slower on 90k tensors
         click.echo(json.dumps(report))
@@ -106,6 +113,12 @@ def _add_inference(report: dict, index) -> None:
     except ImportError:
         return
     report.update(infer(index).to_json())
+
+
+def _add_memory(report: dict, weights_bytes: int, ctx: int, kv_type: str) -> None:
+    from .infer.memory import estimate_memory, fact_values
+    values = fact_values(report.get("facts") or {})
+    report["memory"] = estimate_memory(values, weights_bytes, ctx, kv_type).to_json()
 
 
 def _render_facts(report: dict, console: Console) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import mapdata
 from .fact import Fact, Hints
+from .memory import cache_rows
 from .scan import Layer, Scan, Seen
 
 ATTN_KEYS = ("num_attention_heads", "num_key_value_heads", "head_dim")
@@ -26,6 +27,7 @@ def infer_attention(s: Scan, h: Hints) -> dict[str, Fact]:
     facts["linear_attention_layers"] = Fact(
         linear, "tensors", [f"linear-attention (ssm_*/linear_attn) tensors in layers {linear}"]
         if linear else ["no linear-attention tensors"])
+    facts["linear_attention_state"] = linear_state(s, h, linear)
 
     bias = []
     for n in std + mla:
@@ -230,21 +232,48 @@ def sliding_window(h: Hints, num_layers: int) -> Fact:
     return Fact(None, "config" if h.config else "tensors", ["no sliding window configured"])
 
 
+def linear_state(s: Scan, h: Hints, linear: list[int]) -> Fact:
+    """Elements of the fixed state one linear-attention (Gated DeltaNet) layer keeps per
+    sequence: the causal conv's last kernel-1 inputs over its channels, and one key x value
+    matrix per value head (llama.cpp's n_embd_r and n_embd_s)."""
+    if not linear:
+        return Fact(None, "tensors", ["no linear-attention layers"])
+    r = s.layers[linear[0]].roles
+    conv, out = r.get("ssm_conv1d.weight"), r.get("ssm_out.weight")
+    if conv is None or out is None or len(conv.shape) < 2 or len(out.shape) != 2:
+        return Fact(None, "tensors", ["no conv1d and out_proj tensors to size the state"])
+    channels, kernel, v_width = conv.shape[0], conv.shape[-1], out.shape[1]
+    ev = [f"{_shape(conv)}: {channels} conv channels, kernel {kernel}",
+          f"{_shape(out)}: value heads x value head_dim = {v_width}"]
+    dk, dk_key = h.int_cfg("linear_key_head_dim")
+    src = "config"
+    if not dk:
+        dk, dk_key = h.int_gguf("ssm.state_size")
+        src = "gguf"
+    if not dk:   # the shapes give key heads x key head_dim only
+        return Fact(None, "tensors", ev + ["key head_dim unknown (no linear_key_head_dim or "
+                                           "ssm.state_size)"])
+    conv_el, rec = (kernel - 1) * channels, dk * v_width
+    return Fact({"conv": conv_el, "recurrent": rec}, src, ev + [
+        f"{dk_key} = {dk}", f"conv state: (kernel {kernel} - 1) x {channels} = {conv_el}",
+        f"recurrent state: key head_dim {dk} x {v_width} = {rec}"])
+
+
 def kv_cache(facts: dict[str, Fact], std: list[int], mla: list[int], windows: Fact) -> Fact:
     """Bytes of KV cache each token adds at 16 bits, over the layers whose cache grows with the
     context. Windowed layers stop growing at the window; linear-attention layers keep none."""
     win = windows.value if isinstance(windows.value, dict) else None
+    rows = cache_rows({k: f.value for k, f in facts.items()})
     if mla:
-        rank, rope = facts["kv_lora_rank"].value, facts["qk_rope_head_dim"].value
-        if not rank or not rope:
+        if rows is None:
             return Fact(None, "derived", ["MLA dimensions unknown"])
-        per = (rank + rope) * 2
+        per = rows.elements * 2
         return Fact(per * len(mla), "derived",
-                    [f"MLA: (kv_lora_rank {rank} + rope {rope}) x 2 bytes x {len(mla)} layers"])
-    kv, hd = facts["num_key_value_heads"].value, facts["head_dim"].value
-    if not std or not kv or not hd:
+                    [f"MLA: ({rows.why}) x 2 bytes x {len(mla)} layers"])
+    if not std or rows is None:
         return Fact(None, "derived", ["KV heads or head_dim unknown"])
-    per = 2 * kv * hd * 2
+    kv, hd = facts["num_key_value_heads"].value, facts["head_dim"].value
+    per = rows.elements * 2
     layers = win.get("layers") if win else None
     windowed = [n for n in std if n in set(layers)] if layers is not None else []
     ev = [f"2 (k,v) x {kv} kv heads x {hd} head_dim x 2 bytes = {per} per layer",

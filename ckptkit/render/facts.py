@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..index import span_text
-from .text import human_count
+from .text import human_bytes, human_count
 
 
 class _Facts:
@@ -134,7 +134,38 @@ def fact_lines(report: dict) -> list[tuple[str, str]]:
     if kv:
         out.append(("kv cache", f"{kv:,} bytes/token at 16-bit ({kv / 1024:.1f} KiB)"
                     + mark("kv_cache_bytes_per_token")))
+    if isinstance(report.get("memory"), dict):
+        out.append(("memory", memory_text(report["memory"])))
     return out
+
+
+_KIND_LABELS = {"full_attention": "full-attention", "sliding_attention": "sliding-window",
+                "mla": "MLA latent", "linear_attention": "linear-attention", "mtp": "MTP"}
+
+
+def memory_text(mem: dict) -> str:
+    """Weights + cache = total, then what each kind of layer holds, then what is not known."""
+    kv = mem.get("kv_cache_bytes")
+    txt = (f"{human_bytes(mem.get('weights_bytes'))} weights + {human_bytes(kv)} KV cache at "
+           f"{mem.get('ctx'):,} tokens ({mem.get('kv_type')}) = "
+           f"[bold]{human_bytes(mem.get('total_bytes'))}[/bold]")
+    parts = []
+    for kind, k in (mem.get("per_kind") or {}).items():
+        label = _KIND_LABELS.get(kind, kind)
+        if kind == "mtp":
+            parts.append(f"{k['layers']} {label} layer(s) hold none")
+        elif k.get("tokens") is None:
+            parts.append(f"{k['layers']} {label} layers x {human_bytes(k['bytes_per_layer'])} "
+                         "fixed state (F32)")
+        else:
+            parts.append(f"{k['layers']} {label} layers x {k['tokens']:,} tokens = "
+                         f"{human_bytes(k['bytes'])}")
+    if parts:
+        txt += "; " + ", ".join(parts)
+    notes = mem.get("notes") or []
+    if notes:
+        txt += " [dim](" + escape("; ".join(notes)) + ")[/dim]"
+    return txt
 
 
 def render_facts(report: dict, console: Console) -> None:
