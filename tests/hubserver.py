@@ -19,10 +19,10 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 __all__ = ["VirtualFile", "HubServer", "Fault", "RequestRecord"]
@@ -157,7 +157,9 @@ class Fault:
     usual JSON error when given), ``reset`` (TCP reset after
     ``after_bytes`` body bytes; 0 = before any response), ``short`` (announce the full Content-Length,
     send ``after_bytes`` bytes, close), ``stall`` (wait ``seconds`` before answering, or mid-body after
-    ``after_bytes`` bytes when that is > 0). Fires ``times`` times (None = always).
+    ``after_bytes`` bytes when that is > 0: part of the body, then silence), ``corrupt`` (the byte at
+    file offset ``after_bytes`` is sent with its bits flipped, headers untouched; a response that does
+    not include that byte passes unchanged and is not counted). Fires ``times`` times (None = always).
     """
 
     pattern: str
@@ -232,7 +234,7 @@ class HubServer:
 
     endpoint = url
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="hubserver", daemon=True
@@ -366,7 +368,7 @@ class HubServer:
     # ---- faults and stats ------------------------------------------------------------------
     def fail(self, pattern: str, kind: str, *, times: int | None = 1, method: str | None = "GET", **kw) -> Fault:
         """Add a fault rule (see Fault); rules are tried in the order they were added."""
-        if kind not in ("status", "reset", "short", "stall"):
+        if kind not in ("status", "reset", "short", "stall", "corrupt"):
             raise ValueError(f"unknown fault kind {kind!r}")
         fault = Fault(pattern, kind, times=times, method=method, **kw)
         with self._lock:
@@ -508,7 +510,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         except _Abort:
             self.close_connection = True
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
 
     def _pre_fault(self, fault: Fault) -> None:
@@ -539,7 +541,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         raise _Abort
 
-    def _send(self, status: int, headers: dict[str, str], body: Iterator[bytes] | bytes = b"", length: int | None = None):
+    def _send(self, status: int, headers: dict[str, str], body: Iterator[bytes] | bytes = b"",
+              length: int | None = None):
         if isinstance(body, bytes):
             length = len(body)
             body = iter([body]) if body else iter(())
@@ -639,7 +642,8 @@ class _Handler(BaseHTTPRequestHandler):
             if auth:
                 self._error(403, "GatedRepo", "Access to model is restricted and you are not in the authorized list.")
             else:
-                self._error(401, "GatedRepo", "Access to model is restricted. You must have access to it and be authenticated to access it.")
+                self._error(401, "GatedRepo", "Access to model is restricted. You must have access to it "
+                            "and be authenticated to access it.")
         elif auth:
             self._error(401, None, "Invalid credentials in Authorization header")
         else:
@@ -735,7 +739,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         names = [n for n in commit.files if n.startswith(prefix)]
         if sub and not names:
-            self._error(404, "EntryNotFound", f"{sub} does not exist on \"{commit.sha}\"", {"X-Repo-Commit": commit.sha})
+            self._error(404, "EntryNotFound", f"{sub} does not exist on \"{commit.sha}\"",
+                        {"X-Repo-Commit": commit.sha})
             return
         out, folders = [], set()
         for name in names:
@@ -829,13 +834,33 @@ class _Handler(BaseHTTPRequestHandler):
         size = blob.size
         rng = _parse_range(self.headers.get("Range"), size)
         if rng is None:
-            self._send(200, headers, blob.chunks(0, size), size)
+            self._send(200, headers, self._corrupted(blob.chunks(0, size), 0, size), size)
         elif rng == "unsatisfiable":
             self._send(416, {**headers, "Content-Range": f"bytes */{size}"}, b"")
         else:
             start, end = rng
             headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{size}"}
-            self._send(206, headers, blob.chunks(start, end), end - start)
+            self._send(206, headers, self._corrupted(blob.chunks(start, end), start, end), end - start)
+
+    def _corrupted(self, chunks: Iterator[bytes], start: int, end: int) -> Iterator[bytes]:
+        """The body with the byte a ``corrupt`` fault names flipped, when the body holds it."""
+        fault = self._fault
+        if fault is None or fault.kind != "corrupt":
+            yield from chunks
+            return
+        if not start <= fault.after_bytes < end:
+            with self.server.hub._lock:
+                fault.hits -= 1  # not this response: the fault waits for one that has the byte
+            self._fault = None
+            yield from chunks
+            return
+        pos = start
+        for piece in chunks:
+            i = fault.after_bytes - pos
+            if 0 <= i < len(piece):
+                piece = piece[:i] + bytes([piece[i] ^ 0xFF]) + piece[i + 1 :]
+            pos += len(piece)
+            yield piece
 
 
 class _Done(Exception):

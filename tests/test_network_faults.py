@@ -146,8 +146,10 @@ def test_env_configures_timeout_and_retries(hub, repo, hf_cache, monkeypatch):
     assert time.monotonic() - t0 < 2
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"id": "x"}', b'{"id": "x", "sha": "f", "siblings": 3}',
-                                  b'{"id": "x", "sha": "' + b"a" * 40 + b'", "siblings": [{"rfilename": "a", "size": -1}]}'])
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"id": "x"}',
+                                  b'{"id": "x", "sha": "f", "siblings": 3}',
+                                  b'{"id": "x", "sha": "' + b"a" * 40
+                                  + b'", "siblings": [{"rfilename": "a", "size": -1}]}'])
 def test_malformed_listing_is_a_source_error(hub, repo, hf_cache, body):
     from ckptkit.errors import SourceError
 

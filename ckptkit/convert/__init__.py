@@ -5,6 +5,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from ..api import load_index, open_source
 from ..errors import CkptError, UnsupportedError
 from ..formats.gguf_write import kv
 from ..sources.base import Source
+from ..sources.digest import ChecksumError
 from ..sources.window import WindowedSource
 from .family import family_for
 from .plan import Plan, plan_gguf
@@ -80,6 +82,22 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
                     family: str | None = None, vocab: bool = True, pre: str | None = None,
                     dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
                     on_plan: Callable[[Plan], None] | None = None) -> ConvertResult:
+    run = partial(_convert_once, spec, out, outtype, revision, threads, split_max_size, keep_mtp,
+                  family, vocab, pre, dry_run, on_bytes)
+    try:
+        return run(on_plan)
+    except ChecksumError:
+        pass  # a byte changed on the way: the output was discarded; fetch everything once more
+    try:
+        return run(None)
+    except ChecksumError as e:
+        raise ChecksumError(f"{e.message} (twice; the output was not written)", e.where) from None
+
+
+def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str | None, threads: int,
+                  split_max_size: str | None, keep_mtp: bool, family: str | None, vocab: bool,
+                  pre: str | None, dry_run: bool, on_bytes: Callable[[int], None] | None,
+                  on_plan: Callable[[Plan], None] | None) -> ConvertResult:
     with open_source(spec, revision) as source:
         plan = build_plan(source, outtype, keep_mtp, family, vocab, pre)
         if on_plan:

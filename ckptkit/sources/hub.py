@@ -20,6 +20,7 @@ from urllib.parse import unquote
 
 from ..errors import FormatError, NetworkError, SourceError, UnsafeInputError, UnsupportedError
 from .base import Source
+from .digest import Digests
 
 ENV_TIMEOUT = "CKPTKIT_HUB_TIMEOUT"  # seconds without progress before a request is abandoned
 ENV_RETRIES = "CKPTKIT_HUB_RETRIES"  # attempts after the first, per read, reset by progress
@@ -177,6 +178,8 @@ class HubSource(Source):
         self._remote_id = repo_id  # the name the server answers to (differs after a rename)
         self._entries: dict[str, tuple[int | None, str | None, str | None]] | None = None  # size, sha256, blob id
         self._offline_listing = False
+        #: checksums of files whose every byte this source has fetched (see digest.py)
+        self.digests = Digests()
 
     # ---- configuration read at call time -------------------------------------------------------
     @property
@@ -399,7 +402,7 @@ class HubSource(Source):
             f.truncate(have)
             f.seek(have)
             if size is None or have < size:
-                self._get(full, have, size, f.write, path)
+                self._get(full, have, size, f.write, path, check=False)
         got = tmp.stat().st_size
         if size is not None and got != size:
             raise NetworkError(f"downloaded {got} of {size} bytes", self._where(path))
@@ -408,6 +411,10 @@ class HubSource(Source):
             raise NetworkError("downloaded bytes do not match the Hub's checksum", self._where(path))
         os.replace(tmp, dest)
         return dest
+
+    def _entries_of(self, full: str) -> tuple[int | None, str | None, str | None]:
+        assert self._entries is not None
+        return self._entries.get(full, (None, None, None))
 
     # ---- HTTP ------------------------------------------------------------------------------------
     def _sleep_for(self, failures: int, wait: float | None) -> float:
@@ -466,9 +473,11 @@ class HubSource(Source):
         msg = (getattr(e, "server_message", None) or "").splitlines()
         return SourceError(f"HTTP {status} from {self.endpoint}" + (f": {msg[0]}" if msg else ""), where)
 
-    def _get(self, full: str, start: int, end: int | None, write: Callable[[bytes], object], path: str) -> int | None:
+    def _get(self, full: str, start: int, end: int | None, write: Callable[[bytes], object], path: str,
+             check: bool = True) -> int | None:
         """Bytes ``[start, end)`` of ``full`` (``end`` None = to EOF) passed to ``write`` in order,
-        each byte once; resumes after a broken body. Returns the file size from Content-Range."""
+        each byte once; resumes after a broken body. Returns the file size from Content-Range.
+        With ``check`` the bytes also go to the file's checksum (ChecksumError on a mismatch)."""
         import httpx2
         from huggingface_hub import get_session, hf_hub_url
         from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
@@ -525,6 +534,8 @@ class HubSource(Source):
                     if end is not None and start + got + len(chunk) > end:
                         chunk = chunk[: end - start - got]
                     if chunk:
+                        if check:
+                            self.digests.feed(full, *self._entries_of(full), start + got, chunk, self._where(path))
                         write(chunk)
                         got += len(chunk)
                         received += len(chunk)

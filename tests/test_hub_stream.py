@@ -1,0 +1,92 @@
+"""Converting straight from the Hub: checksums, stalls, and each byte fetched once."""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+import pytest
+
+from ckptkit.convert import convert_to_gguf
+from ckptkit.sources.digest import ChecksumError, Digests, FileDigest
+
+REPO = "stream/llama"
+
+
+@pytest.fixture
+def model(tiny_model, hub):
+    src = tiny_model("llama")
+    hub.add_repo_from_dir(REPO, src)
+    return src
+
+
+@pytest.fixture
+def local_gguf(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "local.gguf"
+    if not out.exists():
+        convert_to_gguf(str(model), out, outtype="f16")
+    return out
+
+
+def _shards(src):
+    return sorted(set(json.loads((src / "model.safetensors.index.json").read_text())["weight_map"].values()))
+
+
+def _data_start(path) -> int:
+    with open(path, "rb") as f:
+        return 8 + struct.unpack("<Q", f.read(8))[0]
+
+
+def _leftovers(d):
+    return sorted(p.name for p in d.iterdir())
+
+
+# ---- checksums -------------------------------------------------------------------------------------
+
+def test_digest_accepts_pieces_in_any_order():
+    data = bytes(range(256)) * 1000
+    d = FileDigest(len(data), hashlib.sha256(data).hexdigest(), None)
+    for off in (100_000, 50_000, 0, 200_000, 150_000):
+        d.feed(off, data[off:off + 60_000])
+    assert d.done and d.matches and d.held == 0
+
+
+def test_digest_git_blob_id_and_partial_files():
+    data = b'{"a": 1}\n'
+    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    ds = Digests()
+    ds.feed("config.json", len(data), None, blob, 0, data, "x")
+    assert ds.verified == {"config.json"}
+    ds.feed("m.safetensors", 100, "0" * 64, None, 0, b"x" * 60, "y")  # partly read: not judged
+    assert "m.safetensors" not in ds.verified
+    with pytest.raises(ChecksumError, match="^z: received bytes do not match the Hub's sha256"):
+        ds.feed("n.safetensors", 4, hashlib.sha256(b"abcd").hexdigest(), None, 0, b"abce", "z")
+
+
+def test_flipped_byte_once_is_refetched(model, local_gguf, hub, hf_cache, tmp_path):
+    shard = _shards(model)[0]
+    at = _data_start(model / shard) + 1234
+    fault = hub.fail(shard, "corrupt", after_bytes=at)
+    out = tmp_path / "remote.gguf"
+    convert_to_gguf(REPO, out, outtype="f16", threads=2)
+    assert fault.hits == 1
+    assert hub.count("GET", f"/api/models/{REPO}") == 2  # caught, and fetched once more
+    assert out.read_bytes() == local_gguf.read_bytes()
+
+
+def test_persistent_corruption_fails_and_writes_nothing(model, hub, hf_cache, tmp_path):
+    from click.testing import CliRunner
+
+    from ckptkit.cli import main
+
+    shard = _shards(model)[-1]
+    at = _data_start(model / shard) + 77
+    hub.fail(shard, "corrupt", after_bytes=at, times=None)
+    out = tmp_path / "out" / "remote.gguf"
+    with pytest.raises(ChecksumError) as e:
+        convert_to_gguf(REPO, out, outtype="f16")
+    assert shard in str(e.value) and "\n" not in str(e.value) and "twice" in str(e.value)
+    assert not out.parent.exists() or _leftovers(out.parent) == []
+    r = CliRunner().invoke(main, ["convert", REPO, str(out), "--outtype", "f16", "--no-progress"])
+    assert r.exit_code == 2 and shard in r.output and "Traceback" not in r.output
+    assert _leftovers(out.parent) == []
