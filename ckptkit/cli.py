@@ -84,9 +84,11 @@ def main(debug: bool) -> None:
               help="Also report memory: weights plus the cache at N tokens of context.")
 @click.option("--kv-type", type=click.Choice(["f16", "bf16", "q8_0", "f32"]), default="f16",
               show_default=True, help="KV-cache type for --ctx (linear-attention state is F32).")
+@click.option("--diagram", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Also draw the architecture (blocks and parameters by part) as SVG at PATH.")
 @guarded
 def inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no_progress: bool,
-            ctx: int | None, kv_type: str) -> None:
+            ctx: int | None, kv_type: str, diagram: str | None) -> None:
     """Read only the headers of SRC (file, folder, GGUF or Hub repo) and tell what it holds."""
     progress, close = _progress_bar(not no_progress and sys.stderr.isatty())
     try:
@@ -97,6 +99,10 @@ def inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no
     _add_inference(report, index)
     if ctx is not None:
         _add_memory(report, index.total_bytes, ctx, kv_type)
+    if diagram:
+        from .render.diagram import panel_from_index, save_diagram
+        save_diagram(diagram, [panel_from_index(src, report, index)])
+        click.echo(f"wrote {diagram}", err=True)
     if as_json:
         # compact: with indent json falls back to its pure-Python encoder, 3x slower on 90k tensors
         click.echo(json.dumps(report))
@@ -281,30 +287,45 @@ def _table_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=240)
 
 
-def _compare_column(spec: str, revision: str | None) -> dict:
+def _compare_column(spec: str, revision: str | None, panels: list | None = None) -> dict:
+    """A table column for ``spec``; with ``panels``, also appends its diagram panel."""
     from pathlib import Path
 
     from .infer import infer
     from .render.compare import column_from_model, column_from_report, find_model
     model = None if Path(spec).exists() else find_model(spec)
     if model is not None:
+        if panels is not None:
+            from .render.diagram import panel_from_model
+            panels.append(panel_from_model(model))
         return column_from_model(model)
     index = api.inspect(spec, revision)
     meta = index.metadata if index.format == "gguf" else None
-    return column_from_report(spec, infer(index).to_json(), index.config, meta)
+    report = infer(index).to_json()
+    if panels is not None:
+        from .render.diagram import panel_from_index
+        panels.append(panel_from_index(spec, report, index))
+    return column_from_report(spec, report, index.config, meta)
 
 
 @main.command()
 @click.argument("specs", nargs=-1, required=True, metavar="SRC...")
 @click.option("--revision", help="Hub revision for every Hub SRC.")
 @click.option("--markdown", is_flag=True, help="A Markdown table instead of a terminal table.")
+@click.option("--diagram", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Also draw the architectures side by side as SVG at PATH.")
 @guarded
-def compare(specs, revision, markdown) -> None:
+def compare(specs, revision, markdown, diagram) -> None:
     """Side-by-side architecture facts of checkpoints (folders, files, Hub repos) and catalogue
     models (by name, e.g. "Llama 3 8B"; see `ckptkit catalogue`)."""
     from .render.compare import compare_table, render
-    headers, rows = compare_table([_compare_column(s, revision) for s in specs])
+    panels: list | None = [] if diagram else None
+    headers, rows = compare_table([_compare_column(s, revision, panels) for s in specs])
     render(headers, rows, _table_console(), markdown)
+    if diagram and panels is not None:
+        from .render.diagram import save_diagram
+        save_diagram(diagram, panels)
+        click.echo(f"wrote {diagram}", err=True)
 
 
 @main.command()
