@@ -153,9 +153,12 @@ def _render_facts(report: dict, console: Console) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--shard-size", default="5GB", show_default=True,
               help="GGUF -> HF: largest safetensors shard (e.g. 5GB, 500MB).")
+@click.option("--read-timeout", type=click.FloatRange(0.05, None, min_open=False), default=None,
+              help="From the Hub: seconds a read may receive nothing before it is resumed "
+              "(default 10, or HF_HUB_DOWNLOAD_TIMEOUT).")
 @guarded
 def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
-            dry_run, no_progress, shard_size) -> None:
+            dry_run, no_progress, shard_size, read_timeout) -> None:
     """Convert SRC (HF safetensors: folder, file or Hub repo) to GGUF at OUT, streamed; or a GGUF
     SRC to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer)."""
     from .convert import convert_to_gguf, source_is_gguf
@@ -182,7 +185,7 @@ def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_voc
         res = convert_to_gguf(src, out, outtype=outtype, revision=revision, threads=threads,
                               split_max_size=split_max_size, keep_mtp=not no_mtp, family=family,
                               vocab=not no_vocab, pre=pre, dry_run=dry_run, on_bytes=on_bytes,
-                              on_plan=on_plan)
+                              on_plan=on_plan, read_timeout=read_timeout)
     finally:
         if "bar" in bar:
             bar["bar"].close()

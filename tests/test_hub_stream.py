@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
 
 import pytest
 
@@ -90,3 +91,34 @@ def test_persistent_corruption_fails_and_writes_nothing(model, hub, hf_cache, tm
     r = CliRunner().invoke(main, ["convert", REPO, str(out), "--outtype", "f16", "--no-progress"])
     assert r.exit_code == 2 and shard in r.output and "Traceback" not in r.output
     assert _leftovers(out.parent) == []
+
+
+# ---- stalls ------------------------------------------------------------------------------------------
+
+def test_stalled_bodies_cost_about_one_read_timeout(model, local_gguf, hub, hf_cache, tmp_path):
+    clean = tmp_path / "clean.gguf"
+    t0 = time.monotonic()
+    convert_to_gguf(REPO, clean, outtype="f16", threads=2, read_timeout=0.5)
+    base = time.monotonic() - t0
+    # every tensor-data file: part of the body, then 30 s of silence, three times each
+    stalls = [hub.fail(shard, "stall", seconds=30, after_bytes=700, times=3) for shard in _shards(model)]
+    out = tmp_path / "stalled.gguf"
+    t0 = time.monotonic()
+    convert_to_gguf(REPO, out, outtype="f16", threads=2, read_timeout=0.5)
+    took = time.monotonic() - t0
+    n = sum(f.hits for f in stalls)
+    assert n == 3 * len(stalls)
+    assert out.read_bytes() == local_gguf.read_bytes() == clean.read_bytes()
+    # each stall: one read timeout plus a short backoff; stalls on parallel reads may overlap
+    assert took < base + n * (0.5 + 0.6) + 2
+
+
+def test_read_timeout_comes_from_hf_hub_download_timeout(monkeypatch):
+    from ckptkit.sources.hub import HubSource
+
+    monkeypatch.delenv("CKPTKIT_HUB_TIMEOUT", raising=False)
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "7.5")
+    assert HubSource("a/b").timeout == 7.5
+    monkeypatch.delenv("HF_HUB_DOWNLOAD_TIMEOUT")
+    assert HubSource("a/b").timeout == 10.0
+    assert HubSource("a/b", timeout=0.5).timeout == 0.5

@@ -14,6 +14,7 @@ from ..errors import CkptError, UnsupportedError
 from ..formats.gguf_write import kv
 from ..sources.base import Source
 from ..sources.digest import ChecksumError
+from ..sources.hub import HubSource
 from ..sources.window import WindowedSource
 from .family import family_for
 from .plan import Plan, plan_gguf
@@ -81,9 +82,12 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
                     threads: int = 1, split_max_size: str | None = None, keep_mtp: bool = True,
                     family: str | None = None, vocab: bool = True, pre: str | None = None,
                     dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
-                    on_plan: Callable[[Plan], None] | None = None) -> ConvertResult:
+                    on_plan: Callable[[Plan], None] | None = None,
+                    read_timeout: float | None = None) -> ConvertResult:
+    """``read_timeout``: seconds a Hub read may receive nothing before it is abandoned and
+    resumed (default: the source's, see HubSource)."""
     run = partial(_convert_once, spec, out, outtype, revision, threads, split_max_size, keep_mtp,
-                  family, vocab, pre, dry_run, on_bytes)
+                  family, vocab, pre, dry_run, on_bytes, read_timeout=read_timeout)
     try:
         return run(on_plan)
     except ChecksumError:
@@ -97,8 +101,11 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
 def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str | None, threads: int,
                   split_max_size: str | None, keep_mtp: bool, family: str | None, vocab: bool,
                   pre: str | None, dry_run: bool, on_bytes: Callable[[int], None] | None,
-                  on_plan: Callable[[Plan], None] | None) -> ConvertResult:
+                  on_plan: Callable[[Plan], None] | None, read_timeout: float | None = None) -> ConvertResult:
     with open_source(spec, revision) as source:
+        hub = _hub_of(source)
+        if hub is not None and read_timeout is not None:
+            hub.timeout = read_timeout
         plan = build_plan(source, outtype, keep_mtp, family, vocab, pre)
         if on_plan:
             on_plan(plan)
@@ -111,6 +118,16 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
             reader = WindowedSource(source)  # remote: coalesce small reads
         outputs = execute(plan, reader, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes)
         return ConvertResult(plan, outputs)
+
+
+def _hub_of(source: Source) -> HubSource | None:
+    """The Hub source under any wrappers, if the source is remote."""
+    while not isinstance(source, HubSource):
+        inner = getattr(source, "inner", None)
+        if not isinstance(inner, Source):
+            return None
+        source = inner
+    return source
 
 
 def source_is_gguf(spec: str, revision: str | None = None) -> bool:

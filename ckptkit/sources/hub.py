@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import shutil
 import threading
@@ -136,8 +137,9 @@ class _Retry(Exception):
 class HubSource(Source):
     """A Hub model repo at one commit. ``files()`` paths are relative to ``subfolder``.
 
-    ``timeout`` (seconds without progress) and ``retries`` default to CKPTKIT_HUB_TIMEOUT /
-    CKPTKIT_HUB_RETRIES, then 30 s and 5. Backoff doubles from ``backoff`` up to ``max_backoff``;
+    ``timeout`` (seconds a read may receive nothing before it is abandoned and resumed from its
+    last byte) defaults to CKPTKIT_HUB_TIMEOUT, then HF_HUB_DOWNLOAD_TIMEOUT, then 10 s; ``retries``
+    to CKPTKIT_HUB_RETRIES, then 5. Backoff (with jitter) doubles from ``backoff`` up to ``max_backoff``;
     a Retry-After header is honoured up to ``max_retry_after`` seconds.
     """
 
@@ -167,7 +169,8 @@ class HubSource(Source):
         self.token = token
         self._endpoint = endpoint.rstrip("/") if endpoint else None
         self._cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
-        self.timeout = float(timeout if timeout is not None else os.environ.get(ENV_TIMEOUT) or DEFAULT_TIMEOUT)
+        self.timeout = float(timeout if timeout is not None else os.environ.get(ENV_TIMEOUT)
+                             or os.environ.get(ENV_HF_TIMEOUT) or DEFAULT_TIMEOUT)
         self.retries = int(retries if retries is not None else os.environ.get(ENV_RETRIES) or DEFAULT_RETRIES)
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -420,7 +423,8 @@ class HubSource(Source):
     def _sleep_for(self, failures: int, wait: float | None) -> float:
         if wait is not None:
             return min(wait, self.max_retry_after)
-        return min(self.max_backoff, self.backoff * 2 ** (failures - 1))
+        # jitter: many connections failing together do not all come back at the same instant
+        return min(self.max_backoff, self.backoff * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
 
     def _retrying(self, fn: Callable, what: str, path: str | None = None):
         """``fn()`` with retries on transient failures; HTTP errors mapped to ckptkit errors."""
