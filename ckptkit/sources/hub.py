@@ -24,8 +24,9 @@ from .base import Source
 from .digest import Digests
 
 ENV_TIMEOUT = "CKPTKIT_HUB_TIMEOUT"  # seconds without progress before a request is abandoned
+ENV_HF_TIMEOUT = "HF_HUB_DOWNLOAD_TIMEOUT"  # huggingface_hub's own, honoured when ours is not set
 ENV_RETRIES = "CKPTKIT_HUB_RETRIES"  # attempts after the first, per read, reset by progress
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 5
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _HEX40 = re.compile(r"[0-9a-f]{40}")
