@@ -93,7 +93,7 @@ def test_mtp_layers_hold_no_cache(dsv3):
     mtp_bytes = sum(t.nbytes for n, t in idx.tensors.items() if n.startswith("model.layers.61."))
     assert mtp_bytes > 10 ** 10
     assert m.weights_bytes == sum(t.nbytes for t in idx.tensors.values())
-    assert any("mtp" in note for note in m.notes)
+    assert any("MTP included" in note for note in m.notes)
 
 
 # ---- sliding windows --------------------------------------------------------------------------

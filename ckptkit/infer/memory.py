@@ -171,7 +171,8 @@ def estimate_memory(values: Mapping[str, Any], weights_bytes: int, ctx: int,
     if mtp:
         m.per_kind["mtp"] = KindMemory(mtp, 0, 0, "no cache unless drafting with MTP")
     p = values.get("parameters") or {}
-    extra = [k for k in ("mtp", "vision") if isinstance(p, dict) and p.get(k)]
+    extra = [label for k, label in (("mtp", "MTP"), ("vision", "vision"))
+             if isinstance(p, dict) and p.get(k)]
     if extra:   # they are in the file, so in the weights a loader maps
         m.notes.append(f"weights are the stored tensors, {' and '.join(extra)} included")
     return m

@@ -153,7 +153,7 @@ def memory_text(mem: dict) -> str:
     for kind, k in (mem.get("per_kind") or {}).items():
         label = _KIND_LABELS.get(kind, kind)
         if kind == "mtp":
-            parts.append(f"{k['layers']} {label} layer(s) hold none")
+            parts.append(f"{k['layers']} {label} layer{'s' if k['layers'] > 1 else ''}: no cache")
         elif k.get("tokens") is None:
             parts.append(f"{k['layers']} {label} layers x {human_bytes(k['bytes_per_layer'])} "
                          "fixed state (F32)")
