@@ -35,10 +35,29 @@ def open_source(spec: str, revision: str | None = None, token: str | None = None
             return LocalSource(p.parent, only=_same_split(part.stem, (q.name for q in p.parent.iterdir())))
         return LocalSource(p)
     if looks_like_repo_id(spec):
-        return _hub(spec, revision, token)
+        if "/" in spec:
+            return _hub(spec, revision, token)
+        return _single_name(spec, revision, token)
     if re.match(r"^[\w.-]+/[\w.-]+/.+", spec) and not spec.startswith(("/", ".")):
         raise SourceError(f"no such file or directory; for a file or folder of a Hub repo write hf://{spec}", spec)
-    raise SourceError("no such file or directory, and not a Hub repo id (org/name)", spec)
+    if Path(spec).suffix or "/" in spec or "\\" in spec:   # shaped like a path: nothing to look up
+        raise SourceError("no such file or directory", spec)
+    raise SourceError("no such file or directory, and not a Hub repo id (org/name, or a single "
+                      "name such as gpt2)", spec)
+
+
+def _single_name(spec: str, revision: str | None, token: str | None) -> Source:
+    """``gpt2``: a canonical Hub repo, unless the Hub has none, when the likelier meaning is a
+    mistyped local folder and the error says both. Asks the Hub at once to know which."""
+    src = _hub(spec, revision, token)
+    try:
+        src.files()
+    except SourceError as e:
+        src.close()
+        if e.message.startswith("repository not found"):
+            raise SourceError(f"no such local file or folder, and {e.message}", e.where) from None
+        raise
+    return src
 
 
 def _hub(spec: str, revision: str | None, token: str | None) -> Source:

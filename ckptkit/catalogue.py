@@ -15,6 +15,10 @@ MODEL_KEYS = ("num_layers", "hidden_size", "vocab_size", "num_attention_heads",
               "q_lora_rank")
 # a model is named only when these agree
 REQUIRED = ("num_layers", "hidden_size")
+# ... and a nearest model (no exact one) only when it differs in at most this many facts: a
+# fine-tune with another vocabulary or a variant with wider FFNs is near, a 2-layer test model
+# of the same family is not
+NEAR_DIFFERENCES = 2
 
 
 class FamilyMatch(TypedDict, total=False):
@@ -24,7 +28,7 @@ class FamilyMatch(TypedDict, total=False):
     model: Required[str | None]         # a known model whose dimensions all agree
     matched_by: Required[str]           # "config.json:...", "general.architecture = ...", "tensor signature"
     signature_ok: Required[bool]
-    closest_model: str                  # when no model agrees: the nearest one ...
+    closest_model: str                  # when no model agrees: a near one (``is_near``) ...
     differs_in: list[str]               # ... and the facts it differs in
     also_fits: list[str]                # other families the tensors fit (no claim made)
 
@@ -95,6 +99,13 @@ def find_model(family: str | None, facts: dict) -> tuple[KnownModel | None, Know
     return exact, best, best_diff
 
 
+def is_near(model: KnownModel, facts: dict, differ: list[str]) -> bool:
+    """Near enough to name: the same layers and width, and at most NEAR_DIFFERENCES other facts
+    apart."""
+    same = all(_fact(facts, k) is not None and model.get(k) == _fact(facts, k) for k in REQUIRED)
+    return same and len(differ) <= NEAR_DIFFERENCES
+
+
 def _claimed(config: dict | None, gguf: dict | None) -> tuple[str, str] | None:
     """(family, why) named by config.json (model_type, then architectures) or GGUF metadata;
     several families joined by "|" when the claim fits more than one."""
@@ -150,7 +161,7 @@ def match_family(facts: dict, config: dict | None = None,
     fam = fams[name]
     out: FamilyMatch = {"family": name, "title": fam.title, "model": exact.name if exact else None,
            "matched_by": why, "signature_ok": signature_matches(fam, facts)}
-    if exact is None and closest is not None:
+    if exact is None and closest is not None and is_near(closest, facts, differ):
         out["closest_model"] = closest.name
         out["differs_in"] = differ
     if len(ranked) > 1 and not claim:
@@ -185,6 +196,7 @@ def catalogue_rows(family: str | None = None) -> list[dict]:
             "context": m.context_length,
             "params_total_b": m.params_total,
             "params_active_b": m.params_active if m.params_active is not None else m.params_total,
+            "params_active_counts_embedding": m.params_active_counts_embedding is not False,
             "source": m.source,
         })
     return rows

@@ -241,6 +241,8 @@ def test_subfolder(hub, repos, hf_cache):
     ("hf://org/name@refs%2Fpr%2F1/sub", None, ("org/name", "refs/pr/1", "sub")),
     ("hf://org/name@refs/pr/1/sub", None, ("org/name", "refs/pr/1", "sub")),
     ("hf://gpt2@main", None, ("gpt2", "main", "")),
+    ("gpt2", None, ("gpt2", None, "")),
+    ("bert-base-uncased@v1", None, ("bert-base-uncased", "v1", "")),
 ])
 def test_parse_hub_spec(spec, revision, expected):
     assert parse_hub_spec(spec, revision) == expected
@@ -266,6 +268,9 @@ def test_looks_like_repo_id(tmp_path, monkeypatch):
     assert not looks_like_repo_id("org/local")  # an existing path wins
     assert not looks_like_repo_id("model.safetensors") and not looks_like_repo_id("/abs/path")
     assert not looks_like_repo_id("a/b/c") and not looks_like_repo_id("../x")
+    assert looks_like_repo_id("gpt2") and looks_like_repo_id("bert-base-uncased@main")
+    (tmp_path / "gpt2").mkdir()
+    assert not looks_like_repo_id("gpt2")  # a local folder of that name wins
 
 
 def test_private_and_gated_repos(hub, repos, hf_cache, monkeypatch):

@@ -104,7 +104,10 @@ def _routes_to_hub(spec: str, monkeypatch) -> bool:
     ("Org-1/Name_2.5", True), ("hf://org/name/sub", True), ("org/na--me", True),  # refused later, with the reason
     ("a/b.gguf", False), ("a/b.safetensors", False), ("org/config.json", False),
     ("../x", False), ("org/../x", False), ("org/name/extra", False), ("org/.hidden", False),
-    ("-org/name", False), ("name", False), ("not a repo", False), ("/abs/path", False),
+    ("-org/name", False), ("not a repo", False), ("/abs/path", False),
+    # canonical single-name repos are Hub ids; a single name shaped like a file stays local
+    ("gpt2", True), ("bert-base-uncased", True), ("gpt2@v1", True), ("name", True),
+    ("model.safetensors", False), ("weights.bin", False), ("w.pt", False), ("gpt2.", False),
 ])
 def test_repo_id_one_parser(spec, is_repo, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

@@ -11,7 +11,7 @@ from typing import Any
 from ..catalogue import FamilyMatch
 from ..index import TensorIndex
 from .attention import infer_attention
-from .embeddings import infer_embeddings
+from .embeddings import ignored_head, infer_embeddings
 from .fact import Fact, Hints
 from .moe import infer_moe
 from .names import NameInfo, canonical_name, canonicalize, parse_name
@@ -61,7 +61,9 @@ def infer(index: TensorIndex, match: bool = True) -> Inference:
     facts.update(infer_norms(s))
     facts["quantization"] = infer_quant(index, s, h)
     k = facts["num_experts_per_tok"]
-    facts["parameters"] = infer_params(s, facts["num_experts"].value, k.value, k.source)
+    head = ignored_head(s, h)
+    facts["parameters"] = infer_params(s, facts["num_experts"].value, k.value, k.source,
+                                       head[0] if head else None)
     ordered = {key: facts[key] for key in FACT_KEYS if key in facts}
     result = Inference(ordered, None, s)
     if match:

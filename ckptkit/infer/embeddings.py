@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 from .. import mapdata
 from .fact import Fact, Hints
-from .scan import Scan
+from .scan import Scan, Seen
 
 
 def _span(nums: Iterable[int]) -> str:
@@ -24,6 +24,18 @@ def hidden_size(s: Scan) -> tuple[int | None, str | None]:
     return None, None
 
 
+def ignored_head(s: Scan, h: Hints) -> tuple[Seen, str] | None:
+    """(head, config key) when config.json ties the output head to the embedding but the head is
+    stored anyway, in the embedding's shape (Qwen3-0.6B's published layout): transformers ties
+    the two on load and never reads the stored head. A GGUF has no such key: llama.cpp uses an
+    output.weight whenever one is present."""
+    out, emb = s.globals.get("output.weight"), s.globals.get("token_embd.weight")
+    if out is None or emb is None or out.shape != emb.shape or h.arch is not None:
+        return None
+    tied, key = h.cfg(*mapdata.config_keys()["tied_embeddings"].config)
+    return (out, key) if tied is True and key is not None else None
+
+
 def infer_embeddings(s: Scan, h: Hints) -> dict[str, Fact]:
     facts: dict[str, Fact] = {}
     nums = sorted(s.layers)
@@ -40,7 +52,14 @@ def infer_embeddings(s: Scan, h: Hints) -> dict[str, Fact]:
     else:
         v, k = h.int_cfg(*mapdata.config_keys()["vocab_size"].config)
         facts["vocab_size"] = Fact(v, "config", [k] if k else ["no embedding tensor"])
-    if out is not None:
+    copy = ignored_head(s, h)
+    if copy is not None:
+        head, key = copy
+        facts["tied_embeddings"] = Fact(True, "config", [
+            f"{key} = true",
+            f"{head.name} is stored too: a copy loaders ignore (they tie the head to "
+            f"{s.globals['token_embd.weight'].name})"])
+    elif out is not None:
         facts["tied_embeddings"] = Fact(False, "tensors", [f"separate output head {out.name}"])
     else:
         facts["tied_embeddings"] = Fact(True, "tensors", ["no output head tensor; logits reuse "

@@ -81,6 +81,9 @@ class KnownModel(_Record):
     tied_embeddings: bool | None = None
     params_total: float | None = None
     params_active: float | None = None
+    # whether the card's params_active counts the input embedding (Qwen, Mistral, DeepSeek do;
+    # gpt-oss's does not); unset means it does
+    params_active_counts_embedding: bool | None = None
 
 
 _SIGNATURE_VALUES = (str, int, float, bool, list)

@@ -29,10 +29,12 @@ ROWS: list[tuple[str, str]] = [
     ("Context", "context"),
     ("Params total", "params_total"),
     ("Params active", "params_active"),
+    ("Params active + embedding", "params_active_with_embedding"),
     ("KV cache / token (16-bit)", "kv_cache"),
 ]
 CATALOGUE_COLUMNS = ["name", "family", "layers", "hidden", "attention", "heads", "head_dim",
-                     "experts", "ffn", "context", "params_total", "params_active", "kv_cache"]
+                     "experts", "ffn", "context", "params_total", "params_active",
+                     "params_active_with_embedding", "kv_cache"]
 CATALOGUE_HEADERS = {"name": "Model", **{k: label for label, k in ROWS}}
 
 
@@ -130,6 +132,8 @@ def column_from_report(label: str, report: dict, config: dict | None = None,
         "context": _int(ctx),
         "params_total": human_count(params["total"]) if params.get("total") else "",
         "params_active": human_count(params["active"]) if params.get("active") else "",
+        "params_active_with_embedding": (human_count(params["active_with_embedding"])
+                                         if params.get("active_with_embedding") else ""),
         "kv_cache": kib(v("kv_cache_bytes_per_token")),
     }
 
@@ -178,9 +182,18 @@ def column_from_model(m: KnownModel) -> dict[str, str]:
         "experts": _experts(m.num_experts_per_tok, m.num_experts, m.num_shared_experts),
         "context": _int(m.context_length),
         "params_total": _billions(m.params_total),
-        "params_active": _billions(m.params_active if m.params_active is not None else m.params_total),
+        **_card_active(m),
         "kv_cache": kib(model_kv_cache(m)),
     }
+
+
+def _card_active(m: KnownModel) -> dict[str, str]:
+    """A card's active count goes in the row of the way that card counts: with the input
+    embedding unless the row says otherwise (gpt-oss). A dense model is all active."""
+    active = _billions(m.params_active if m.params_active is not None else m.params_total)
+    with_emb = m.params_active_counts_embedding is not False
+    return {"params_active": "" if with_emb else active,
+            "params_active_with_embedding": active if with_emb else ""}
 
 
 def find_model(name: str) -> KnownModel | None:

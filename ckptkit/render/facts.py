@@ -121,9 +121,7 @@ def fact_lines(report: dict) -> list[tuple[str, str]]:
 
     p = v("parameters") or {}
     if p:
-        txt = f"{human_count(p['total'])} total"
-        if p.get("active") is not None and p["active"] != p["total"]:
-            txt += f", {human_count(p['active'])} active per token"
+        txt = f"{human_count(p['total'])} total, {active_text(p)}"
         txt += f", {human_count(p.get('embedding') or 0)} embedding"
         if p.get("mtp"):
             txt += f", {human_count(p['mtp'])} MTP"
@@ -166,6 +164,18 @@ def memory_text(mem: dict) -> str:
     if notes:
         txt += " [dim](" + escape("; ".join(notes)) + ")[/dim]"
     return txt
+
+
+def active_text(p: dict) -> str:
+    """Active parameters per token both ways model cards count them: with the input embedding
+    (Qwen, Mistral, DeepSeek) and without (gpt-oss)."""
+    act, emb = p.get("active"), p.get("active_with_embedding")
+    if act is None:
+        return "active per token unknown"
+    if emb is None or emb == act:
+        return "all active per token" if act == p["total"] else f"{human_count(act)} active per token"
+    return (f"{human_count(emb)} active per token with the input embedding, "
+            f"{human_count(act)} without")
 
 
 def render_facts(report: dict, console: Console) -> None:

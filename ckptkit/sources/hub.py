@@ -32,6 +32,9 @@ _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _NAME = r"[A-Za-z0-9][\w.-]*"
 _REPO_ID = re.compile(rf"{_NAME}/{_NAME}")
+# canonical repos without an org (gpt2, bert-base-uncased): no dot, so "model.bin" or "w.pt"
+# that does not exist stays a missing local file rather than a Hub lookup
+_SINGLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _MAX_NAME = 96            # the Hub's limit on an org or repo name
 # a spec ending like a file is a missing local file ("a/b.gguf"), not a repo
 _FILE_SUFFIXES = (".safetensors", ".gguf", ".json")
@@ -68,18 +71,23 @@ def hub_cache_dir() -> str:
 # ---- specs ---------------------------------------------------------------------------------------
 
 def looks_like_repo_id(spec: str) -> bool:
-    """True for ``hf://...`` and for ``org/name[@rev]`` strings that are not an existing local path
-    nor a file name. The one test of whether a command-line spec means the Hub; ``parse_hub_spec``
-    then refuses what is shaped like a repo id but is not a valid one, with the reason."""
+    """True for ``hf://...``, ``org/name[@rev]`` and canonical single-name repos (``gpt2``,
+    ``bert-base-uncased[@rev]``) that are not an existing local path nor a file name. The one
+    test of whether a command-line spec means the Hub; ``parse_hub_spec`` then refuses what is
+    shaped like a repo id but is not a valid one, with the reason."""
     if spec.startswith("hf://"):
         return True
     if os.path.exists(spec) or spec.endswith(_FILE_SUFFIXES):
         return False
-    return _REPO_ID.fullmatch(spec.split("@", 1)[0]) is not None and ".." not in spec
+    repo = spec.split("@", 1)[0]
+    if _SINGLE_NAME.fullmatch(repo):
+        return True
+    return _REPO_ID.fullmatch(repo) is not None and ".." not in spec
 
 
 def parse_hub_spec(spec: str, revision: str | None = None) -> tuple[str, str | None, str]:
-    """``org/name``, ``org/name@rev``, ``hf://org/name[@rev][/sub/dir]`` -> (repo_id, revision, subfolder)."""
+    """``org/name``, ``name``, ``org/name@rev``, ``hf://org/name[@rev][/sub/dir]`` ->
+    (repo_id, revision, subfolder)."""
     rev: str | None = None
     sub = ""
     if spec.startswith("hf://"):
@@ -106,8 +114,9 @@ def parse_hub_spec(spec: str, revision: str | None = None) -> tuple[str, str | N
     else:
         repo_id, at, rev0 = spec.partition("@")
         rev = rev0 if at else None
-        if _REPO_ID.fullmatch(repo_id) is None:
-            raise SourceError("not a Hub repo id (expected org/name or org/name@revision)", spec)
+        if _REPO_ID.fullmatch(repo_id) is None and _SINGLE_NAME.fullmatch(repo_id) is None:
+            raise SourceError("not a Hub repo id (expected org/name, a single-name repo such as "
+                              "gpt2, or either @revision)", spec)
     if ("--" in repo_id or ".." in repo_id or repo_id.endswith((".", "-"))
             or any(len(p) > _MAX_NAME for p in repo_id.split("/"))):
         raise SourceError("not a valid Hub repo id", spec)

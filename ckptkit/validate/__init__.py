@@ -29,6 +29,7 @@ from .policy import Policy, check_policy, load_policy
 from .render import format_github, format_text
 from .shards import check_shard_index, missing_shards
 from .structure import check_structure
+from .tied import stored_head_is_copy
 
 __all__ = ["validate", "validate_index", "Validation", "Finding", "CODES", "LEVELS", "MAX_PER_CODE",
            "finding", "cap", "format_text", "format_github", "Policy", "load_policy", "check_policy",
@@ -53,7 +54,10 @@ def validate(spec: str, revision: str | None = None, policy: Policy | None = Non
                 return v
         index = load_index(source)
         repo = getattr(source, "repo_id", None)
-    v = validate_index(index, files=files, index_file=index_file, policy=policy, repo_id=repo)
+        inf = infer(index)
+        head_copy = stored_head_is_copy(source, index, inf)
+    v = validate_index(index, files=files, index_file=index_file, policy=policy, repo_id=repo,
+                       inference=inf, head_copy=head_copy)
     v.root = root
     v.seconds = time.process_time() - t0
     return v
@@ -61,14 +65,17 @@ def validate(spec: str, revision: str | None = None, policy: Policy | None = Non
 
 def validate_index(index: TensorIndex, files: dict[str, int | None] | None = None,
                    index_file: str | None = None, policy: Policy | None = None,
-                   repo_id: str | None = None, inference: Inference | None = None) -> Validation:
+                   repo_id: str | None = None, inference: Inference | None = None,
+                   head_copy: bool | None = None) -> Validation:
     """Every check on an already-read index. ``files`` is the source's file listing (for stray
     shards and policy checks); ``repo_id`` the Hub repo it came from (a claim of a model);
-    ``inference`` the facts already inferred from ``index``, whose scan the checks reuse."""
+    ``inference`` the facts already inferred from ``index``, whose scan the checks reuse;
+    ``head_copy`` whether a stored head config.json ties to the embedding holds the same bytes
+    (``tied.stored_head_is_copy``; None: not compared)."""
     inf = inference or infer(index)
     layout = Layout.of(index, inf.scan if inf.scan is not None else scan(index))
     out: list[Finding] = []
-    out += check_config(index, inf, layout)
+    out += check_config(index, inf, layout, head_copy)
     out += check_structure(index, inf, layout)
     if index.shard_index is not None:
         out += check_shard_index(index, index_file or "model.safetensors.index.json", files)

@@ -14,7 +14,10 @@ from .findings import Finding, finding
 from .layout import Layout
 
 
-def check_config(index: TensorIndex, inf: Inference, layout: Layout) -> list[Finding]:
+def check_config(index: TensorIndex, inf: Inference, layout: Layout,
+                 head_copy: bool | None = None) -> list[Finding]:
+    """``head_copy``: whether a stored head tied by config.json equals the embedding (None: not
+    compared)."""
     c = Claims(index)
     if not c.available:
         return []
@@ -69,10 +72,18 @@ def check_config(index: TensorIndex, inf: Inference, layout: Layout) -> list[Fin
     tied, k = c.claim("tied_embeddings")
     if k is not None and isinstance(tied, bool) and not c.gguf:
         head = layout.globals.get("output.weight")
-        if tied and head:
+        if tied and head and (head_copy is False or not _same_shape(index, layout)):
             out.append(finding("config.tie_word_embeddings",
                                f"{k} = true, but the checkpoint has a separate output head "
                                f"{head[0]} (a loader would silently replace it by the embedding)",
+                               key=k, tensor=head[0], **where))
+        elif tied and head:
+            emb = layout.globals["token_embd.weight"][0]
+            how = ("holds the same bytes as" if head_copy else
+                   "has the shape of (contents not compared)")
+            out.append(finding("config.tied_head_copy",
+                               f"{k} = true and {head[0]} is stored too: it {how} {emb}; loaders "
+                               f"tie the head to {emb} and ignore the stored copy",
                                key=k, tensor=head[0], **where))
         elif not tied and not head:
             out.append(finding("config.tie_word_embeddings",
@@ -109,3 +120,12 @@ def check_config(index: TensorIndex, inf: Inference, layout: Layout) -> list[Fin
                                    f"linear-attention tensors are in layers {span_text(lin)}",
                                    key=tk, **where))
     return out
+
+
+def _same_shape(index: TensorIndex, layout: Layout) -> bool:
+    """The stored head has the embedding's shape and dtype: it can be a copy of it."""
+    head, emb = layout.globals.get("output.weight"), layout.globals.get("token_embd.weight")
+    if not head or not emb:
+        return False
+    h, e = index.tensors.get(head[0]), index.tensors.get(emb[0])
+    return h is not None and e is not None and (h.shape, h.dtype) == (e.shape, e.dtype)

@@ -30,6 +30,8 @@ CODES: dict[str, tuple[str, str]] = {
     "config.q_lora_rank": ("error", "MLA q_lora_rank differs from q_a_proj (or its absence)"),
     "config.mla_dims": ("error", "MLA rope/nope/v head sizes differ from the projection shapes"),
     "config.tie_word_embeddings": ("error", "tie_word_embeddings disagrees with a present/absent lm_head"),
+    "config.tied_head_copy": ("warning", "tie_word_embeddings is true and lm_head is stored too, as "
+                                         "a copy of the embedding that loaders ignore"),
     "config.attention_bias": ("error", "attention_bias disagrees with the bias tensors"),
     "config.mlp_bias": ("error", "mlp_bias disagrees with the bias tensors"),
     "config.mtp_layers": ("warning", "next-token-prediction layer count differs from the MTP tensors"),
