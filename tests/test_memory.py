@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import modelgen
 import pytest
 
+import modelgen
 from ckptkit.index import FileInfo, TensorIndex, TensorInfo
 from ckptkit.infer import infer
 from ckptkit.infer.memory import Memory, estimate_memory, fact_values, row_bytes
