@@ -237,6 +237,31 @@ def test_window_without_layers_is_an_upper_bound():
     assert any("upper bound" in n for n in m.notes)
 
 
+@pytest.mark.parametrize("meta, layers", [
+    ({"general.architecture": "gpt-oss", "gpt-oss.attention.sliding_window": 128},
+     [0, 2, 4, 6]),                                     # llama.cpp's fixed pattern: 2
+    ({"general.architecture": "gemma3", "gemma3.attention.sliding_window": 1024},
+     [0, 1, 2, 3, 4, 6, 7]),                            # 6: layer 5 is global
+    ({"general.architecture": "cohere2", "cohere2.attention.sliding_window": 4096,
+      "cohere2.attention.sliding_window_pattern": [True, True, False] * 2 + [True, True]},
+     [0, 1, 3, 4, 6, 7]),                               # per-layer flags win
+    ({"general.architecture": "mistral3", "mistral3.attention.sliding_window": 4096}, None),
+])
+def test_gguf_sliding_layers(meta, layers):
+    from ckptkit.infer.attention import sliding_window
+    from ckptkit.infer.fact import Hints
+    win = sliding_window(Hints(None, meta, "gguf"), 8)
+    assert win.source == "gguf" and win.value["layers"] == layers, win.evidence
+    values = {"num_layers": 8, "attention": "gqa", "num_key_value_heads": 1, "head_dim": 32,
+              "sliding_window": win.value}
+    m = estimate_memory(values, 0, 10 ** 5)
+    if layers is None:   # the window is known but not where: an upper bound, said
+        assert m.kv_cache_bytes == 8 * 2 * 32 * 2 * 10 ** 5 and "upper bound" in m.notes[0]
+    else:
+        window = win.value["window"]
+        assert m.kv_cache_bytes == (8 - len(layers)) * 128 * 10 ** 5 + len(layers) * 128 * window
+
+
 def test_linear_state_unknown_is_said():
     values = {"num_layers": 4, "attention": "gqa", "num_key_value_heads": 2, "head_dim": 64,
               "linear_attention_layers": [0, 1, 2], "linear_attention_state": None}

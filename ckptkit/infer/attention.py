@@ -227,9 +227,26 @@ def sliding_window(h: Hints, num_layers: int) -> Fact:
         return Fact({"window": win, "layers": layers}, "config", ev)
     g, gk = h.int_gguf(*keys.gguf)
     if g:
-        return Fact({"window": g, "layers": None}, "gguf", [f"{gk} = {g}",
-                                                           "which layers: fixed by the arch"])
+        listed, why = _gguf_window_layers(h, num_layers)
+        return Fact({"window": g, "layers": listed}, "gguf", [f"{gk} = {g}", why])
     return Fact(None, "config" if h.config else "tensors", ["no sliding window configured"])
+
+
+# llama.cpp's built-in patterns for archs whose GGUF carries none: every n-th layer is global
+ARCH_SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2, "cohere2": 4}
+
+
+def _gguf_window_layers(h: Hints, num_layers: int) -> tuple[list[int] | None, str]:
+    """The sliding layers of a GGUF: its per-layer pattern, or the arch's fixed one."""
+    pat, pk = h.gguf("attention.sliding_window_pattern")
+    if isinstance(pat, list):
+        return [i for i, on in enumerate(pat) if on], f"{pk}: per-layer flags"
+    n, src = (pat, pk) if isinstance(pat, int) and not isinstance(pat, bool) else \
+        (ARCH_SWA_PATTERN.get(h.arch or ""), f"llama.cpp's fixed pattern for {h.arch}")
+    if not n:
+        return None, "which layers: fixed by the arch, not known here"
+    # llama.cpp set_swa_pattern: layer i slides unless i % n == n - 1
+    return [i for i in range(num_layers) if i % n < n - 1], f"{src}: every {n}th layer global"
 
 
 def linear_state(s: Scan, h: Hints, linear: list[int]) -> Fact:
