@@ -7,6 +7,7 @@ import sys
 import xml.etree.ElementTree as ET
 import zlib
 from math import prod
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from ckptkit.render.diagram_layout import COL_W, Panel
 from ckptkit.render.diagram_params import param_breakdown
 
 SVG = "{http://www.w3.org/2000/svg}"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "tiny-llama"
 
 
 def _index(shapes: dict[str, tuple[int, ...]]) -> TensorIndex:
@@ -64,7 +66,7 @@ def _facts_and_svg(kind, header_only_dir, tiny_model):
     return _facts_and_svg_at(kind, str(_model(kind, header_only_dir, tiny_model)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _facts_and_svg_at(kind: str, path: str) -> tuple[dict, str]:
     index = api.inspect(path)
     report = infer(index).to_json()
@@ -97,6 +99,24 @@ def test_breakdown_segments_sum_to_total(kind, header_only_dir, tiny_model):
     assert sum(widths) == pytest.approx(COL_W, abs=0.1)
 
 
+def test_stored_copy_of_a_tied_head_counts_once(tmp_path):
+    """Config ties the head, the file stores it anyway (Qwen3-0.6B's layout): the bar counts
+    the stored copy once, as the parameter total does."""
+    import json
+    import shutil
+    d = shutil.copytree(EXAMPLE, tmp_path / "tied")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["tie_word_embeddings"] = True
+    (d / "config.json").write_text(json.dumps(cfg))
+    index = api.inspect(str(d))
+    assert "lm_head.weight" in index.tensors
+    report = infer(index).to_json()
+    assert report["facts"]["tied_embeddings"]["value"] is True
+    svg = diagram_svg([panel_from_index("tied", report, index)])
+    assert sum(_segments(svg)) == report["facts"]["parameters"]["value"]["total"]
+    assert "param-head" not in _blocks(svg)
+
+
 def test_dense_gqa_blocks(header_only_dir, tiny_model):
     f, svg = _facts_and_svg("llama3_8b", header_only_dir, tiny_model)
     b = _blocks(svg)
@@ -112,6 +132,9 @@ def test_dense_gqa_blocks(header_only_dir, tiny_model):
     for absent in ("moe", "mtp", "attention-linear", "attention-sliding", "norm-post", "expert"):
         assert absent not in b
     assert len(b["norm"]) == 2 and b["norm-final"] == ["Final RMSNorm"]   # pre-norm: 2 per layer
+    # two residual sublayers, each add fed by a skip path
+    assert len(b["add"]) == 2
+    assert len([p for p in ET.fromstring(svg).iter(SVG + "path") if p.get("data-role") == "residual"]) == 2
     assert {k[len("param-"):] for k in b if k.startswith("param-")} == \
         {"embedding", "attention", "dense_ffn", "norms", "head"}
 
@@ -178,6 +201,13 @@ def test_text_is_escaped_and_output_deterministic():
     titles = [g.find(SVG + "text").text for g in root.iter(SVG + "g") if g.get("data-role") == "title"]
     assert titles == ['a<b & "c">'] * 2
     assert float(root.get("width")) > 2 * COL_W
+
+
+def test_a_model_without_layers_still_draws():
+    """A vocabulary-only file has an embedding and nothing to repeat: no made-up blocks."""
+    b = _blocks(diagram_svg([Panel("vocab-only", {"vocab_size": 32000, "hidden_size": 0})]))
+    assert b["layers-title"] == ["no decoder layers in the tensors"]
+    assert "attention" not in b and "ffn" not in b and "embedding" in b
 
 
 def test_catalogue_panel_has_no_breakdown():
@@ -254,7 +284,7 @@ def _png_pixels(data: bytes) -> np.ndarray:
 
 
 def test_rendered_png_is_a_readable_picture(header_only_dir, tiny_model):
-    import resvg_py as resvg   # a test dependency: a wheel with no system libraries
+    import resvg_py as resvg  # a test dependency: a wheel with no system libraries
     _, svg = _facts_and_svg("deepseek_v3_671b", header_only_dir, tiny_model)
     png = bytes(resvg.svg_to_bytes(svg_string=svg, zoom=0.5))
     px = _png_pixels(png)

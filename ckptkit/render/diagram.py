@@ -10,7 +10,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from ..index import TensorIndex
 from ..mapdata import KnownModel
-from .diagram_layout import LINE, Arrow, Box, Figure, Label, Panel, Shape, layout
+from .diagram_layout import LINE, Arrow, Box, Figure, Label, Panel, Shape, Skip, layout
 from .diagram_params import param_breakdown
 
 __all__ = ["Panel", "panel", "panel_from_index", "panel_from_model", "diagram_svg", "svg",
@@ -55,6 +55,10 @@ def _shape(s: Shape) -> str:
     if isinstance(s, Label):
         return (f"<g data-role={quoteattr(s.role)}>"
                 + _text(s.x, s.y, s.text, s.size, s.anchor, s.bold, s.color) + "</g>")
+    if isinstance(s, Skip):
+        return (f'<path data-role="residual" d="M{_n(s.x1)},{_n(s.y1)}H{_n(s.rail)}V{_n(s.y2)}'
+                f'H{_n(s.x2 - 1)}" fill="none" stroke="{STROKE}" stroke-width="1" '
+                f'marker-end="url(#arrow)"/>')
     if isinstance(s, Arrow):
         return (f'<line x1="{_n(s.x1)}" y1="{_n(s.y1)}" x2="{_n(s.x2)}" y2="{_n(s.y2 - 1)}" '
                 f'stroke="{STROKE}" stroke-width="1.5" marker-end="url(#arrow)"/>')

@@ -68,6 +68,17 @@ class Arrow:
 
 
 @dataclass(frozen=True)
+class Skip:
+    """A residual connection: from the stream at (x1, y1) out to the rail, down to y2 and into
+    the addition at x2."""
+    x1: float
+    y1: float
+    rail: float
+    y2: float
+    x2: float
+
+
+@dataclass(frozen=True)
 class Add:
     """A residual addition (a circled plus)."""
     x: float
@@ -75,7 +86,7 @@ class Add:
     r: float = 7.0
 
 
-Shape = Box | Label | Arrow | Add
+Shape = Box | Label | Arrow | Add | Skip
 
 
 @dataclass(frozen=True)
@@ -217,8 +228,11 @@ class _Col:
         self.shapes.append(Arrow(mid, self.y, mid, self.y + length))
         self.y += length
 
-    def add(self) -> None:
-        self.shapes.append(Add(self.x + self.w / 2, self.y + 9))
+    def add(self, split: float) -> None:
+        """The residual addition here, fed by the stream as it was at ``split``."""
+        mid, r = self.x + self.w / 2, 7.0
+        self.shapes.append(Add(mid, self.y + 9, r))
+        self.shapes.append(Skip(mid, split + 4, self.x + INSET / 2, self.y + 9, mid - r))
         self.y += 18
 
     def place(self, role: str, lines: tuple[str, ...], fill: str, inner: bool = False,
@@ -254,41 +268,49 @@ def experts(col: _Col, f: Mapping[str, Any], box: Box) -> float:
     return side + 20
 
 
-def layer_stack(col: _Col, f: Mapping[str, Any]) -> None:
-    """The repeated decoder layer inside its frame."""
-    frame_at = len(col.shapes)
-    top = col.y
-    col.y += 24
-    norm = norm_name(f)
-    place = f.get("norm_placement")
-    pre, post = place in ("pre", "sandwich", None), place in ("post", "sandwich")
+def sublayer_in(col: _Col, norm: str, pre: bool) -> float:
+    """Where the stream splits into the residual and the sublayer (its pre-norm, if any)."""
+    split = col.y
+    col.arrow(12)
     if pre:
         col.place("norm", (norm,), FILL["norm"], inner=True)
         col.arrow(10)
-    col.row(attention_boxes(f), col.x + INSET, col.w - 2 * INSET)
-    if post:
-        col.arrow(10)
-        col.place("norm-post", (norm + " (post)",), FILL["norm"], inner=True)
-    col.add()
-    if pre:
-        col.place("norm", (norm,), FILL["norm"], inner=True)
-        col.arrow(10)
+    return split
+
+
+def ffn_block(col: _Col, f: Mapping[str, Any]) -> None:
     moe = bool(f.get("num_experts"))
-    lines = ffn_lines(f)
-    box = col.box("moe" if moe else "ffn", lines, FILL["moe" if moe else "ffn"],
+    box = col.box("moe" if moe else "ffn", ffn_lines(f), FILL["moe" if moe else "ffn"],
                   col.x + INSET, col.w - 2 * INSET)
     if moe:
         extra = experts(col, f, box)
         col.shapes[col.shapes.index(box)] = box = Box(box.role, box.x, box.y, box.w,
                                                       box.h + extra, box.fill, box.lines, box.size)
     col.y += box.h
-    if post:
-        col.arrow(10)
-        col.place("norm-post", (norm + " (post)",), FILL["norm"], inner=True)
-    col.add()
-    col.y += 6
+
+
+def layer_stack(col: _Col, f: Mapping[str, Any]) -> None:
+    """The repeated decoder layer inside its frame: two residual sublayers."""
+    frame_at = len(col.shapes)
+    top = col.y
+    col.y += 22
     n = f.get("num_layers")
-    title = f"{num(n)} x decoder layer"
+    if not n:
+        title = "no decoder layers in the tensors"
+    else:
+        title = f"{num(n)} x decoder layer"
+        norm = norm_name(f)
+        place = f.get("norm_placement")
+        pre, post = place in ("pre", "sandwich", None), place in ("post", "sandwich")
+        for draw in (lambda: col.row(attention_boxes(f), col.x + INSET, col.w - 2 * INSET),
+                     lambda: ffn_block(col, f)):
+            split = sublayer_in(col, norm, pre)
+            draw()
+            if post:
+                col.arrow(10)
+                col.place("norm-post", (norm + " (post)",), FILL["norm"], inner=True)
+            col.add(split)
+    col.y += 6
     col.shapes.insert(frame_at, Box("layers", col.x, top, col.w, col.y - top, FILL["layers"],
                                     dashed=True))
     col.shapes.insert(frame_at + 1, Label("layers-title", col.x + 8, top + 16, title, 12,
@@ -328,7 +350,11 @@ def column(p: Panel, x: float, y: float) -> _Col:
     if params.get("total"):
         sub.append(f"{human_count(params['total'])} total")
     if params.get("active") and params.get("active") != params.get("total"):
-        sub.append(f"{human_count(params['active'])} active")
+        act = f"{human_count(params['active'])} active"
+        with_emb = params.get("active_with_embedding")
+        if with_emb and with_emb != params["active"]:   # cards count the embedding both ways
+            act += f" ({human_count(with_emb)} with embedding)"
+        sub.append(act)
     text = ", ".join(sub)
     col.shapes.append(Label("subtitle", x + COL_W / 2, y + 34, text, fit(text, COL_W, 11),
                             color="#555555"))
