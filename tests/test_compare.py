@@ -73,7 +73,7 @@ def test_compare_terminal_table_and_errors(tiny_model, tmp_path):
 def test_catalogue_lists_every_model_with_published_numbers():
     headers, rows = catalogue_table()
     assert len(rows) == len(models())
-    by = {r[0]: dict(zip(headers, r)) for r in rows}
+    by = {r[0]: dict(zip(headers, r, strict=True)) for r in rows}
     ds = by["DeepSeek-V3 / R1"]
     assert (ds["Layers"], ds["Hidden size"], ds["Experts active / total"]) == ("61 (+1 MTP)", "7,168", "8+1 / 256")
     assert by["Kimi K2"]["Params total"] == "1.04T"
@@ -86,7 +86,7 @@ def test_catalogue_cli_family_filter_and_markdown():
     assert r.returncode == 0, r.stderr
     rows = md_rows(r.stdout)
     assert set(rows) == {"Model", "DeepSeek-V3 / R1"}
-    row = dict(zip(rows["Model"], rows["DeepSeek-V3 / R1"]))
+    row = dict(zip(rows["Model"], rows["DeepSeek-V3 / R1"], strict=True))
     # DeepSeek's card counts the input embedding in its 37B active
     assert row["Hidden size"] == "7,168" and row["Params active + embedding"] == "37B"
     assert row["Attention"] == "MLA" and "Params active" not in row
@@ -133,6 +133,7 @@ def test_compare_gguf_context_from_metadata(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
     from ckptkit.convert import convert_to_gguf
     example = Path(__file__).parent.parent / "examples" / "tiny-llama"
     out = tmp_path / "t.gguf"

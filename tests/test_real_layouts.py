@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import modelgen
 import pytest
-from modelgen import TensorSpec
 
+import modelgen
 from ckptkit import api
 from ckptkit.catalogue import match_family
 from ckptkit.convert import build_plan
@@ -21,6 +20,7 @@ from ckptkit.infer import infer
 from ckptkit.render.compare import column_from_model, find_model
 from ckptkit.sources.local import LocalSource
 from ckptkit.validate import validate
+from modelgen import TensorSpec
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "tiny-llama"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import modelgen
 import pytest
 
+import modelgen
 from ckptkit import api
 from ckptkit.errors import UnsafeInputError
 from ckptkit.formats.gguf import split_gguf_parts
