@@ -57,7 +57,7 @@ def test_breakdown_counts_each_tensor_by_role():
 
 
 def _model(kind, header_only_dir, tiny_model):
-    if kind in ("llama3_8b", "deepseek_v3_671b", "gpt_oss_20b"):
+    if kind in ("llama3_8b", "deepseek_v3_671b", "gpt_oss_20b", "llama4_scout_like"):
         return header_only_dir(kind)
     return tiny_model(kind)
 
@@ -89,11 +89,14 @@ def _segments(svg: str) -> list[int]:
 
 
 @pytest.mark.parametrize("kind", ["llama3_8b", "deepseek_v3_671b", "gpt_oss_20b", "qwen3_next",
-                                  "gemma3_text"])
+                                  "gemma3_text", "llama4_scout_like"])
 def test_breakdown_segments_sum_to_total(kind, header_only_dir, tiny_model):
     facts, svg = _facts_and_svg(kind, header_only_dir, tiny_model)
     segs = _segments(svg)
     assert sum(segs) == facts["parameters"]["total"]
+    vision = [int(g.get("data-params")) for g in ET.fromstring(svg).iter(SVG + "g")
+              if g.get("data-role") == "param-vision"]
+    assert vision == ([facts["parameters"]["vision"]] if facts["parameters"].get("vision") else [])
     widths = [float(g.find(SVG + "rect").get("width")) for g in ET.fromstring(svg).iter(SVG + "g")
               if g.get("data-role", "").startswith("param-")]
     assert sum(widths) == pytest.approx(COL_W, abs=0.1)
