@@ -122,3 +122,59 @@ def test_read_timeout_comes_from_hf_hub_download_timeout(monkeypatch):
     monkeypatch.delenv("HF_HUB_DOWNLOAD_TIMEOUT")
     assert HubSource("a/b").timeout == 10.0
     assert HubSource("a/b", timeout=0.5).timeout == 0.5
+
+
+# ---- each byte once ----------------------------------------------------------------------------------
+
+def _spans(hub, name):
+    """[start, end) of every ranged GET of ``name`` in the request log."""
+    out = []
+    for r in hub.requests:
+        if r.method == "GET" and r.path.endswith("/" + name) and r.range:
+            a, _, b = r.range.split("=")[1].partition("-")
+            out.append((int(a), int(b) + 1))
+    return out
+
+
+def test_tensor_data_is_fetched_once(model, local_gguf, hub, hf_cache, tmp_path):
+    out = tmp_path / "remote.gguf"
+    convert_to_gguf(REPO, out, outtype="f16", threads=2)
+    assert out.read_bytes() == local_gguf.read_bytes()
+    data = fetched = 0
+    for shard in _shards(model):
+        lo, hi = _data_start(model / shard), (model / shard).stat().st_size
+        spans = [(max(a, lo), min(b, hi)) for a, b in _spans(hub, shard) if min(b, hi) > max(a, lo)]
+        covered = sorted(spans)
+        pos = lo
+        for a, b in covered:
+            assert a <= pos, f"{shard}: bytes {pos}-{a} never fetched"
+            pos = max(pos, b)
+        assert pos == hi
+        data += hi - lo
+        fetched += sum(b - a for a, b in spans)
+    assert fetched <= 1.02 * data
+
+
+def test_readahead_serves_any_order_from_one_pass(hub, hf_cache):
+    from ckptkit.sources.hub import HubSource
+    from ckptkit.sources.readahead import ReadAhead
+
+    blob = bytes((i * 31 + i // 7) % 251 for i in range(600_000))
+    hub.add_repo("stream/blob", {"w.safetensors": blob})
+    src = HubSource("stream/blob", timeout=2, retries=3, backoff=0.01)
+    src.files()
+    # a writer's order that is not the file's: the 30 pieces of 20 kB in a scrambled order
+    reads = [("w.safetensors", (i * 7) % 30 * 20_000, 20_000) for i in range(30)]
+    for budget, once in ((1 << 20, True), (120_000, False)):
+        hub.reset_stats()
+        with ReadAhead(src, reads, connections=3, chunk=64 << 10, budget=budget) as ra:
+            got = [ra.read(*r) for r in reads]
+            ra.finish()
+            assert got == [blob[o:o + n] for _, o, n in reads]
+            fetched = sum(b - a for a, b in _spans(hub, "w.safetensors"))
+            assert max(ra.peak, 0) <= budget + 3 * (64 << 10)
+            if once:  # room for everything: each range once, the checksum judged on the whole file
+                assert ra.refetched == 0 and fetched == len(blob)
+                assert "w.safetensors" in src.digests.verified
+            else:     # a tight buffer drops ranges needed only later and reads them again
+                assert 0 < ra.refetched and fetched == len(blob) + ra.refetched

@@ -15,7 +15,6 @@ from ..formats.gguf_write import kv
 from ..sources.base import Source
 from ..sources.digest import ChecksumError
 from ..sources.hub import HubSource
-from ..sources.window import WindowedSource
 from .family import family_for
 from .plan import Plan, plan_gguf
 from .run import execute
@@ -83,11 +82,13 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
                     family: str | None = None, vocab: bool = True, pre: str | None = None,
                     dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
                     on_plan: Callable[[Plan], None] | None = None,
-                    read_timeout: float | None = None) -> ConvertResult:
-    """``read_timeout``: seconds a Hub read may receive nothing before it is abandoned and
-    resumed (default: the source's, see HubSource)."""
+                    read_timeout: float | None = None, connections: int = 4) -> ConvertResult:
+    """From the Hub: ``read_timeout`` is the seconds a read may receive nothing before it is
+    abandoned and resumed (default: the source's, see HubSource); ``connections`` the ranged
+    requests in flight at once."""
     run = partial(_convert_once, spec, out, outtype, revision, threads, split_max_size, keep_mtp,
-                  family, vocab, pre, dry_run, on_bytes, read_timeout=read_timeout)
+                  family, vocab, pre, dry_run, on_bytes, read_timeout=read_timeout,
+                  connections=connections)
     try:
         return run(on_plan)
     except ChecksumError:
@@ -101,7 +102,8 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
 def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str | None, threads: int,
                   split_max_size: str | None, keep_mtp: bool, family: str | None, vocab: bool,
                   pre: str | None, dry_run: bool, on_bytes: Callable[[int], None] | None,
-                  on_plan: Callable[[Plan], None] | None, read_timeout: float | None = None) -> ConvertResult:
+                  on_plan: Callable[[Plan], None] | None, read_timeout: float | None = None,
+                  connections: int = 4) -> ConvertResult:
     with open_source(spec, revision) as source:
         hub = _hub_of(source)
         if hub is not None and read_timeout is not None:
@@ -112,11 +114,10 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
         if dry_run:
             return ConvertResult(plan, [])
         split = parse_size(split_max_size) if split_max_size else None
-        reader = source
-        first = plan.tensors[0].pieces[0].src.file if plan.tensors else None
-        if first is not None and source.local_path(first) is None:
-            reader = WindowedSource(source)  # remote: coalesce small reads
-        outputs = execute(plan, reader, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes)
+        # remote: every tensor byte planned and fetched once, `connections` ranges at a time
+        ahead = connections if hub is not None else 0
+        outputs = execute(plan, source, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes,
+                          connections=ahead)
         return ConvertResult(plan, outputs)
 
 

@@ -9,6 +9,8 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from ..dtypes import GGML_TYPES
 from ..formats.gguf_write import TensorSlot, write_gguf
 from ..index import TensorInfo
 from ..sources.base import Source
+from ..sources.readahead import ReadAhead
 from ..tensordata import bf16_to_f16, decode, row_nbytes
 from .plan import OutTensor, Piece, Plan, matrix_shape
 from .transforms import GENERATORS, LAYOUT_OPS, OPS, ROW_OPS, dequant_fp8_blocks, mxfp4_dequant, mxfp4_to_ggml
@@ -51,15 +54,30 @@ def _passthrough(piece: Piece, slot: TensorSlot) -> bool:
     return not piece.ops and piece.scale is None and piece.src.dtype == GGML_TYPES[slot.ggml_type][0]
 
 
-def piece_jobs(source: Source, piece: Piece, slot: TensorSlot,
-               chunk_bytes: int = CHUNK_BYTES) -> Iterator[Callable[[], Chunk]]:
+Range = tuple[str, int, int]  # file, offset, length
+
+
+@dataclass(frozen=True)
+class Job:
+    """One chunk of output: the source ranges it reads, and the pure function making the chunk
+    from their bytes (so a read-ahead can plan every read before the first one)."""
+
+    reads: tuple[Range, ...]
+    make: Callable[..., Chunk]
+
+    def __call__(self, source: Source) -> Chunk:
+        return self.make(*(source.read(*r) for r in self.reads))
+
+
+def piece_jobs(piece: Piece, slot: TensorSlot, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Job]:
     """Jobs that together produce a piece's output bytes, in order."""
     if piece.gen is not None:      # computed from the config (e.g. rope_freqs): one small job
         name, *args = piece.gen
-        yield partial(encode, GENERATORS[name](*args), slot.ggml_type, slot.shape[-1] if slot.shape else 1)
+        yield Job((), partial(encode, GENERATORS[name](*args), slot.ggml_type,
+                              slot.shape[-1] if slot.shape else 1))
         return
     if piece.mxfp4_scales is not None:
-        yield from _mxfp4_jobs(source, piece, piece.mxfp4_scales, slot, chunk_bytes)
+        yield from _mxfp4_jobs(piece, piece.mxfp4_scales, slot, chunk_bytes)
         return
     src = piece.src
     rows, cols = matrix_shape(src.shape)
@@ -70,13 +88,19 @@ def piece_jobs(source: Source, piece: Piece, slot: TensorSlot,
     passthrough = _passthrough(piece, slot)
     for a in range(piece.r0, piece.r1, step):
         b = min(a + step, piece.r1)
-        yield partial(_job, source, piece, slot, a, b, rb, cols, out_cols, passthrough)
+        reads: tuple[Range, ...] = ((src.file, src.offset + a * rb, (b - a) * rb),)
+        if piece.scale is not None:
+            br, _ = piece.scale_block
+            s0, s1 = a // br, -(-b // br)
+            srow = row_nbytes(piece.scale)
+            reads += ((piece.scale.file, piece.scale.offset + s0 * srow, (s1 - s0) * srow),)
+        yield Job(reads, partial(_job, piece, slot, a, b, cols, out_cols, passthrough))
 
 
-def _job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, rb: int, cols: int,
-         out_cols: int, passthrough: bool) -> Chunk:
+def _job(piece: Piece, slot: TensorSlot, a: int, b: int, cols: int, out_cols: int, passthrough: bool,
+         raw: bytes, scale_raw: bytes | None = None) -> Chunk:
+    """Rows [a, b) of a piece from their bytes (and their scales' bytes, for block-scaled FP8)."""
     src = piece.src
-    raw = source.read(src.file, src.offset + a * rb, (b - a) * rb)
     if passthrough:
         return raw
     if (src.dtype == "BF16" and GGML_TYPES[slot.ggml_type][0] == "F16" and piece.scale is None
@@ -87,38 +111,36 @@ def _job(source: Source, piece: Piece, slot: TensorSlot, a: int, b: int, rb: int
             x = OPS[name](x, *args)
         return _raw(x)
     x = decode(raw, src.dtype, (b - a, cols)).astype(np.float32, copy=False)
-    if piece.scale is not None:
+    if piece.scale is not None and scale_raw is not None:
         br, bc = piece.scale_block
         s0, s1 = a // br, -(-b // br)
-        srow = row_nbytes(piece.scale)
-        s = decode(source.read(piece.scale.file, piece.scale.offset + s0 * srow, (s1 - s0) * srow),
-                   piece.scale.dtype, (s1 - s0, matrix_shape(piece.scale.shape)[1])).astype(np.float32)
+        s = decode(scale_raw, piece.scale.dtype,
+                   (s1 - s0, matrix_shape(piece.scale.shape)[1])).astype(np.float32)
         x = dequant_fp8_blocks(x, s, a, br, bc)
     for name, *args in piece.ops:
         x = OPS[name](x, *args)
     return encode(x, slot.ggml_type, out_cols)
 
 
-def _mxfp4_jobs(source: Source, piece: Piece, sc: TensorInfo, slot: TensorSlot,
-                chunk_bytes: int) -> Iterator[Callable[[], Chunk]]:
+def _mxfp4_jobs(piece: Piece, sc: TensorInfo, slot: TensorSlot, chunk_bytes: int) -> Iterator[Job]:
     """Jobs for a piece of MXFP4 rows: blocks and exponents read together, row by row."""
     groups = piece.src.shape[-2]
     q = max(piece.quantum, 1)
     step = max(q, (chunk_bytes // (groups * 16)) // q * q)
     out_cols = slot.shape[-1]
+    src = piece.src
     for a in range(piece.r0, piece.r1, step):
         b = min(a + step, piece.r1)
-        yield partial(_mxfp4_job, source, piece, sc, slot, a, b, groups, out_cols)
+        reads = ((src.file, src.offset + a * groups * 16, (b - a) * groups * 16),
+                 (sc.file, sc.offset + a * groups, (b - a) * groups))
+        yield Job(reads, partial(_mxfp4_job, piece, slot, a, b, groups, out_cols))
 
 
-def _mxfp4_job(source: Source, piece: Piece, sc: TensorInfo, slot: TensorSlot, a: int, b: int,
-               groups: int, out_cols: int) -> Chunk:
-    """Rows [a, b) of an MXFP4 piece; ``sc`` is its exponents tensor."""
-    src = piece.src
-    blocks = np.frombuffer(source.read(src.file, src.offset + a * groups * 16, (b - a) * groups * 16),
-                           dtype=np.uint8).reshape(b - a, groups, 16)
-    scales = np.frombuffer(source.read(sc.file, sc.offset + a * groups, (b - a) * groups),
-                           dtype=np.uint8).reshape(b - a, groups)
+def _mxfp4_job(piece: Piece, slot: TensorSlot, a: int, b: int, groups: int, out_cols: int,
+               blocks_raw: bytes, scales_raw: bytes) -> Chunk:
+    """Rows [a, b) of an MXFP4 piece from its blocks' and exponents' bytes."""
+    blocks = np.frombuffer(blocks_raw, dtype=np.uint8).reshape(b - a, groups, 16)
+    scales = np.frombuffer(scales_raw, dtype=np.uint8).reshape(b - a, groups)
     ops = list(piece.ops)
     while ops and ops[0][0] in ROW_OPS:     # row selections apply to the packed bytes as they are
         name, *args = ops.pop(0)
@@ -131,19 +153,19 @@ def _mxfp4_job(source: Source, piece: Piece, sc: TensorInfo, slot: TensorSlot, a
     return encode(x, slot.ggml_type, out_cols)
 
 
-def tensor_jobs(source: Source, out: OutTensor, chunk_bytes: int = CHUNK_BYTES) -> list[Callable[[], Chunk]]:
-    return [j for p in out.pieces for j in piece_jobs(source, p, out.slot, chunk_bytes)]
+def tensor_jobs(out: OutTensor, chunk_bytes: int = CHUNK_BYTES) -> list[Job]:
+    return [j for p in out.pieces for j in piece_jobs(p, out.slot, chunk_bytes)]
 
 
-def _ordered(jobs: Iterable[Callable[[], Chunk]], threads: int) -> Iterator[Chunk]:
+def _ordered(jobs: Iterable[Job], source: Source, threads: int) -> Iterator[Chunk]:
     if threads <= 1:
         for j in jobs:
-            yield j()
+            yield j(source)
         return
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque[Future[Chunk]] = deque()
         for j in jobs:
-            pending.append(pool.submit(j))
+            pending.append(pool.submit(j, source))
             if len(pending) > threads:
                 yield pending.popleft().result()
         while pending:
@@ -152,20 +174,31 @@ def _ordered(jobs: Iterable[Callable[[], Chunk]], threads: int) -> Iterator[Chun
 
 def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: int = 1,
             split_max_bytes: int | None = None, on_bytes: Callable[[int], None] | None = None,
-            chunk_bytes: int = CHUNK_BYTES) -> list[Path]:
-    """Write the GGUF file(s) of ``plan`` reading tensor data from ``source``."""
+            chunk_bytes: int = CHUNK_BYTES, connections: int = 0) -> list[Path]:
+    """Write the GGUF file(s) of ``plan`` reading tensor data from ``source``. With
+    ``connections`` > 0 (a remote source) every read is planned first and fetched once, in large
+    ranges, that many at a time (see sources/readahead.py); the output is committed only after
+    every range has arrived and passed its checks."""
     # One flat job stream keeps the pool busy across tensor boundaries; the writer regroups it.
     counts: list[int] = []
-    all_jobs: list[Callable[[], Chunk]] = []
+    all_jobs: list[Job] = []
     for t in plan.tensors:
-        js = tensor_jobs(source, t, chunk_bytes)
+        js = tensor_jobs(t, chunk_bytes)
         counts.append(len(js))
         all_jobs.extend(js)
-    stream = _ordered(all_jobs, threads)
+    ahead = ReadAhead(source, [r for j in all_jobs for r in j.reads], connections) if connections > 0 else None
+    with ahead or nullcontext():
+        stream = _ordered(all_jobs, ahead or source, threads)
 
-    def per_tensor() -> Iterator[tuple[TensorSlot, Iterator[Chunk]]]:
-        for t, n in zip(plan.tensors, counts, strict=True):
-            yield t.slot, (next(stream) for _ in range(n))
+        def chunks(n: int, last: bool) -> Iterator[Chunk]:
+            for _ in range(n):
+                yield next(stream)
+            if last and ahead is not None:
+                ahead.finish()  # runs before the writer commits: no unchecked bytes get a final name
 
-    return write_gguf(out_path, plan.kvs, plan.slots, per_tensor(), split_max_bytes=split_max_bytes,
-                      on_bytes=on_bytes)
+        def per_tensor() -> Iterator[tuple[TensorSlot, Iterator[Chunk]]]:
+            for i, (t, n) in enumerate(zip(plan.tensors, counts, strict=True)):
+                yield t.slot, chunks(n, i == len(counts) - 1)
+
+        return write_gguf(out_path, plan.kvs, plan.slots, per_tensor(), split_max_bytes=split_max_bytes,
+                          on_bytes=on_bytes)
