@@ -151,6 +151,21 @@ def test_sliding_gpt_oss_20b():
     assert m.weights_bytes == sum(t.nbytes for t in idx.tensors.values())   # MXFP4 as stored
 
 
+def test_chunked_llama4_scout():
+    pytest.importorskip("transformers")
+    idx = replica("llama4_scout_like")
+    ctx = 10 * 2 ** 20                          # the 10M context Scout is published for
+    m = memory(idx, ctx)
+    per = 2 * 8 * 128 * 2                       # K and V, 8 kv heads x 128, f16: 4 KiB/token
+    # rope layers attend within chunks of 8192: 36 of 48 hold one chunk; layers 3, 7, ..., 47
+    # (NoPE) see everything
+    assert m.per_kind["chunked_attention"].layers == 36
+    assert m.per_kind["chunked_attention"].tokens == 8192
+    assert m.per_kind["full_attention"].layers == 12
+    assert m.kv_cache_bytes == 12 * per * ctx + 36 * per * 8192
+    assert any("vision included" in n for n in m.notes)     # a multimodal repo
+
+
 # ---- linear attention -------------------------------------------------------------------------
 
 def qwen3_next_like() -> TensorIndex:

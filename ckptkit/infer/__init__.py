@@ -27,7 +27,8 @@ FACT_KEYS = (
     "v_head_dim", "num_experts", "num_shared_experts", "expert_intermediate_size",
     "dense_prefix_layers", "moe_layers", "num_experts_per_tok", "router_bias",
     "attention_sinks", "qk_norm", "norm_placement", "norm_kind", "positional", "mtp_layers",
-    "linear_attention_layers", "linear_attention_state", "sliding_window", "quantization", "parameters",
+    "linear_attention_layers", "linear_attention_state", "sliding_window",
+    "chunked_attention", "quantization", "parameters",
     "kv_cache_bytes_per_token",
 )
 

@@ -60,6 +60,7 @@ def infer_attention(s: Scan, h: Hints) -> dict[str, Fact]:
 
     windows = sliding_window(h, len(s.layers))
     facts["sliding_window"] = windows
+    facts["chunked_attention"] = chunked_attention(h, len(s.layers))
     facts["kv_cache_bytes_per_token"] = kv_cache(facts, std, mla, windows)
     return facts
 
@@ -233,7 +234,30 @@ def sliding_window(h: Hints, num_layers: int) -> Fact:
 
 
 # llama.cpp's built-in patterns for archs whose GGUF carries none: every n-th layer is global
-ARCH_SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2, "cohere2": 4}
+# (llama4's "window" is its attention chunk)
+ARCH_SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2, "cohere2": 4, "llama4": 4}
+
+
+def chunked_attention(h: Hints, num_layers: int) -> Fact:
+    """Llama 4: the rope layers attend within chunks of attention_chunk_size tokens, so they
+    never need more than one chunk; the NoPE layers (every 4th by default) see everything."""
+    chunk, ck = h.int_cfg("attention_chunk_size")
+    if not chunk:
+        return Fact(None, "config" if h.config else "tensors", ["no attention_chunk_size"])
+    types, tk = h.cfg("layer_types")
+    rope, rk = h.cfg("no_rope_layers")
+    if isinstance(types, list) and types:
+        layers = [i for i, t in enumerate(types) if t == "chunked_attention"]
+        why = f"{tk}: {len(layers)} chunked of {len(types)}"
+    elif isinstance(rope, list) and rope:
+        layers = [i for i, r in enumerate(rope) if r]
+        why = f"{rk}: the {len(layers)} rope layers are chunked"
+    else:
+        layers = [i for i in range(num_layers) if (i + 1) % 4]
+        why = "no layer_types: every 4th layer global (the Llama 4 default)"
+    if not layers:
+        return Fact(None, "config", [f"{ck} = {chunk}", why, "no layer is chunked"])
+    return Fact({"chunk": chunk, "layers": layers}, "config", [f"{ck} = {chunk}", why])
 
 
 def _gguf_window_layers(h: Hints, num_layers: int) -> tuple[list[int] | None, str]:

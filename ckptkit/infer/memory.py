@@ -7,7 +7,8 @@ allocates for one sequence:
 - MLA: one row of kv_lora_rank + qk_rope_head_dim per token and layer. llama.cpp caches the
   compressed latent c_kv with the rope key k_rope in K and reads V as a view of the latent, so
   there is no second row (estimators that expand the latent to every head overcount ~30x);
-- sliding-window layers: at most the window, min(ctx, window) tokens;
+- sliding-window layers: at most the window, min(ctx, window) tokens; chunked-attention layers
+  (Llama 4) likewise at most one chunk;
 - linear-attention layers: a fixed conv + recurrent state in F32, whatever the context;
 - MTP layers: nothing; they are only run when drafting with them.
 """
@@ -96,17 +97,23 @@ class Memory:
                 "notes": list(self.notes)}
 
 
-def _windowed(values: Mapping[str, Any], attn: list[int], m: Memory) -> tuple[int | None, list[int]]:
-    """(window, the attention layers that slide)."""
-    win = values.get("sliding_window")
-    if not isinstance(win, dict) or not win.get("window"):
-        return None, []
-    if win.get("layers") is None:
-        m.notes.append(f"sliding window {win['window']} on layers the metadata does not list: "
-                       "counted at the full context (an upper bound)")
-        return None, []
-    sliding = set(win["layers"])
-    return int(win["window"]), [n for n in attn if n in sliding]
+def _bounded(values: Mapping[str, Any], attn: list[int], m: Memory) -> dict[str, tuple[int, list[int]]]:
+    """{kind: (most tokens held, its layers)} for sliding-window and chunked layers."""
+    out: dict[str, tuple[int, list[int]]] = {}
+    for kind, key, size in (("sliding_attention", "sliding_window", "window"),
+                            ("chunked_attention", "chunked_attention", "chunk")):
+        v = values.get(key)
+        if not isinstance(v, dict) or not v.get(size):
+            continue
+        if v.get("layers") is None:
+            m.notes.append(f"{key.replace('_', ' ')} {v[size]} on layers the metadata does "
+                           "not list: counted at the full context (an upper bound)")
+            continue
+        listed, taken = set(v["layers"]), {n for _, ls in out.values() for n in ls}
+        layers = [n for n in attn if n in listed and n not in taken]
+        if layers:
+            out[kind] = (int(v[size]), layers)
+    return out
 
 
 def _attention(values: Mapping[str, Any], attn: list[int], m: Memory) -> None:
@@ -121,18 +128,19 @@ def _attention(values: Mapping[str, Any], attn: list[int], m: Memory) -> None:
     if m.kv_type == "q8_0" and any(w % 32 for w in rows.widths):
         m.notes.append(f"rows of {rows.widths} elements are not whole q8_0 blocks of 32; "
                        "llama.cpp refuses such a cache type")
-    window, sliding = _windowed(values, attn, m)
-    full = [n for n in attn if n not in set(sliding)]
+    bounded = _bounded(values, attn, m)
+    capped = {n for _, layers in bounded.values() for n in layers}
+    full = [n for n in attn if n not in capped]
     mla = values.get("attention") == "mla"
     row = f"{rows.why} = {rows.elements} elements = {per_token} B/token ({m.kv_type})"
     if full:
         m.per_kind["mla" if mla else "full_attention"] = KindMemory(
             len(full), m.ctx, per_token * m.ctx, f"{row} x {m.ctx} tokens")
-    if sliding and window:
-        held = min(m.ctx, window)
-        m.per_kind["sliding_attention"] = KindMemory(
-            len(sliding), held, per_token * held,
-            f"{row} x min(ctx {m.ctx}, window {window}) = {held} tokens")
+    for kind, (size, layers) in bounded.items():
+        held = min(m.ctx, size)
+        what = "window" if kind == "sliding_attention" else "chunk"
+        m.per_kind[kind] = KindMemory(len(layers), held, per_token * held,
+                                      f"{row} x min(ctx {m.ctx}, {what} {size}) = {held} tokens")
 
 
 def _linear(values: Mapping[str, Any], linear: list[int], m: Memory) -> None:

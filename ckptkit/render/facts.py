@@ -138,7 +138,8 @@ def fact_lines(report: dict) -> list[tuple[str, str]]:
 
 
 _KIND_LABELS = {"full_attention": "full-attention", "sliding_attention": "sliding-window",
-                "mla": "MLA latent", "linear_attention": "linear-attention", "mtp": "MTP"}
+                "chunked_attention": "chunked-attention", "mla": "MLA latent",
+                "linear_attention": "linear-attention", "mtp": "MTP"}
 
 
 def memory_text(mem: dict) -> str:
