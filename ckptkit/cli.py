@@ -156,9 +156,11 @@ def _render_facts(report: dict, console: Console) -> None:
 @click.option("--read-timeout", type=click.FloatRange(0.05, None, min_open=False), default=None,
               help="From the Hub: seconds a read may receive nothing before it is resumed "
               "(default 10, or HF_HUB_DOWNLOAD_TIMEOUT).")
+@click.option("--connections", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="From the Hub: ranged requests in flight at once (each holds up to 8 MB).")
 @guarded
 def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
-            dry_run, no_progress, shard_size, read_timeout) -> None:
+            dry_run, no_progress, shard_size, read_timeout, connections) -> None:
     """Convert SRC (HF safetensors: folder, file or Hub repo) to GGUF at OUT, streamed; or a GGUF
     SRC to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer)."""
     from .convert import convert_to_gguf, source_is_gguf
@@ -185,7 +187,7 @@ def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_voc
         res = convert_to_gguf(src, out, outtype=outtype, revision=revision, threads=threads,
                               split_max_size=split_max_size, keep_mtp=not no_mtp, family=family,
                               vocab=not no_vocab, pre=pre, dry_run=dry_run, on_bytes=on_bytes,
-                              on_plan=on_plan, read_timeout=read_timeout)
+                              on_plan=on_plan, read_timeout=read_timeout, connections=connections)
     finally:
         if "bar" in bar:
             bar["bar"].close()

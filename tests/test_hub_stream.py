@@ -178,3 +178,25 @@ def test_readahead_serves_any_order_from_one_pass(hub, hf_cache):
                 assert "w.safetensors" in src.digests.verified
             else:     # a tight buffer drops ranges needed only later and reads them again
                 assert 0 < ra.refetched and fetched == len(blob) + ra.refetched
+
+
+def test_cli_through_every_kind_of_fault(model, local_gguf, hub, hf_cache, tmp_path):
+    from click.testing import CliRunner
+
+    from ckptkit.cli import main
+
+    shards = _shards(model)
+    faults = [hub.fail(shards[0], "status", status=503, times=2),
+              hub.fail(shards[-1], "status", status=429, retry_after=1),
+              hub.fail(shards[0], "short", after_bytes=5000, times=2),
+              hub.fail(shards[-1], "reset", after_bytes=3000),
+              hub.fail(shards[-1], "stall", seconds=30, after_bytes=2000, times=2),
+              hub.fail(shards[0], "corrupt", after_bytes=(model / shards[0]).stat().st_size - 10)]
+    out = tmp_path / "cli.gguf"
+    t0 = time.monotonic()
+    r = CliRunner().invoke(main, ["convert", REPO, str(out), "--outtype", "f16", "--no-progress",
+                                  "--connections", "2", "--read-timeout", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert time.monotonic() - t0 < 20
+    assert out.read_bytes() == local_gguf.read_bytes()
+    assert [f.hits for f in faults] == [2, 1, 2, 1, 2, 1]
