@@ -429,6 +429,13 @@ def tensor_chunks(source: Source, t: HFTensor, chunk_bytes: int = CHUNK_BYTES) -
 
 
 def piece_chunks(source: Source, t: HFPiece, dtype: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    for x in piece_arrays(source, t, chunk_bytes):
+        yield encode(x, dtype)
+
+
+def piece_arrays(source: Source, t: HFPiece, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """A piece's values as float32 arrays in HF layout (C order), in bounded chunks of whole row
+    quanta; ``chunk_bytes`` counts float32 output bytes."""
     src = t.src
     _, cols = gguf_matrix(src.shape)
     if len(src.shape) <= 1:
@@ -437,7 +444,7 @@ def piece_chunks(source: Source, t: HFPiece, dtype: str, chunk_bytes: int = CHUN
         x = x.reshape(-1, 1)
         for name, *args in t.ops:
             x = OPS[name](x, *args)
-        yield encode(x.reshape(-1), dtype)
+        yield x.reshape(-1)
         return
     rb = _row_bytes(src, cols)
     q = max(t.quantum, 1)
@@ -448,7 +455,7 @@ def piece_chunks(source: Source, t: HFPiece, dtype: str, chunk_bytes: int = CHUN
         x = dequantize_rows(raw, src, b - a, cols)
         for name, *args in t.ops:
             x = OPS[name](x, *args)
-        yield encode(x, dtype)
+        yield x
 
 
 # ---- tokenizer -------------------------------------------------------------------------------------------
