@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
-from .index import FileInfo, TensorIndex, TensorInfo
+from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable
 from .sources.base import Source
 from .sources.files import is_pickle, parse_split_gguf
 from .sources.hub import looks_like_repo_id
@@ -85,6 +85,17 @@ def _same_split(stem: str, names: Iterable[str]) -> list[str]:
 # ---- which files make up the checkpoint --------------------------------------------------------
 
 def read_json(source: Source, path: str) -> Any:
+    raw = _read_small(source, path)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"not valid JSON: {str(e)[:200]}", path) from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+        raise FormatError("not valid JSON: nested too deeply", path) from None
+
+
+def _read_small(source: Source, path: str) -> bytes:
+    """A whole small file (config, index, tokenizer), refused past MAX_JSON_BYTES."""
     size = source.files().get(path)
     if size is None:  # local sources list sizes as unknown; an empty read_head tells
         size = source.read_head(path, 0)[1]
@@ -96,12 +107,21 @@ def read_json(source: Source, path: str) -> Any:
             raise FormatError(f"more than {MAX_JSON_BYTES} bytes is too large for a JSON file", path)
     else:
         raw = source.read_file(path)
+    return raw
+
+
+def _read_tokenizer_file(source: Source, path: str) -> Any:
+    """A tokenizer file parsed (a .jinja template as text), or Unreadable: a broken tokenizer
+    file does not stop inspect; validate reports it."""
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"not valid JSON: {str(e)[:200]}", path) from None
-    except RecursionError:  # "[[[[..." nested deeper than the parser's stack
-        raise FormatError("not valid JSON: nested too deeply", path) from None
+        if not path.endswith(".jinja"):
+            return read_json(source, path)
+        try:
+            return _read_small(source, path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError("not UTF-8", path) from None
+    except FormatError as e:
+        return Unreadable(e.message)
 
 
 def _top_level(files: dict[str, int | None]) -> list[str]:
@@ -171,12 +191,18 @@ def _header_guess(names: list[str]) -> int:
     return 8 + sum(len(n) + 84 for n in names) + 384
 
 
-def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
-    """Read every header of the checkpoint in ``source`` into one TensorIndex (no tensor data)."""
+def load_index(source: Source, progress: Progress | None = None,
+               tokenizer: bool = False) -> TensorIndex:
+    """Read every header of the checkpoint in ``source`` into one TensorIndex (no tensor data);
+    ``tokenizer`` also reads a safetensors checkpoint's tokenizer files (TOKENIZER_FILES)."""
     fmt, files, index_file = find_checkpoint_files(source)
-    # config.json and the shard index in one round trip (both small, both needed first)
+    # config.json, the shard index and the tokenizer files in one round trip (all small)
     wanted = [p for p in ("config.json", index_file) if p and p in source.files()]
-    docs = dict(zip(wanted, source.map(lambda p: read_json(source, p), wanted), strict=True))
+    tok = [p for p in TOKENIZER_FILES if p in source.files()] if tokenizer and fmt == "safetensors" else []
+    got = source.map(lambda p: _read_tokenizer_file(source, p) if p in tok else read_json(source, p),
+                     wanted + tok)
+    docs = dict(zip(wanted, got[:len(wanted)], strict=True))
+    tok_docs = dict(zip(tok, got[len(wanted):], strict=True))
     config = docs.get("config.json")
     if "config.json" in docs and not isinstance(config, dict):
         raise FormatError("config.json is not a JSON object", "config.json")
@@ -230,7 +256,8 @@ def load_index(source: Source, progress: Progress | None = None) -> TensorIndex:
             if t.name in tensors:
                 raise FormatError(f"tensor {t.name!r} is in both {tensors[t.name].file} and {path}", source.label)
             tensors[t.name] = t
-    return TensorIndex("safetensors", infos, tensors, config, shard_index, metadata, source.label)
+    return TensorIndex("safetensors", infos, tensors, config, shard_index, metadata, source.label,
+                       tok_docs)
 
 
 def _load_gguf(source: Source, files: list[str], config: dict | None,
@@ -258,4 +285,4 @@ def _load_gguf(source: Source, files: list[str], config: dict | None,
 def inspect(spec: str, revision: str | None = None, progress: Progress | None = None) -> TensorIndex:
     """Open ``spec`` and read its tensor index."""
     with open_source(spec, revision) as source:
-        return load_index(source, progress)
+        return load_index(source, progress, tokenizer=True)

@@ -33,6 +33,19 @@ class FileInfo:
     header_bytes: int = 0      # bytes of the file before its tensor data
 
 
+# The files that describe a checkpoint's tokenizer, read next to config.json when asked for.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "generation_config.json", "chat_template.json",
+                   "chat_template.jinja")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A tokenizer file that is there but cannot be read (not JSON, not UTF-8): inspect goes on
+    without it and validate reports it."""
+    message: str
+
+
 @dataclass
 class TensorIndex:
     format: str                                  # "safetensors" | "gguf"
@@ -42,6 +55,9 @@ class TensorIndex:
     shard_index: dict[str, Any] | None = None    # model.safetensors.index.json, when present
     metadata: dict[str, Any] = field(default_factory=dict)  # safetensors __metadata__ / GGUF KV
     source: str = ""                             # label of the source it came from
+    # the tokenizer's small files (TOKENIZER_FILES) when they were read: JSON parsed, a .jinja
+    # template as text, a file that could not be read as Unreadable
+    tokenizer_files: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_parameters(self) -> int:

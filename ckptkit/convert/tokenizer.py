@@ -144,6 +144,12 @@ def identify_pre(tj: dict, config: dict | None = None) -> str:
     return matches[0]["name"]
 
 
+def is_sentencepiece_style(tj: dict) -> bool:
+    """Whether a ``tokenizer.json`` is SentencePiece-style (Unigram, or BPE over "▁" pieces)
+    rather than byte-level BPE; UnsupportedError for a model that is neither."""
+    return _is_spm_style(tj)
+
+
 def pre_names() -> list[str]:
     """Every tokenizer.ggml.pre value llama.cpp accepts."""
     return list(_table()["accepted"])

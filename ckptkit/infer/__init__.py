@@ -19,6 +19,7 @@ from .norms import infer_norms
 from .params import infer_params
 from .quant import infer_quant
 from .scan import Scan, scan
+from .tokenizer import infer_tokenizer
 
 FACT_KEYS = (
     "num_layers", "hidden_size", "vocab_size", "intermediate_size", "tied_embeddings",
@@ -29,7 +30,7 @@ FACT_KEYS = (
     "attention_sinks", "qk_norm", "norm_placement", "norm_kind", "positional", "mtp_layers",
     "linear_attention_layers", "linear_attention_state", "sliding_window",
     "chunked_attention", "quantization", "parameters",
-    "kv_cache_bytes_per_token",
+    "kv_cache_bytes_per_token", "tokenizer",
 )
 
 __all__ = ["infer", "Inference", "Fact", "FACT_KEYS", "canonical_name", "canonicalize",
@@ -61,6 +62,7 @@ def infer(index: TensorIndex, match: bool = True) -> Inference:
     facts.update(infer_moe(s, h, facts["hidden_size"].value))
     facts.update(infer_norms(s))
     facts["quantization"] = infer_quant(index, s, h)
+    facts["tokenizer"] = infer_tokenizer(index.tokenizer_files, index.config, index.metadata, index.format)
     k = facts["num_experts_per_tok"]
     head = ignored_head(s, h)
     facts["parameters"] = infer_params(s, facts["num_experts"].value, k.value, k.source,

@@ -35,6 +35,10 @@ def fact_lines(report: dict) -> list[tuple[str, str]]:
     """(label, rich text) lines; facts not from the tensors carry their source in brackets."""
     F = _Facts(report)
     v, mark = F.v, F.mark
+    if report.get("tensor_count") == 0:  # a vocabulary-only GGUF: no architecture to tell
+        tok = v("tokenizer")
+        return [("weights", "none: a vocabulary-only file" if tok else "none")] + \
+            ([("tokenizer", tokenizer_text(tok))] if tok else [])
     out: list[tuple[str, str]] = []
     fam = report.get("family")
     if fam:
@@ -105,6 +109,9 @@ def fact_lines(report: dict) -> list[tuple[str, str]]:
     out.append(("norm", norm))
     out.append(("positions", f"{v('positional') or '?'}" + mark("positional")))
 
+    if v("tokenizer"):
+        out.append(("tokenizer", tokenizer_text(v("tokenizer"))))
+
     q = v("quantization")
     if isinstance(q, dict) and q.get("method"):
         if q["method"] == "fp8":
@@ -165,6 +172,30 @@ def memory_text(mem: dict) -> str:
     if notes:
         txt += " [dim](" + escape("; ".join(notes)) + ")[/dim]"
     return txt
+
+
+# GGUF's tokenizer.ggml.model values, as the kind of tokenizer they stand for
+_GGUF_TOKENIZERS = {"gpt2": "byte-level BPE", "llama": "SentencePiece", "bert": "WordPiece",
+                    "t5": "Unigram", "rwkv": "RWKV", "none": "no vocabulary"}
+
+
+def tokenizer_text(t: dict) -> str:
+    """``BPE, pre llama-bpe, 128,256 tokens; bos 128000, eos 128001; chat template``."""
+    model = str(t.get("model") or "?")
+    if model in _GGUF_TOKENIZERS:
+        model += f" ({_GGUF_TOKENIZERS[model]})"
+    parts = [model]
+    if t.get("pre"):
+        parts.append(f"pre {t['pre']}")
+    if t.get("vocab_size") is not None:
+        parts.append(f"{t['vocab_size']:,} tokens")
+    txt = ", ".join(parts)
+    ids = [f"{kind} {t[f'{kind}_token_id']}" for kind in ("bos", "eos", "pad", "unk")
+           if t.get(f"{kind}_token_id") is not None]
+    if ids:
+        txt += "; " + ", ".join(ids)
+    txt += "; chat template" if t.get("chat_template") else "; no chat template"
+    return escape(txt)
 
 
 def active_text(p: dict) -> str:

@@ -1,7 +1,7 @@
 """`ckptkit validate`: audit a checkpoint for CI.
 
 Every problem is a ``Finding`` with a stable ``code`` (see ``CODES``), a level (``error`` or
-``warning``) and a message. Four groups of checks, each a small pure function of the tensor
+``warning``) and a message. Five groups of checks, each a small pure function of the tensor
 index and its inferred facts, one module each:
 
 - ``config.*`` (``config``, ``attention``, ``ffn``): config.json (or GGUF metadata) against what
@@ -10,6 +10,7 @@ index and its inferred facts, one module each:
   shapes, experts numbered 0..E-1, nothing stray or duplicated;
 - ``index.*`` (``shards``): the shard index against the shards;
 - ``catalogue.*`` (``catalogue``): a checkpoint claiming a known model against its published facts;
+- ``tokenizer.*`` (``tokenizer``): the tokenizer against the embedding rows, and its chat template;
 plus ``policy.*`` from a policy file (``policy``). Findings and their codes are in ``findings``,
 which depends on nothing else here; ``render`` formats a ``Validation`` for output.
 """
@@ -30,6 +31,7 @@ from .render import format_github, format_text
 from .shards import check_shard_index, missing_shards
 from .structure import check_structure
 from .tied import stored_head_is_copy
+from .tokenizer import check_tokenizer
 
 __all__ = ["validate", "validate_index", "Validation", "Finding", "CODES", "LEVELS", "MAX_PER_CODE",
            "finding", "cap", "format_text", "format_github", "Policy", "load_policy", "check_policy",
@@ -52,7 +54,7 @@ def validate(spec: str, revision: str | None = None, policy: Policy | None = Non
                 v = Validation(source.label, fmt, missing, files=len(files), root=root)
                 v.seconds = time.process_time() - t0
                 return v
-        index = load_index(source)
+        index = load_index(source, tokenizer=True)
         repo = getattr(source, "repo_id", None)
         inf = infer(index)
         head_copy = stored_head_is_copy(source, index, inf)
@@ -75,11 +77,14 @@ def validate_index(index: TensorIndex, files: dict[str, int | None] | None = Non
     inf = inference or infer(index)
     layout = Layout.of(index, inf.scan if inf.scan is not None else scan(index))
     out: list[Finding] = []
-    out += check_config(index, inf, layout, head_copy)
-    out += check_structure(index, inf, layout)
+    vocab_only = index.format == "gguf" and not index.tensors and "tokenizer.ggml.model" in index.metadata
+    if not vocab_only:  # a vocabulary-only GGUF has no weights for its metadata to describe
+        out += check_config(index, inf, layout, head_copy)
+        out += check_structure(index, inf, layout)
     if index.shard_index is not None:
         out += check_shard_index(index, index_file or "model.safetensors.index.json", files)
     out += check_catalogue(index, inf, repo_id)
+    out += check_tokenizer(index, inf)
     if policy is not None:
         out += check_policy(policy, index, inf, files)
         out = policy.adjust(out)

@@ -55,6 +55,11 @@ CODES: dict[str, tuple[str, str]] = {
     "catalogue.model_mismatch": ("error", "the repo of a known model differs from its published facts"),
     "catalogue.near_model": ("warning", "same layers and width as a known model, but differs in some facts"),
     "catalogue.family_signature": ("warning", "the family config.json claims lacks its tensor signature"),
+    "tokenizer.id_beyond_embedding": ("error", "a token id (vocabulary, added or special) at or beyond the "
+                                               "embedding rows"),
+    "tokenizer.special_not_in_vocab": ("error", "a BOS/EOS id or token the tokenizer's vocabulary does not hold"),
+    "tokenizer.chat_template": ("error", "a chat template that does not parse (Jinja syntax)"),
+    "tokenizer.unreadable": ("error", "a tokenizer file that is not valid JSON or UTF-8"),
     "policy.format": ("error", "checkpoint format not allowed by the policy"),
     "policy.dtype": ("error", "tensor dtype not allowed by the policy"),
     "policy.max_parameters": ("error", "more parameters than the policy allows"),
