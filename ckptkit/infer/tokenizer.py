@@ -151,9 +151,11 @@ def infer_tokenizer(files: dict[str, Any], config: dict | None, metadata: dict |
     chat_template}``; None when the checkpoint carries no tokenizer ckptkit read."""
     meta = metadata if isinstance(metadata, dict) else {}
     if fmt == "gguf":
-        return _from_gguf(meta) if isinstance(meta.get("tokenizer.ggml.model"), str) else Fact(None, "gguf")
+        if isinstance(meta.get("tokenizer.ggml.model"), str):
+            return _from_gguf(meta)
+        return Fact(None, "gguf", ["no tokenizer.ggml.model in the GGUF metadata"])
     if doc(files, "tokenizer.json") is None and doc(files, "tokenizer_config.json") is None:
-        return Fact(None, "config")
+        return Fact(None, "config", ["no tokenizer.json or tokenizer_config.json read"])
     model, pre, evidence = _model_and_pre(doc(files, "tokenizer.json"), config)
     ids = vocab_ids(files)
     if ids is not None:
