@@ -333,6 +333,32 @@ def compare(specs, revision, markdown, diagram) -> None:
         click.echo(f"wrote {diagram}", err=True)
 
 
+@main.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--atol", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Absolute tolerance: |a - b| <= atol + rtol * |a| passes.")
+@click.option("--rtol", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Relative tolerance (to A's value).")
+@click.option("--all", "all_tensors", is_flag=True, help="List every tensor, not only those that differ.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@guarded
+def diff_cmd(a, b, atol, rtol, all_tensors, as_json) -> None:
+    """Compare the weights of checkpoints A and B (HF safetensors or GGUF: file, folder or Hub
+    repo) tensor by tensor, each side's format transforms undone, streamed.
+
+    Exit status: 0 equal (within --atol/--rtol; default exact), 1 differences, 2 unreadable input."""
+    from .diff import diff
+    res = diff(a, b, atol, rtol)
+    if as_json:
+        click.echo(json.dumps(res.to_json(), indent=1))
+    else:
+        from .render.diff import render_diff
+        render_diff(res, _table_console(), all_tensors)
+    if res.failed:
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--family", help="Only this family (a name from mappings/families, e.g. deepseek_v3).")
 @click.option("--markdown", is_flag=True, help="A Markdown table instead of a terminal table.")

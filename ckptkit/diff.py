@@ -1,0 +1,303 @@
+"""Two checkpoints compared tensor by tensor, in Hugging Face names and value conventions.
+
+A GGUF side goes through the GGUF -> HF plan (convert/to_hf.py), which undoes its format's
+transforms (rotary permutation, norm offsets, split tensors, stacked experts); a safetensors side
+is read as stored. Both sides are streamed chunk by chunk and compared on aligned element ranges,
+so memory holds a chunk of each side, never a whole tensor. Names are matched as they are first,
+then by canonical role, layer and expert (mappings/roles.toml) for checkpoints named differently."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .api import load_index, open_source
+from .errors import CkptError, FormatError
+from .index import TensorIndex, TensorInfo
+from .infer.names import canonicalize
+from .sources.base import Source
+from .tensordata import decode, row_nbytes
+
+CHUNK_BYTES = 16 << 20      # decoded bytes per chunk and side
+# dtypes whose values float32 cannot hold exactly: compared as float64
+_WIDE = {"F64", "I32", "U32", "I64", "U64"}
+
+
+# ---- comparison arithmetic (pure) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stats:
+    """Value differences accumulated over a tensor's chunks. Relative differences are to A's
+    value (|a - b| / |a|); a NaN on one side only is an infinite difference."""
+    numel: int = 0
+    differing: int = 0      # elements whose values are not equal
+    beyond: int = 0         # elements with |a - b| > atol + rtol * |a|
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        return self.differing == 0
+
+
+def abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a - b| in float64: 0 where the values are equal (infinities and NaNs included), inf
+    where only one side is NaN."""
+    a, b = a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.abs(a - b)
+    d[(a == b) | (np.isnan(a) & np.isnan(b))] = 0.0
+    d[np.isnan(d)] = np.inf
+    return d
+
+
+def compare_block(st: Stats, a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> Stats:
+    """``st`` updated with one aligned block of both sides (same element count)."""
+    if a.size == 0:
+        return st
+    d = abs_diff(a, b)
+    mag = np.abs(a.astype(np.float64, copy=False))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = d / mag
+    rel[d == 0] = 0.0
+    rel[np.isnan(rel)] = np.inf     # an infinite A with a finite B
+    beyond = d > atol if rtol == 0 else d > atol + rtol * mag
+    return Stats(st.numel + a.size, st.differing + int(np.count_nonzero(d)),
+                 st.beyond + int(np.count_nonzero(beyond)),
+                 max(st.max_abs, float(d.max())), max(st.max_rel, float(rel.max())))
+
+
+def aligned(xs: Iterable[np.ndarray], ys: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Two streams of the same elements, cut into chunks at different places, as pairs of
+    blocks of equal length (flat, C order)."""
+    ix, iy = iter(xs), iter(ys)
+    empty = np.empty(0, np.float32)
+    a = b = empty
+    while True:
+        while not a.size and (nxt := next(ix, None)) is not None:
+            a = nxt.reshape(-1)
+        while not b.size and (nxt := next(iy, None)) is not None:
+            b = nxt.reshape(-1)
+        if not a.size or not b.size:
+            if a.size or b.size:
+                raise FormatError("the two sides hold different numbers of elements")
+            return
+        n = min(a.size, b.size)
+        yield a[:n], b[:n]
+        a, b = a[n:], b[n:]
+
+
+# ---- the sides: each checkpoint as HF tensors ------------------------------------------------------
+
+@dataclass(frozen=True)
+class SideTensor:
+    name: str                           # the HF name
+    shape: tuple[int, ...]              # the HF shape
+    dtype: str                          # as stored: safetensors dtype or ggml type(s)
+    values: Callable[[Source, int], Iterator[np.ndarray]]   # (source, chunk bytes) -> chunks
+
+
+@dataclass
+class Side:
+    label: str
+    format: str
+    tensors: dict[str, SideTensor]
+
+
+def stored_chunks(t: TensorInfo) -> Callable[[Source, int], Iterator[np.ndarray]]:
+    """A safetensors tensor's values, decoded, a bounded number of rows at a time."""
+    def chunks(source: Source, chunk_bytes: int) -> Iterator[np.ndarray]:
+        if len(t.shape) == 0 or t.nbytes == 0:
+            yield decode(source.read(t.file, t.offset, t.nbytes), t.dtype, t.shape).reshape(-1)
+            return
+        row_elems = t.numel // t.shape[0]
+        elem = 8 if t.dtype in _WIDE else 4
+        rows = max(1, chunk_bytes // max(row_elems * elem, 1))
+        rb = row_nbytes(t)
+        for r0 in range(0, t.shape[0], rows):
+            r1 = min(r0 + rows, t.shape[0])
+            raw = source.read(t.file, t.offset + r0 * rb, (r1 - r0) * rb)
+            yield decode(raw, t.dtype, ((r1 - r0) * row_elems,))
+    return chunks
+
+
+def side_of(index: TensorIndex) -> Side:
+    """A checkpoint's tensors under their HF names; a GGUF through the GGUF -> HF plan (f32, so
+    dequantisation adds no rounding)."""
+    if index.format != "gguf":
+        return Side(index.source, index.format,
+                    {n: SideTensor(n, t.shape, t.dtype, stored_chunks(t)) for n, t in index.tensors.items()})
+    from .convert.to_hf import piece_arrays, plan_hf
+    plan = plan_hf(index, "f32")
+    tensors = {}
+    for t in plan.tensors:
+        def chunks(source: Source, chunk_bytes: int, pieces=t.pieces) -> Iterator[np.ndarray]:
+            for p in pieces:
+                yield from piece_arrays(source, p, chunk_bytes)
+        dtype = "+".join(dict.fromkeys(p.src.dtype for p in t.pieces))
+        tensors[t.entry.name] = SideTensor(t.entry.name, t.entry.shape, dtype, chunks)
+    return Side(index.source, "gguf", tensors)
+
+
+def match_names(a: Iterable[str], b: Iterable[str]) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """(pairs, only in A, only in B): equal names first, then names whose canonical role, layer
+    and expert (and MTP-ness) are equal and unique on both sides."""
+    a, b = list(a), list(b)
+    bset = set(b)
+    pairs = [(n, n) for n in a if n in bset]
+    rest_a = [n for n in a if n not in bset]
+    aset = set(a)
+    rest_b = [n for n in b if n not in aset]
+    if rest_a and rest_b:
+        ia, ib = canonicalize(a), canonicalize(b)
+
+        def keyed(names: list[str], infos: dict) -> dict[tuple, str]:
+            seen: dict[tuple, list[str]] = {}
+            for n in names:
+                i = infos[n]
+                if i.role is not None:
+                    seen.setdefault((i.role, i.layer, i.expert, i.mtp), []).append(n)
+            return {k: v[0] for k, v in seen.items() if len(v) == 1}
+
+        ka, kb = keyed(rest_a, ia), keyed(rest_b, ib)
+        matched = {ka[k]: kb[k] for k in ka if k in kb}
+        pairs += list(matched.items())
+        rest_a = [n for n in rest_a if n not in matched]
+        taken = set(matched.values())
+        rest_b = [n for n in rest_b if n not in taken]
+    return pairs, rest_a, rest_b
+
+
+# ---- the result -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TensorDiff:
+    name_a: str | None
+    name_b: str | None
+    shape_a: tuple[int, ...] | None = None
+    shape_b: tuple[int, ...] | None = None
+    dtype_a: str | None = None
+    dtype_b: str | None = None
+    stats: Stats | None = None          # None when not compared (one side only, shapes differ)
+
+    @property
+    def name(self) -> str:
+        return self.name_a or self.name_b or ""
+
+    @property
+    def status(self) -> str:
+        """only_a | only_b | shape | exact | close (within tolerance) | differ."""
+        if self.name_b is None:
+            return "only_a"
+        if self.name_a is None:
+            return "only_b"
+        if self.stats is None:
+            return "shape"
+        if self.stats.exact:
+            return "exact"
+        return "differ" if self.stats.beyond else "close"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("only_a", "only_b", "shape", "differ")
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.stats
+        return {"name": self.name, "name_a": self.name_a, "name_b": self.name_b, "status": self.status,
+                "shape_a": _list(self.shape_a), "shape_b": _list(self.shape_b),
+                "dtype_a": self.dtype_a, "dtype_b": self.dtype_b,
+                "numel": s.numel if s else None, "differing": s.differing if s else None,
+                "beyond_tolerance": s.beyond if s else None,
+                "max_abs": _num(s.max_abs) if s else None, "max_rel": _num(s.max_rel) if s else None}
+
+
+def _list(shape: tuple[int, ...] | None) -> list[int] | None:
+    return list(shape) if shape is not None else None
+
+
+def _num(x: float) -> float | str:
+    """JSON has no infinity: it is written as the string "inf"."""
+    return x if np.isfinite(x) else "inf"
+
+
+STATUSES = ("exact", "close", "differ", "shape", "only_a", "only_b")
+
+
+@dataclass
+class DiffResult:
+    a: str
+    b: str
+    atol: float
+    rtol: float
+    tensors: list[TensorDiff] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(t.failed for t in self.tensors)
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATUSES, 0)
+        for t in self.tensors:
+            out[t.status] += 1
+        out["dtype_differs"] = sum(1 for t in self.tensors if t.dtype_a and t.dtype_b and t.dtype_a != t.dtype_b)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "atol": self.atol, "rtol": self.rtol, "equal": not self.failed,
+                "counts": self.counts(), "tensors": [t.to_json() for t in self.tensors]}
+
+
+# ---- the streaming driver ---------------------------------------------------------------------------
+
+def _side(source: Source) -> Side:
+    try:
+        return side_of(load_index(source))
+    except CkptError as e:
+        if e.where is None:     # say which of the two checkpoints it is about
+            e.where = source.label
+        raise
+
+
+def compare_tensor(ta: SideTensor, tb: SideTensor, sa: Source, sb: Source, atol: float, rtol: float,
+                   chunk_bytes: int = CHUNK_BYTES) -> TensorDiff:
+    out = TensorDiff(ta.name, tb.name, ta.shape, tb.shape, ta.dtype, tb.dtype)
+    if ta.shape != tb.shape:
+        return out
+    st = Stats()
+    for x, y in aligned(ta.values(sa, chunk_bytes), tb.values(sb, chunk_bytes)):
+        st = compare_block(st, x, y, atol, rtol)
+    return replace(out, stats=st)
+
+
+def diff_sources(sa: Source, sb: Source, atol: float = 0.0, rtol: float = 0.0,
+                 chunk_bytes: int = CHUNK_BYTES,
+                 on_tensor: Callable[[TensorDiff], None] | None = None) -> DiffResult:
+    """Compare the checkpoints of two open sources; tensors in A's order, then B's extras."""
+    a, b = _side(sa), _side(sb)
+    pairs, only_a, only_b = match_names(a.tensors, b.tensors)
+    partner = dict(pairs)
+    res = DiffResult(a.label, b.label, atol, rtol)
+    for n in a.tensors:
+        ta = a.tensors[n]
+        if n in partner:
+            td = compare_tensor(ta, b.tensors[partner[n]], sa, sb, atol, rtol, chunk_bytes)
+        else:
+            td = TensorDiff(n, None, ta.shape, None, ta.dtype, None)
+        res.tensors.append(td)
+        if on_tensor:
+            on_tensor(td)
+    for n in only_b:
+        tb = b.tensors[n]
+        res.tensors.append(TensorDiff(None, n, None, tb.shape, None, tb.dtype))
+    return res
+
+
+def diff(spec_a: str, spec_b: str, atol: float = 0.0, rtol: float = 0.0, chunk_bytes: int = CHUNK_BYTES,
+         on_tensor: Callable[[TensorDiff], None] | None = None) -> DiffResult:
+    """Open two checkpoints (folder, file or Hub repo; safetensors or GGUF) and compare them."""
+    if atol < 0 or rtol < 0:
+        raise CkptError("--atol and --rtol must not be negative")
+    with open_source(spec_a) as sa, open_source(spec_b) as sb:
+        return diff_sources(sa, sb, atol, rtol, chunk_bytes, on_tensor)
