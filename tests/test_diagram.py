@@ -222,6 +222,17 @@ def test_catalogue_panel_has_no_breakdown():
     assert "params-none" in b and not any(k.startswith("param-") for k in b)
 
 
+@pytest.mark.parametrize("name, text", [("gpt-oss-20b", "3.60B active"),
+                                        ("Qwen3 30B-A3B", "3.30B active with embedding")])
+def test_catalogue_panel_labels_active_by_how_the_card_counts(name, text):
+    """gpt-oss's card leaves the input embedding out of "active"; Qwen's counts it in."""
+    from ckptkit.render.compare import find_model
+    m = find_model(name)
+    assert m is not None
+    subtitle = _blocks(diagram_svg([panel_from_model(m)]))["subtitle"][0]
+    assert subtitle.endswith(text), subtitle
+
+
 def test_report_panel_reads_fact_values():
     p = panel("x", {"family": {"model": "Some model"}, "facts": {"num_layers": {"value": 3}}})
     assert p.facts == {"num_layers": 3} and p.family == "Some model"

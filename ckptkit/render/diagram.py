@@ -96,8 +96,10 @@ def panel_from_index(label: str, report: Mapping[str, Any], index: TensorIndex) 
 def panel_from_model(m: KnownModel) -> Panel:
     """A panel from a catalogue row: published facts, no tensors to break down."""
     facts: dict[str, Any] = {f.name: getattr(m, f.name) for f in fields(m)}
-    facts["parameters"] = {"total": round(m.params_total * 1e9) if m.params_total else None,
-                           "active": round(m.params_active * 1e9) if m.params_active else None}
+    # a card's active count goes under the key of the way that card counts (see compare)
+    active = round(m.params_active * 1e9) if m.params_active else None
+    key = "active" if m.params_active_counts_embedding is False else "active_with_embedding"
+    facts["parameters"] = {"total": round(m.params_total * 1e9) if m.params_total else None, key: active}
     if isinstance(m.sliding_window, int):
         facts["sliding_window"] = {"window": m.sliding_window, "layers": None}
     return Panel(m.name, facts, None, "published facts")

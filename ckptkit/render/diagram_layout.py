@@ -259,12 +259,14 @@ def column(p: Panel, x: float, y: float) -> _Col:
     sub = [p.family] if p.family else []
     if params.get("total"):
         sub.append(f"{human_count(params['total'])} total")
+    with_emb = params.get("active_with_embedding")
     if params.get("active") and params.get("active") != params.get("total"):
         act = f"{human_count(params['active'])} active"
-        with_emb = params.get("active_with_embedding")
         if with_emb and with_emb != params["active"]:   # cards count the embedding both ways
             act += f" ({human_count(with_emb)} with embedding)"
         sub.append(act)
+    elif with_emb and with_emb != params.get("total"):  # a card that counts only this way
+        sub.append(f"{human_count(with_emb)} active with embedding")
     text = ", ".join(sub)
     col.shapes.append(Label("subtitle", x + COL_W / 2, y + 34, text, fit(text, COL_W, 11),
                             color="#555555"))
