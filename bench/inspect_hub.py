@@ -72,11 +72,10 @@ def bench_repo(spec: str, latency: float, runs: int, tmp: Path) -> dict:
 
 def compute_time(spec: str, tmp: Path, runs: int = 3) -> dict:
     """In-process: inference (scan, facts, catalogue match) on the loaded index of ``spec``."""
-    from modelgen import make_header_only, materialize
-
     from ckptkit.api import load_index
     from ckptkit.infer import infer
     from ckptkit.sources.local import LocalSource
+    from modelgen import make_header_only, materialize
 
     d = materialize(make_header_only(spec), tmp / f"local-{spec}")  # sparse: headers only
     t0 = time.perf_counter()

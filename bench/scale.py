@@ -52,11 +52,10 @@ def qwen05_files() -> dict:
 
 
 def inspect_scale(tmp: Path, runs: int) -> list[dict]:
-    from modelgen import make_header_only, materialize
-
     from ckptkit.api import load_index
     from ckptkit.infer import infer
     from ckptkit.sources.local import LocalSource
+    from modelgen import make_header_only, materialize
 
     out = []
     for spec in SPECS:

@@ -33,6 +33,7 @@ class FileDigest:
         self.held = 0
         self.done = False
         self.abandoned = False
+        self.lock = threading.Lock()
 
     def feed(self, offset: int, data: bytes) -> int:
         """Take bytes at ``offset``; returns the change in held bytes."""
@@ -93,11 +94,20 @@ class Digests:
             d = self._files.get(name)
             if d is None:
                 d = self._files[name] = FileDigest(size, sha256, blob_id)
-            self._held += d.feed(offset, data)
-            if self._held > self.limit:  # the largest waiting file gives way
-                worst = max(self._files.values(), key=lambda f: f.held)
-                self._held += worst.abandon()
-            if not d.done or name in self.verified:
+        with d.lock:  # one file at a time; other files hash in parallel (hashlib releases the GIL)
+            grew = d.feed(offset, data)
+            done = d.done and not d.abandoned
+        if grew:
+            with self._lock:
+                self._held += grew
+                if self._held > self.limit:  # the file holding most waits no longer: it is not checked
+                    worst = max(self._files.values(), key=lambda f: f.held)
+                    with worst.lock:
+                        self._held += worst.abandon()
+        if not done:
+            return
+        with self._lock:
+            if name in self.verified or self._files.get(name) is not d:
                 return
             if not d.matches:
                 del self._files[name]  # a second attempt hashes afresh
