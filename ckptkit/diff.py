@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from .api import load_index, open_source
+from .convert.family import Family, effective_config, family_for
+from .convert.to_hf import gguf_matrix
 from .errors import CkptError, FormatError
 from .index import TensorIndex, TensorInfo
 from .infer.names import canonicalize
@@ -104,6 +106,8 @@ class Side:
     label: str
     format: str
     tensors: dict[str, SideTensor]
+    family: Family | None = None        # the conversion family whose HF convention the values follow
+    config: dict[str, Any] = field(default_factory=dict)   # what the family's expressions see
 
 
 def stored_chunks(t: TensorInfo) -> Callable[[Source, int], Iterator[np.ndarray]]:
@@ -127,9 +131,14 @@ def side_of(index: TensorIndex) -> Side:
     """A checkpoint's tensors under their HF names; a GGUF through the GGUF -> HF plan (f32, so
     dequantisation adds no rounding)."""
     if index.format != "gguf":
+        try:
+            fam: Family | None = family_for(index.config)
+        except CkptError:       # no conversion family: values are compared as stored
+            fam = None
         return Side(index.source, index.format,
-                    {n: SideTensor(n, t.shape, t.dtype, stored_chunks(t)) for n, t in index.tensors.items()})
-    from .convert.to_hf import piece_arrays, plan_hf
+                    {n: SideTensor(n, t.shape, t.dtype, stored_chunks(t)) for n, t in index.tensors.items()},
+                    fam, effective_config(index.config))
+    from .convert.to_hf import _flat, piece_arrays, plan_hf
     plan = plan_hf(index, "f32")
     tensors = {}
     for t in plan.tensors:
@@ -138,7 +147,7 @@ def side_of(index: TensorIndex) -> Side:
                 yield from piece_arrays(source, p, chunk_bytes)
         dtype = "+".join(dict.fromkeys(p.src.dtype for p in t.pieces))
         tensors[t.entry.name] = SideTensor(t.entry.name, t.entry.shape, dtype, chunks)
-    return Side(index.source, "gguf", tensors)
+    return Side(index.source, "gguf", tensors, plan.family, _flat(plan.config))
 
 
 def match_names(a: Iterable[str], b: Iterable[str]) -> tuple[list[tuple[str, str]], list[str], list[str]]:
@@ -170,6 +179,56 @@ def match_names(a: Iterable[str], b: Iterable[str]) -> tuple[list[tuple[str, str
     return pairs, rest_a, rest_b
 
 
+# ---- one side's values in the other's convention -------------------------------------------------
+
+def convention_ops(role: str | None, a: Side, b: Side, rows: int) -> tuple[tuple[Any, ...], int]:
+    """Ops that bring B's values of ``role`` into A's convention, and their row quantum: none
+    unless the two families (same GGUF arch) store the role differently, as Mistral's native
+    layout (q/k rows interleaved) and HF's do. Then B's transforms to GGUF, A's undone."""
+    fa, fb = a.family, b.family
+    if (role is None or fa is None or fb is None or fa.name == fb.name or fa.arch != fb.arch
+            or fa.transforms.get(role, ()) == fb.transforms.get(role, ())):
+        return (), 1
+    from .convert.plan import _ops_for
+    from .convert.to_hf import _inverse_ops
+    fwd, q1 = _ops_for(role, fb, b.config, rows)
+    inv, q2 = _inverse_ops(fa, role, a.config, rows, split=True)
+    return fwd + inv, max(q1, q2)
+
+
+def whole_units(xs: Iterable[np.ndarray], unit: int) -> Iterator[np.ndarray]:
+    """A flat stream re-cut into blocks of whole ``unit``s of elements."""
+    pending = np.empty(0, np.float32)
+    for x in xs:
+        x = x.reshape(-1)
+        if pending.size:
+            x = np.concatenate([pending, x])
+        n = x.size // unit * unit
+        if n:
+            yield x[:n]
+        pending = x[n:]
+    if pending.size:
+        raise FormatError(f"{pending.size} elements left over, not a whole row group of {unit}")
+
+
+def converted(t: SideTensor, ops: tuple[tuple[Any, ...], ...], quantum: int) -> SideTensor:
+    """``t`` with ``ops`` applied to whole quanta of its rows (the tensor seen as a matrix)."""
+    if not ops:
+        return t
+    from .convert.to_hf import OPS as INVERSE_OPS
+    from .convert.transforms import OPS as FORWARD_OPS
+    table = {**FORWARD_OPS, **INVERSE_OPS}
+    cols = gguf_matrix(t.shape)[1]
+
+    def chunks(source: Source, chunk_bytes: int) -> Iterator[np.ndarray]:
+        for x in whole_units(t.values(source, chunk_bytes), quantum * cols):
+            y = x.astype(np.float32).reshape(-1, cols)
+            for name, *args in ops:
+                y = table[name](y, *args)
+            yield y.reshape(-1)
+    return replace(t, values=chunks)
+
+
 # ---- the result -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -181,6 +240,7 @@ class TensorDiff:
     dtype_a: str | None = None
     dtype_b: str | None = None
     stats: Stats | None = None          # None when not compared (one side only, shapes differ)
+    b_ops: tuple[str, ...] = ()         # ops that brought B's values into A's convention
 
     @property
     def name(self) -> str:
@@ -210,7 +270,8 @@ class TensorDiff:
                 "dtype_a": self.dtype_a, "dtype_b": self.dtype_b,
                 "numel": s.numel if s else None, "differing": s.differing if s else None,
                 "beyond_tolerance": s.beyond if s else None,
-                "max_abs": _num(s.max_abs) if s else None, "max_rel": _num(s.max_rel) if s else None}
+                "max_abs": _num(s.max_abs) if s else None, "max_rel": _num(s.max_rel) if s else None,
+                "b_ops": list(self.b_ops)}
 
 
 def _list(shape: tuple[int, ...] | None) -> list[int] | None:
@@ -278,11 +339,16 @@ def diff_sources(sa: Source, sb: Source, atol: float = 0.0, rtol: float = 0.0,
     a, b = _side(sa), _side(sb)
     pairs, only_a, only_b = match_names(a.tensors, b.tensors)
     partner = dict(pairs)
+    roles = canonicalize(b.tensors) if a.family and b.family and a.family.name != b.family.name else {}
     res = DiffResult(a.label, b.label, atol, rtol)
     for n in a.tensors:
         ta = a.tensors[n]
         if n in partner:
-            td = compare_tensor(ta, b.tensors[partner[n]], sa, sb, atol, rtol, chunk_bytes)
+            tb = b.tensors[partner[n]]
+            info = roles.get(tb.name)
+            ops, quantum = convention_ops(info.role if info else None, a, b, gguf_matrix(tb.shape)[0])
+            td = compare_tensor(ta, converted(tb, ops, quantum), sa, sb, atol, rtol, chunk_bytes)
+            td = replace(td, b_ops=tuple(o[0] for o in ops))
         else:
             td = TensorDiff(n, None, ta.shape, None, ta.dtype, None)
         res.tensors.append(td)

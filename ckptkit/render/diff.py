@@ -53,6 +53,9 @@ def summary(res: DiffResult) -> list[str]:
     renamed = sum(1 for t in res.tensors if t.name_a and t.name_b and t.name_a != t.name_b)
     if renamed:
         lines.append(f"{renamed} tensors matched by canonical role (names differ)")
+    ops = Counter(",".join(t.b_ops) for t in res.tensors if t.b_ops)
+    if ops:
+        lines.append("B brought into A's convention: " + ", ".join(f"{k} ×{n}" for k, n in ops.most_common()))
     dtypes = Counter(f"{t.dtype_a} → {t.dtype_b}" for t in res.tensors
                      if t.dtype_a and t.dtype_b and t.dtype_a != t.dtype_b)
     if dtypes:
