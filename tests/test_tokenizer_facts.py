@@ -79,6 +79,45 @@ def test_facts_from_tokenizer_files_agree_with_transformers(hf_tokenizer):
     assert "tokenizer_config.json:chat_template" in f.evidence
 
 
+def _trained(kind: str):
+    """A small WordPiece or Unigram tokenizer.json, trained here."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    text = [f"the {w} of {n} tokens, said the {w}er" for n in range(50) for w in ("cat", "dog", "owl")]
+    if kind == "WordPiece":
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[UNK]", "[CLS]", "[SEP]"])
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=80, special_tokens=["<unk>", "<s>", "</s>"],
+                                          unk_token="<unk>")
+    tok.train_from_iterator(text, trainer)
+    return tok
+
+
+@pytest.mark.parametrize("kind", ["bpe", "spm", "WordPiece", "Unigram"])
+def test_model_kind_and_pre_as_the_converter_names_them(model, tokenizer_dir, kind):
+    from tokenizers import Tokenizer
+    if kind in ("bpe", "spm"):
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tokenizer_dir(kind) / name, model / name)
+        tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    else:
+        tok = _trained(kind)
+        tok.save(str(model / "tokenizer.json"))
+    v = tokenizer_fact(str(model)).value
+    assert v["vocab_size"] == tok.get_vocab_size(with_added_tokens=True)
+    if kind in ("bpe", "spm"):   # the GGUF converter's names are the reference
+        kvs = {k.key: k.value for k in tokenizer_kvs(LocalSource(model), None, v["vocab_size"])}
+        assert v["pre"] == kvs["tokenizer.ggml.pre"]
+        assert (v["model"], kvs["tokenizer.ggml.model"]) == \
+               (("BPE", "gpt2") if kind == "bpe" else ("SentencePiece-BPE", "llama"))
+    else:
+        assert v["model"] == kind
+        assert v["pre"] == ("default" if kind == "Unigram" else None)
+
+
 def test_facts_fall_back_to_config_ids_and_see_a_jinja_template(model):
     tc = json.loads((model / "tokenizer_config.json").read_text())
     (model / "chat_template.jinja").write_text(tc.pop("chat_template"))

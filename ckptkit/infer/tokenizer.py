@@ -74,6 +74,11 @@ def token_id(files: dict[str, Any], text: str) -> int | None:
     for i, t, _ in added_tokens(files):
         if t == text:
             return i
+    model = (doc(files, "tokenizer.json") or {}).get("model")
+    v = model.get("vocab") if isinstance(model, dict) else None
+    if isinstance(v, dict):  # looked up in place: a vocabulary holds up to a few 100k tokens
+        found = v.get(text)
+        return found if is_id(found) else None
     return (model_vocab(files) or {}).get(text)
 
 
