@@ -115,7 +115,10 @@ def _read_tokenizer_file(source: Source, path: str) -> Any:
     file does not stop inspect; validate reports it."""
     try:
         if not path.endswith(".jinja"):
-            return read_json(source, path)
+            doc = read_json(source, path)
+            if not isinstance(doc, dict):
+                raise FormatError("not a JSON object", path)
+            return doc
         try:
             return _read_small(source, path).decode("utf-8")
         except UnicodeDecodeError:
@@ -283,6 +286,6 @@ def _load_gguf(source: Source, files: list[str], config: dict | None,
 
 
 def inspect(spec: str, revision: str | None = None, progress: Progress | None = None) -> TensorIndex:
-    """Open ``spec`` and read its tensor index."""
+    """Open ``spec`` and read its tensor index (with its tokenizer files)."""
     with open_source(spec, revision) as source:
         return load_index(source, progress, tokenizer=True)

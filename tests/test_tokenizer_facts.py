@@ -258,11 +258,12 @@ def test_chat_template_file_and_transformers_tags(model):
     assert "line 2" in f.message
 
 
-def test_unreadable_tokenizer_file_is_a_finding_not_a_crash(model):
-    (model / "tokenizer_config.json").write_text("{not json")
+@pytest.mark.parametrize("text, why", [("{not json", "not valid JSON"), ("[1, 2]", "not a JSON object")])
+def test_unreadable_tokenizer_file_is_a_finding_not_a_crash(model, text, why):
+    (model / "tokenizer_config.json").write_text(text)
     assert cli("inspect", str(model)).returncode == 0
     (f,) = tokenizer_findings(str(model))
-    assert (f.code, f.file) == ("tokenizer.unreadable", "tokenizer_config.json")
+    assert (f.code, f.file) == ("tokenizer.unreadable", "tokenizer_config.json") and why in f.message
 
 
 def _set_u32(path: Path, key: str, value: int) -> None:
