@@ -11,8 +11,7 @@ import pytest
 import modelgen
 from ckptkit.api import load_index, open_source
 from ckptkit.convert import convert_to_gguf
-from ckptkit.diff import (Stats, aligned, compare_block, diff, diff_sources, match_names,
-                          whole_units)
+from ckptkit.diff import Stats, aligned, compare_block, diff, diff_sources, match_names, whole_units
 from ckptkit.errors import FormatError
 from ckptkit.sources.base import WrappedSource
 from ckptkit.tensordata import read_rows
