@@ -89,7 +89,7 @@ def main() -> None:
                 server.reset_stats()
                 r = check(run_measured(cmd, env=env, cwd=ROOT), way)
                 disk = out.stat().st_size + (dir_bytes(cache) if cache.exists() else 0)
-                rows[way].append({"wall": r.wall, "rss": r.maxrss, "bytes": server.bytes_sent,
+                rows[way].append({"wall": r.wall, "cpu": r.cpu, "rss": r.maxrss, "bytes": server.bytes_sent,
                                   "requests": len(server.requests), "disk": disk, "note": r.stdout.strip()})
                 shutil.rmtree(cache, ignore_errors=True)
         identical = same_tensors(tmp / "stream.gguf", tmp / "download.gguf")
@@ -102,9 +102,10 @@ def main() -> None:
     print(f"model: {model.name}, {mb(files)} in {len(list(model.glob('*.safetensors')))} shards "
           f"({mb(data)} tensor data); {args.latency * 1000:.0f} ms per request; median of {args.runs}")
     base = med("download", "wall")
-    print(table(["way", "wall", "vs download", "bytes fetched", "bytes / files", "requests", "peak RSS",
+    print(table(["way", "wall", "vs download", "CPU", "bytes fetched", "bytes / files", "requests", "peak RSS",
                  "peak disk"],
-                [[w, f"{med(w, 'wall'):.2f} s", f"{med(w, 'wall') / base:.2f}", mb(med(w, "bytes")),
+                [[w, f"{med(w, 'wall'):.2f} s", f"{med(w, 'wall') / base:.2f}", f"{med(w, 'cpu'):.2f} s",
+                  mb(med(w, "bytes")),
                   f"{med(w, 'bytes') / files:.3f}", int(med(w, "requests")), mb(med(w, "rss")),
                   mb(med(w, "disk"))] for w in ("stream", "download")]))
     print(f"\nsame tensors from both ways: {identical}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import CkptError
+from .journal import active_journal
 
 # What writers take as tensor data: numpy arrays' memory passes as a memoryview, without a copy.
 Chunk = bytes | bytearray | memoryview
@@ -88,6 +89,12 @@ class AtomicFiles:
         final = Path(path)
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(final)
+        journal = active_journal()
+        if journal is not None:  # a resumable write: a fixed temporary name, kept on failure
+            f, kept = journal.open(final)
+            os.chmod(kept, 0o666 & ~_umask())
+            self._pending.append((final, kept, f))
+            return f
         fd, tmp = tempfile.mkstemp(prefix=f".ckptkit-{final.name}.{os.getpid()}.", suffix=".tmp",
                                    dir=final.parent)
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
@@ -107,13 +114,18 @@ class AtomicFiles:
         for d in {final.parent for final, _, _ in self._pending}:
             _fsync_dir(d)
         self._pending.clear()
+        journal = active_journal()
+        if journal is not None:
+            journal.finished()
 
     def abort(self) -> None:
+        keep = active_journal() is not None  # a resumable write keeps what its journal records
         for _, tmp, f in self._pending:
             try:
                 f.close()
             finally:
-                tmp.unlink(missing_ok=True)
+                if not keep:
+                    tmp.unlink(missing_ok=True)
         self._pending.clear()
 
     def __enter__(self) -> AtomicFiles:

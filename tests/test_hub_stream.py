@@ -200,3 +200,96 @@ def test_cli_through_every_kind_of_fault(model, local_gguf, hub, hf_cache, tmp_p
     assert time.monotonic() - t0 < 20
     assert out.read_bytes() == local_gguf.read_bytes()
     assert [f.hits for f in faults] == [2, 1, 2, 1, 2, 1]
+
+
+# ---- resume ----------------------------------------------------------------------------------------
+
+class _Stop(Exception):
+    """Stands for Ctrl-C or a network failure halfway through."""
+
+
+def _data_fetched(hub, model):
+    lo = {s: _data_start(model / s) for s in _shards(model)}
+    return sum(max(0, b - max(a, lo[s])) for s in lo for a, b in _spans(hub, s))
+
+
+def test_resume_after_an_interruption_fetches_only_the_rest(model, local_gguf, hub, hf_cache, tmp_path, monkeypatch):
+    import ckptkit.journal as journal
+
+    monkeypatch.setattr(journal, "CHECKPOINT_SECONDS", 0.0)
+    out = tmp_path / "o" / "resumed.gguf"
+    total = sum(s.stat().st_size - _data_start(s) for s in (model / n for n in _shards(model)))
+    written = [0]
+
+    def stop_halfway(n):
+        written[0] += n
+        if written[0] > local_gguf.stat().st_size // 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        convert_to_gguf(REPO, out, outtype="f16", threads=2, on_bytes=stop_halfway, resume=True)
+    assert not out.exists()
+    kept = json.loads(journal.journal_path(out).read_text())
+    assert kept["tensors"] > 0 and journal.temp_path(out).exists()
+
+    hub.reset_stats()
+    convert_to_gguf(REPO, out, outtype="f16", threads=2, resume=True)
+    assert out.read_bytes() == local_gguf.read_bytes()
+    assert _data_fetched(hub, model) < 0.75 * total
+    assert _leftovers(out.parent) == ["resumed.gguf"]
+
+
+def test_resume_ignores_a_journal_of_another_conversion(model, hub, hf_cache, tmp_path, monkeypatch):
+    import ckptkit.journal as journal
+
+    monkeypatch.setattr(journal, "CHECKPOINT_SECONDS", 0.0)
+    out = tmp_path / "o" / "m.gguf"
+    calls = [0]
+
+    def stop(n):
+        calls[0] += 1
+        if calls[0] > 3:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        convert_to_gguf(REPO, out, outtype="f16", on_bytes=stop, resume=True)
+    assert journal.journal_path(out).exists()
+    convert_to_gguf(REPO, out, outtype="f32", resume=True)  # another plan: starts again
+    ref = tmp_path / "ref.gguf"
+    convert_to_gguf(str(model), ref, outtype="f32")
+    assert out.read_bytes() == ref.read_bytes()
+    assert _leftovers(out.parent) == ["m.gguf"]
+
+
+def test_resume_after_sigkill(model, local_gguf, hub, hf_cache, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import ckptkit.journal as journal
+
+    out = tmp_path / "killed.gguf"
+    hub.latency = 0.2  # slow enough to be killed halfway
+    env = {**os.environ, "HF_HUB_CACHE": str(hf_cache)}
+    code = ("import sys, ckptkit.journal as j; j.CHECKPOINT_SECONDS = 0.0; from ckptkit.cli import main; "
+            "sys.argv[0] = 'ckptkit'; main()")
+    child = subprocess.Popen([sys.executable, "-c", code, "convert", REPO, str(out), "--outtype", "f16",
+                              "--no-progress", "--resume", "--connections", "1"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            p = journal.journal_path(out)
+            if p.exists() and json.loads(p.read_text() or "{}").get("tensors", 0) >= 3:
+                break
+            time.sleep(0.02)
+        assert child.poll() is None, "finished before it could be killed"
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not out.exists()
+    hub.latency = 0.0
+    convert_to_gguf(REPO, out, outtype="f16", resume=True)
+    assert out.read_bytes() == local_gguf.read_bytes()

@@ -1,6 +1,7 @@
 """HF safetensors -> GGUF, planned from headers, then streamed."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..api import load_index, open_source
 from ..errors import CkptError, UnsupportedError
 from ..formats.gguf_write import kv
+from ..journal import Journal, discard
 from ..sources.base import Source
 from ..sources.digest import ChecksumError
 from ..sources.hub import HubSource
@@ -82,20 +84,25 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
                     family: str | None = None, vocab: bool = True, pre: str | None = None,
                     dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
                     on_plan: Callable[[Plan], None] | None = None,
-                    read_timeout: float | None = None, connections: int = 4) -> ConvertResult:
+                    read_timeout: float | None = None, connections: int = 4,
+                    resume: bool = False) -> ConvertResult:
     """From the Hub: ``read_timeout`` is the seconds a read may receive nothing before it is
     abandoned and resumed (default: the source's, see HubSource); ``connections`` the ranged
-    requests in flight at once."""
+    requests in flight at once. ``resume``: keep a journal next to the temporary output and
+    continue from the tensors an interrupted run with ``resume`` completed."""
     run = partial(_convert_once, spec, out, outtype, revision, threads, split_max_size, keep_mtp,
                   family, vocab, pre, dry_run, on_bytes, read_timeout=read_timeout,
-                  connections=connections)
+                  connections=connections, resume=resume)
     try:
         return run(on_plan)
     except ChecksumError:
-        pass  # a byte changed on the way: the output was discarded; fetch everything once more
+        # a byte changed on the way: the output, and anything kept to resume it, is discarded;
+        # fetch everything once more
+        discard(out)
     try:
         return run(None)
     except ChecksumError as e:
+        discard(out)
         raise ChecksumError(f"{e.message} (twice; the output was not written)", e.where) from None
 
 
@@ -103,7 +110,7 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
                   split_max_size: str | None, keep_mtp: bool, family: str | None, vocab: bool,
                   pre: str | None, dry_run: bool, on_bytes: Callable[[int], None] | None,
                   on_plan: Callable[[Plan], None] | None, read_timeout: float | None = None,
-                  connections: int = 4) -> ConvertResult:
+                  connections: int = 4, resume: bool = False) -> ConvertResult:
     with open_source(spec, revision) as source:
         hub = _hub_of(source)
         if hub is not None and read_timeout is not None:
@@ -116,9 +123,28 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
         split = parse_size(split_max_size) if split_max_size else None
         # remote: every tensor byte planned and fetched once, `connections` ranges at a time
         ahead = connections if hub is not None else 0
+        journal = Journal(out, _resume_key(plan, source, split)) if resume else None
         outputs = execute(plan, source, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes,
-                          connections=ahead)
+                          connections=ahead, journal=journal)
         return ConvertResult(plan, outputs)
+
+
+def _resume_key(plan: Plan, source: Source, split: int | None) -> str:
+    """What an output's bytes depend on: the GGUF header, every piece's source range and
+    operations, the split size, ckptkit's version and the source's exact bytes (a Hub commit,
+    or local files' sizes and modification times)."""
+    from .. import __version__
+    from ..formats.gguf_write import DEFAULT_ALIGNMENT, header_bytes
+    hub = _hub_of(source)
+    files = sorted({p.src.file for t in plan.tensors for p in t.pieces if p.gen is None})
+    if hub is not None:
+        ident: object = hub.commit_sha
+    else:
+        ident = [(f, (lp := source.local_path(f)) and lp.stat().st_size, lp and lp.stat().st_mtime_ns)
+                 for f in files]
+    h = hashlib.sha256(header_bytes(plan.kvs, plan.slots, DEFAULT_ALIGNMENT)[0])
+    h.update(repr((__version__, split, ident, [t.pieces for t in plan.tensors])).encode())
+    return h.hexdigest()
 
 
 def _hub_of(source: Source) -> HubSource | None:

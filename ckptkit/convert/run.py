@@ -22,6 +22,7 @@ from ..atomic import Chunk
 from ..dtypes import GGML_TYPES
 from ..formats.gguf_write import TensorSlot, write_gguf
 from ..index import TensorInfo
+from ..journal import Journal, resumable
 from ..sources.base import Source
 from ..sources.readahead import ReadAhead
 from ..tensordata import bf16_to_f16, decode, row_nbytes
@@ -174,31 +175,48 @@ def _ordered(jobs: Iterable[Job], source: Source, threads: int) -> Iterator[Chun
 
 def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: int = 1,
             split_max_bytes: int | None = None, on_bytes: Callable[[int], None] | None = None,
-            chunk_bytes: int = CHUNK_BYTES, connections: int = 0) -> list[Path]:
+            chunk_bytes: int = CHUNK_BYTES, connections: int = 0, journal: Journal | None = None) -> list[Path]:
     """Write the GGUF file(s) of ``plan`` reading tensor data from ``source``. With
     ``connections`` > 0 (a remote source) every read is planned first and fetched once, in large
     ranges, that many at a time (see sources/readahead.py); the output is committed only after
-    every range has arrived and passed its checks."""
+    every range has arrived and passed its checks. With a ``journal`` the tensors an earlier,
+    interrupted run completed are kept and neither read nor computed again."""
+    skip = journal.tensors if journal is not None else 0
     # One flat job stream keeps the pool busy across tensor boundaries; the writer regroups it.
     counts: list[int] = []
     all_jobs: list[Job] = []
-    for t in plan.tensors:
+    for t in plan.tensors[skip:]:
         js = tensor_jobs(t, chunk_bytes)
         counts.append(len(js))
         all_jobs.extend(js)
     ahead = ReadAhead(source, [r for j in all_jobs for r in j.reads], connections) if connections > 0 else None
-    with ahead or nullcontext():
+    with ahead or nullcontext(), resumable(journal) if journal is not None else nullcontext():
         stream = _ordered(all_jobs, ahead or source, threads)
 
-        def chunks(n: int, last: bool) -> Iterator[Chunk]:
-            for _ in range(n):
+        def chunks(i: int) -> Iterator[Chunk]:
+            if i < skip:  # on disk already: the writer passes over it
+                yield from _zeros(plan.tensors[i].slot.nbytes)
+                return
+            for _ in range(counts[i - skip]):
                 yield next(stream)
-            if last and ahead is not None:
+            if i == len(plan.tensors) - 1 and ahead is not None:
                 ahead.finish()  # runs before the writer commits: no unchecked bytes get a final name
+            if journal is not None:
+                journal.checkpoint(i + 1)
 
         def per_tensor() -> Iterator[tuple[TensorSlot, Iterator[Chunk]]]:
-            for i, (t, n) in enumerate(zip(plan.tensors, counts, strict=True)):
-                yield t.slot, chunks(n, i == len(counts) - 1)
+            for i, t in enumerate(plan.tensors):
+                yield t.slot, chunks(i)
 
         return write_gguf(out_path, plan.kvs, plan.slots, per_tensor(), split_max_bytes=split_max_bytes,
                           on_bytes=on_bytes)
+
+
+_ZEROS = bytes(CHUNK_BYTES)
+
+
+def _zeros(n: int) -> Iterator[Chunk]:
+    """``n`` bytes standing for data already written (dropped by the resumable file)."""
+    view = memoryview(_ZEROS)
+    for a in range(0, n, len(_ZEROS)):
+        yield view[: min(len(_ZEROS), n - a)]
