@@ -3,9 +3,12 @@ validate's tokenizer findings, each failing on a broken copy and absent on the g
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 import gguf
@@ -173,6 +176,63 @@ def test_vocab_only_gguf_shows_its_tokenizer(tmp_path, arch):
     # nothing to audit but the vocabulary: its block_count describes no weights
     v = validate(str(path))
     assert v.findings == [], [x.message for x in v.findings]
+
+
+LLAMA_CPP_SDIST = "0.3.36"      # the llama-cpp-python source distribution the tests read
+VOCAB_CACHE = Path(os.environ.get("CKPTKIT_TEST_CACHE") or Path.home() / ".cache" / "ckptkit-tests") \
+    / f"llama-cpp-vocab-{LLAMA_CPP_SDIST}"
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_vocabs() -> dict[str, Path]:
+    """llama.cpp's own vocabulary-only GGUFs (models/ggml-vocab-*.gguf of the sdist), extracted
+    into the test cache once."""
+    if not list(VOCAB_CACHE.glob("ggml-vocab-*.gguf")):
+        dl = Path(tempfile.mkdtemp(prefix="sdist-"))
+        try:
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                                f"llama-cpp-python=={LLAMA_CPP_SDIST}", "-d", str(dl), "-q"],
+                               capture_output=True, text=True, timeout=900)
+            archives = list(dl.glob("*.tar.gz"))
+            if r.returncode or not archives:
+                pytest.skip(f"cannot download the llama-cpp-python {LLAMA_CPP_SDIST} sdist (no network?)")
+            VOCAB_CACHE.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix="vocab-", dir=VOCAB_CACHE.parent))  # same filesystem
+            with tarfile.open(archives[0]) as tf:
+                for m in tf.getmembers():
+                    name = m.name.rsplit("/", 1)[-1]
+                    f = tf.extractfile(m) if "/models/" in m.name else None
+                    if f is not None and name.startswith("ggml-vocab-") and name.endswith(".gguf"):
+                        (staging / name).write_bytes(f.read())
+            try:
+                os.rename(staging, VOCAB_CACHE)   # atomic: concurrent runs race safely
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            shutil.rmtree(dl, ignore_errors=True)
+    return {p.name: p for p in VOCAB_CACHE.glob("ggml-vocab-*.gguf")}
+
+
+@pytest.mark.parametrize("name, model, pre, n, bos, eos, template", [
+    ("ggml-vocab-llama-bpe.gguf", "gpt2", "llama-bpe", 128256, 128000, 128001, False),
+    ("ggml-vocab-llama-spm.gguf", "llama", "default", 32000, 1, 2, False),
+    ("ggml-vocab-qwen2.gguf", "gpt2", "qwen2", 151936, 151643, 151643, True),
+    ("ggml-vocab-bert-bge.gguf", "bert", "bert-bge", 30522, None, None, False),
+])
+def test_llama_cpp_vocab_files(llama_cpp_vocabs, name, model, pre, n, bos, eos, template):
+    path = llama_cpp_vocabs.get(name)
+    if path is None:
+        pytest.skip(f"{name} is not in this sdist")
+    meta = gguf.GGUFReader(str(path))
+    assert len(meta.tensors) == 0
+    v = tokenizer_fact(str(path)).value
+    assert (v["model"], v["pre"], v["vocab_size"], v["bos_token_id"], v["eos_token_id"],
+            v["chat_template"]) == (model, pre, n, bos, eos, template)
+    assert len(meta.fields["tokenizer.ggml.tokens"].data) == n     # gguf-py agrees
+    # real chat templates (Qwen2's) parse; nothing else is there to audit
+    assert validate(str(path)).findings == []
+    r = cli("inspect", str(path))
+    assert r.returncode == 0 and f"{n:,} tokens" in r.stdout and "hidden" not in r.stdout
 
 
 def test_facts_from_the_hub_equal_the_local_ones(hub, hf_cache):

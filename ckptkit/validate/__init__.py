@@ -83,7 +83,8 @@ def validate_index(index: TensorIndex, files: dict[str, int | None] | None = Non
         out += check_structure(index, inf, layout)
     if index.shard_index is not None:
         out += check_shard_index(index, index_file or "model.safetensors.index.json", files)
-    out += check_catalogue(index, inf, repo_id)
+    if not vocab_only:
+        out += check_catalogue(index, inf, repo_id)
     out += check_tokenizer(index, inf)
     if policy is not None:
         out += check_policy(policy, index, inf, files)
