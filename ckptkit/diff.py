@@ -1,10 +1,9 @@
 """Two checkpoints compared tensor by tensor, in Hugging Face names and value conventions.
 
-A GGUF side goes through the GGUF -> HF plan (convert/to_hf.py), which undoes its format's
-transforms (rotary permutation, norm offsets, split tensors, stacked experts); a safetensors side
-is read as stored. Both sides are streamed chunk by chunk and compared on aligned element ranges,
-so memory holds a chunk of each side, never a whole tensor. Names are matched as they are first,
-then by canonical role, layer and expert (mappings/roles.toml) for checkpoints named differently."""
+Each side is a stream of HF tensors' values with its format's transforms undone (diff_sides.py).
+Both are read chunk by chunk and compared on aligned element ranges, so memory holds a chunk of
+each side, never a whole tensor. Names are matched as they are first, then by canonical role,
+layer and expert (mappings/roles.toml) for checkpoints named differently."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
@@ -14,17 +13,13 @@ from typing import Any
 import numpy as np
 
 from .api import load_index, open_source
-from .convert.family import Family, effective_config, family_for
 from .convert.to_hf import gguf_matrix
+from .diff_sides import Side, SideTensor, convention_ops, converted, side_of, views
 from .errors import CkptError, FormatError
-from .index import TensorIndex, TensorInfo
 from .infer.names import canonicalize
 from .sources.base import Source
-from .tensordata import decode, row_nbytes
 
 CHUNK_BYTES = 16 << 20      # decoded bytes per chunk and side
-# dtypes whose values float32 cannot hold exactly: compared as float64
-_WIDE = {"F64", "I32", "U32", "I64", "U64"}
 
 
 # ---- comparison arithmetic (pure) ------------------------------------------------------------------
@@ -91,64 +86,6 @@ def aligned(xs: Iterable[np.ndarray], ys: Iterable[np.ndarray]) -> Iterator[tupl
         a, b = a[n:], b[n:]
 
 
-# ---- the sides: each checkpoint as HF tensors ------------------------------------------------------
-
-@dataclass(frozen=True)
-class SideTensor:
-    name: str                           # the HF name
-    shape: tuple[int, ...]              # the HF shape
-    dtype: str                          # as stored: safetensors dtype or ggml type(s)
-    values: Callable[[Source, int], Iterator[np.ndarray]]   # (source, chunk bytes) -> chunks
-
-
-@dataclass
-class Side:
-    label: str
-    format: str
-    tensors: dict[str, SideTensor]
-    family: Family | None = None        # the conversion family whose HF convention the values follow
-    config: dict[str, Any] = field(default_factory=dict)   # what the family's expressions see
-
-
-def stored_chunks(t: TensorInfo) -> Callable[[Source, int], Iterator[np.ndarray]]:
-    """A safetensors tensor's values, decoded, a bounded number of rows at a time."""
-    def chunks(source: Source, chunk_bytes: int) -> Iterator[np.ndarray]:
-        if len(t.shape) == 0 or t.nbytes == 0:
-            yield decode(source.read(t.file, t.offset, t.nbytes), t.dtype, t.shape).reshape(-1)
-            return
-        row_elems = t.numel // t.shape[0]
-        elem = 8 if t.dtype in _WIDE else 4
-        rows = max(1, chunk_bytes // max(row_elems * elem, 1))
-        rb = row_nbytes(t)
-        for r0 in range(0, t.shape[0], rows):
-            r1 = min(r0 + rows, t.shape[0])
-            raw = source.read(t.file, t.offset + r0 * rb, (r1 - r0) * rb)
-            yield decode(raw, t.dtype, ((r1 - r0) * row_elems,))
-    return chunks
-
-
-def side_of(index: TensorIndex) -> Side:
-    """A checkpoint's tensors under their HF names; a GGUF through the GGUF -> HF plan (f32, so
-    dequantisation adds no rounding)."""
-    if index.format != "gguf":
-        try:
-            fam: Family | None = family_for(index.config)
-        except CkptError:       # no conversion family: values are compared as stored
-            fam = None
-        return Side(index.source, index.format,
-                    {n: SideTensor(n, t.shape, t.dtype, stored_chunks(t)) for n, t in index.tensors.items()},
-                    fam, effective_config(index.config))
-    from .convert.to_hf import _flat, piece_arrays, plan_hf
-    plan = plan_hf(index, "f32")
-    tensors = {}
-    for t in plan.tensors:
-        def chunks(source: Source, chunk_bytes: int, pieces=t.pieces) -> Iterator[np.ndarray]:
-            for p in pieces:
-                yield from piece_arrays(source, p, chunk_bytes)
-        dtype = "+".join(dict.fromkeys(p.src.dtype for p in t.pieces))
-        tensors[t.entry.name] = SideTensor(t.entry.name, t.entry.shape, dtype, chunks)
-    return Side(index.source, "gguf", tensors, plan.family, _flat(plan.config))
-
 
 def match_names(a: Iterable[str], b: Iterable[str]) -> tuple[list[tuple[str, str]], list[str], list[str]]:
     """(pairs, only in A, only in B): equal names first, then names whose canonical role, layer
@@ -178,55 +115,6 @@ def match_names(a: Iterable[str], b: Iterable[str]) -> tuple[list[tuple[str, str
         rest_b = [n for n in rest_b if n not in taken]
     return pairs, rest_a, rest_b
 
-
-# ---- one side's values in the other's convention -------------------------------------------------
-
-def convention_ops(role: str | None, a: Side, b: Side, rows: int) -> tuple[tuple[Any, ...], int]:
-    """Ops that bring B's values of ``role`` into A's convention, and their row quantum: none
-    unless the two families (same GGUF arch) store the role differently, as Mistral's native
-    layout (q/k rows interleaved) and HF's do. Then B's transforms to GGUF, A's undone."""
-    fa, fb = a.family, b.family
-    if (role is None or fa is None or fb is None or fa.name == fb.name or fa.arch != fb.arch
-            or fa.transforms.get(role, ()) == fb.transforms.get(role, ())):
-        return (), 1
-    from .convert.plan import _ops_for
-    from .convert.to_hf import _inverse_ops
-    fwd, q1 = _ops_for(role, fb, b.config, rows)
-    inv, q2 = _inverse_ops(fa, role, a.config, rows, split=True)
-    return fwd + inv, max(q1, q2)
-
-
-def whole_units(xs: Iterable[np.ndarray], unit: int) -> Iterator[np.ndarray]:
-    """A flat stream re-cut into blocks of whole ``unit``s of elements."""
-    pending = np.empty(0, np.float32)
-    for x in xs:
-        x = x.reshape(-1)
-        if pending.size:
-            x = np.concatenate([pending, x])
-        n = x.size // unit * unit
-        if n:
-            yield x[:n]
-        pending = x[n:]
-    if pending.size:
-        raise FormatError(f"{pending.size} elements left over, not a whole row group of {unit}")
-
-
-def converted(t: SideTensor, ops: tuple[tuple[Any, ...], ...], quantum: int) -> SideTensor:
-    """``t`` with ``ops`` applied to whole quanta of its rows (the tensor seen as a matrix)."""
-    if not ops:
-        return t
-    from .convert.to_hf import OPS as INVERSE_OPS
-    from .convert.transforms import OPS as FORWARD_OPS
-    table = {**FORWARD_OPS, **INVERSE_OPS}
-    cols = gguf_matrix(t.shape)[1]
-
-    def chunks(source: Source, chunk_bytes: int) -> Iterator[np.ndarray]:
-        for x in whole_units(t.values(source, chunk_bytes), quantum * cols):
-            y = x.astype(np.float32).reshape(-1, cols)
-            for name, *args in ops:
-                y = table[name](y, *args)
-            yield y.reshape(-1)
-    return replace(t, values=chunks)
 
 
 # ---- the result -------------------------------------------------------------------------------------
@@ -337,26 +225,29 @@ def diff_sources(sa: Source, sb: Source, atol: float = 0.0, rtol: float = 0.0,
                  on_tensor: Callable[[TensorDiff], None] | None = None) -> DiffResult:
     """Compare the checkpoints of two open sources; tensors in A's order, then B's extras."""
     a, b = _side(sa), _side(sb)
-    pairs, only_a, only_b = match_names(a.tensors, b.tensors)
+    pairs, _, only_b = match_names(a.tensors, b.tensors)
     partner = dict(pairs)
     roles = canonicalize(b.tensors) if a.family and b.family and a.family.name != b.family.name else {}
+    chosen = {n: views(a.tensors[n], b.tensors[m]) for n, m in pairs}
+    # the scales of FP8 weights compared times their scales are part of those weights
+    consumed = {t.scale for va, vb in chosen.values() for t in (va, vb) if t.scale}
     res = DiffResult(a.label, b.label, atol, rtol)
-    for n in a.tensors:
-        ta = a.tensors[n]
+    for n, ta in a.tensors.items():
         if n in partner:
-            tb = b.tensors[partner[n]]
-            info = roles.get(tb.name)
-            ops, quantum = convention_ops(info.role if info else None, a, b, gguf_matrix(tb.shape)[0])
-            td = compare_tensor(ta, converted(tb, ops, quantum), sa, sb, atol, rtol, chunk_bytes)
+            va, vb = chosen[n]
+            info = roles.get(vb.name)
+            ops, quantum = convention_ops(info.role if info else None, a, b, gguf_matrix(vb.shape)[0])
+            td = compare_tensor(va, converted(vb, ops, quantum), sa, sb, atol, rtol, chunk_bytes)
             td = replace(td, b_ops=tuple(o[0] for o in ops))
+        elif n in consumed:
+            continue
         else:
             td = TensorDiff(n, None, ta.shape, None, ta.dtype, None)
         res.tensors.append(td)
         if on_tensor:
             on_tensor(td)
-    for n in only_b:
-        tb = b.tensors[n]
-        res.tensors.append(TensorDiff(None, n, None, tb.shape, None, tb.dtype))
+    res.tensors += [TensorDiff(None, n, None, b.tensors[n].shape, None, b.tensors[n].dtype)
+                    for n in only_b if n not in consumed]
     return res
 
 

@@ -11,7 +11,8 @@ import pytest
 import modelgen
 from ckptkit.api import load_index, open_source
 from ckptkit.convert import convert_to_gguf
-from ckptkit.diff import Stats, aligned, compare_block, diff, diff_sources, match_names, whole_units
+from ckptkit.diff import Stats, aligned, compare_block, diff, diff_sources, match_names
+from ckptkit.diff_sides import whole_units
 from ckptkit.errors import FormatError
 from ckptkit.sources.base import WrappedSource
 from ckptkit.tensordata import read_rows
@@ -277,3 +278,43 @@ def test_mistral_native_layout_compared_in_hf_convention(tiny_model, tmp_path):
     assert by[Q].name_b == "layers.0.attention.wq.weight"
     assert by[Q].b_ops == ("unpermute_rope",)         # q/k rows interleaved in the native layout
     assert by["model.layers.0.mlp.up_proj.weight"].b_ops == ()
+
+
+def fp8_copy(dest: Path, names: list[str], block: int = 16) -> Path:
+    """The example with ``names`` stored as FP8 E4M3 times per-block scales (weight_scale_inv),
+    as DeepSeek-V3 publishes its weights."""
+    import torch
+
+    def edit(t):
+        for n in names:
+            w = t[n].float()
+            r, c = w.shape
+            scale = w.reshape(r // block, block, c // block, block).abs().amax(dim=(1, 3)) / 448.0
+            full = scale.repeat_interleave(block, 0).repeat_interleave(block, 1)
+            t[n] = (w / full).to(torch.float8_e4m3fn)
+            t[n + "_scale_inv"] = scale
+    edited_copy(dest, edit)
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                  "weight_block_size": [block, block]}
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+def test_fp8_weights_compared_times_their_scales(tmp_path):
+    names = [Q, "model.layers.1.mlp.down_proj.weight"]
+    fp8 = fp8_copy(tmp_path / "fp8", names)
+    gguf = tmp_path / "fp8.gguf"
+    convert_to_gguf(str(fp8), gguf, outtype="f32")
+    # against its GGUF (dequantised by the converter): equal, the scales consumed with their weights
+    code, doc, by = _json(fp8, gguf)
+    assert code == 0 and len(by) == 21 and by[Q]["dtype_a"] == "F8_E4M3×F32" and by[Q]["status"] == "exact"
+    # against itself: FP8 as stored, scales as tensors of their own
+    code, doc, by = _json(fp8, fp8)
+    assert code == 0 and len(by) == 23 and by[Q]["dtype_a"] == "F8_E4M3"
+    # against the BF16 original: FP8 rounding, within E4M3's 3-bit mantissa (relative 1/16)
+    code, doc, by = _json(EXAMPLE, fp8)
+    assert code == 1 and [n for n, t in by.items() if t["status"] != "exact"] == names
+    assert all(0 < by[n]["max_rel"] <= 1 / 16 + 1e-6 for n in names)
+    code, doc, by = _json(EXAMPLE, fp8, "--rtol", str(1 / 16 + 1e-6))
+    assert code == 0 and doc["counts"]["close"] == 2
