@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from . import index_cache
 from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
 from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable
@@ -197,7 +198,21 @@ def _header_guess(names: list[str]) -> int:
 def load_index(source: Source, progress: Progress | None = None,
                tokenizer: bool = False) -> TensorIndex:
     """Read every header of the checkpoint in ``source`` into one TensorIndex (no tensor data);
-    ``tokenizer`` also reads a safetensors checkpoint's tokenizer files (TOKENIZER_FILES)."""
+    ``tokenizer`` also reads a safetensors checkpoint's tokenizer files (TOKENIZER_FILES).
+    An index already read from the same commit or unchanged files comes from ``index_cache``."""
+    entry = index_cache.entry_for(source, tokenizer)
+    if entry is None:
+        return _read_index(source, progress, tokenizer)
+    cached = entry.load()
+    if cached is not None:
+        return cached
+    before = entry.stamps()
+    index = _read_index(source, progress, tokenizer)
+    entry.save(index, before)   # only after every strict check passed
+    return index
+
+
+def _read_index(source: Source, progress: Progress | None, tokenizer: bool) -> TensorIndex:
     fmt, files, index_file = find_checkpoint_files(source)
     # config.json, the shard index and the tokenizer files in one round trip (all small)
     wanted = [p for p in ("config.json", index_file) if p and p in source.files()]
@@ -289,3 +304,18 @@ def inspect(spec: str, revision: str | None = None, progress: Progress | None = 
     """Open ``spec`` and read its tensor index (with its tokenizer files)."""
     with open_source(spec, revision) as source:
         return load_index(source, progress, tokenizer=True)
+
+
+def inspect_json(spec: str, revision: str | None, progress: Progress | None,
+                 make_report: Callable[[TensorIndex], dict[str, Any]]) -> str:
+    """`inspect --json`'s text for ``spec``: ``json.dumps(make_report(index))``, or the same
+    text from ``index_cache`` when this build of ckptkit made it for the same index and label."""
+    with open_source(spec, revision) as source:
+        entry = index_cache.entry_for(source, tokenizer=True)
+        text = entry.load_report() if entry else None
+        if text is None:
+            # compact: with indent json falls back to its pure-Python encoder, 3x slower on 90k tensors
+            text = json.dumps(make_report(load_index(source, progress, tokenizer=True)))
+            if entry:
+                entry.save_report(text)
+    return text

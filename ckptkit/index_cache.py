@@ -1,0 +1,325 @@
+"""A cache of parsed, validated tensor indexes and of `inspect --json` reports.
+
+Reading 163 shard headers over the network and checking 92k tensor entries takes seconds, and
+inferring the architecture from them about as long again, while the same commit of a Hub repo
+always holds the same bytes. So an index, once it passed every strict check, is stored under
+the HF assets cache (``$HF_ASSETS_CACHE`` or ``$HF_HOME/assets``, as huggingface_hub's
+``cached_assets_path`` places a library's files; never inside the hub cache, whose scanner
+would report a foreign folder, nor next to the user's checkpoint), keyed by what determines it:
+
+- a Hub repo: endpoint, repo id, commit sha, subfolder, the files selected, tokenizer or not;
+- a local file or folder: its real path, the names it lists, tokenizer or not. The size,
+  mtime_ns and inode of every listed file are stored in the entry and compared on load.
+
+An entry is one line of JSON (kind, version, key, stamps, payload length and sha256) and then
+the zlib-compressed payload. Anything that does not match (truncated, another version or key, a
+bad checksum, not JSON, an unexpected shape) is ignored and rebuilt, so the cache never changes
+a result; entries are written atomically. ``CKPTKIT_NO_CACHE=1`` or ``bypass()`` (the CLI's
+``--no-cache``) neither reads nor writes it. The codec is in ``index_codec``.
+"""
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import os
+import re
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .atomic import atomic_file
+from .index import TensorIndex
+from .index_codec import decode_index, encode_index
+from .sources.base import OnlyFiles, Source
+from .sources.hub import HubSource, hub_offline
+from .sources.local import LocalSource
+
+ENV_NO_CACHE = "CKPTKIT_NO_CACHE"
+VERSION = 1
+_INDEX_KIND = "ckptkit-index"
+_REPORT_KIND = "ckptkit-report"
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+# A file modified within this long before the index was read may be modified again within the
+# same timestamp tick without its mtime changing: such an index is not stored.
+RACY_NS = 2_000_000_000
+_MAX_HEAD = 1 << 20  # the JSON line before the payload; longer means corrupt
+
+_bypassed: contextvars.ContextVar[bool] = contextvars.ContextVar("ckptkit_no_cache", default=False)
+
+Stamp = tuple[str, int, int, int]  # (path, size, mtime_ns, inode); size -1: missing
+
+
+def enabled() -> bool:
+    v = (os.environ.get(ENV_NO_CACHE) or "").strip().upper()
+    return v not in {"1", "ON", "YES", "TRUE"} and not _bypassed.get()
+
+
+@contextmanager
+def bypass(on: bool = True) -> Iterator[None]:
+    """Within the block (when ``on``), neither read nor write the cache."""
+    token = _bypassed.set(on or _bypassed.get())
+    try:
+        yield
+    finally:
+        _bypassed.reset(token)
+
+
+def cache_root() -> Path:
+    """``<HF assets cache>/ckptkit/index-v1``, from the environment as it is now."""
+    if os.environ.get("HF_ASSETS_CACHE"):
+        assets = os.path.expanduser(os.path.expandvars(os.environ["HF_ASSETS_CACHE"]))
+    elif os.environ.get("HF_HOME"):
+        assets = os.path.join(os.path.expanduser(os.path.expandvars(os.environ["HF_HOME"])), "assets")
+    else:
+        from huggingface_hub import constants
+
+        assets = constants.HF_ASSETS_CACHE
+    return Path(assets) / "ckptkit" / f"index-v{VERSION}"
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
+
+
+# ---- what identifies an index ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one source's index is cached and how to tell the entry is still its own."""
+
+    root: Path
+    key: str
+    label: str
+    local: tuple[Path, list[str]] | None  # (folder, listed names) whose stamps must still match
+
+    @property
+    def path(self) -> Path:
+        return self.root / f"{self.key}.index"
+
+    def report_path(self) -> Path:
+        return self.root / f"{self.key}-{_digest(self.label)[:16]}.report"
+
+    def stamps(self) -> list[Stamp]:
+        return _stamps(*self.local) if self.local else []
+
+    # ---- the index -----------------------------------------------------------------------------
+    def load(self) -> TensorIndex | None:
+        """The cached index, or None when there is none or it is stale or corrupt."""
+        got = _read(self.path, _INDEX_KIND, self.key)
+        if got is None:
+            return None
+        head, payload = got
+        if head.get("stamps") != [list(s) for s in self.stamps()]:
+            return None
+        try:
+            return decode_index(json.loads(zlib.decompress(payload)), self.label)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+                OverflowError, zlib.error):  # a checksum collision or a bug: rebuild, never fail
+            return None
+
+    def save(self, index: TensorIndex, before: list[Stamp]) -> None:
+        """Store ``index``, read while the files had the stamps ``before``, unless a file changed
+        meanwhile or too recently to tell a later change apart, or the index does not survive
+        the codec exactly."""
+        stamps = self.stamps()
+        if stamps != before or _racy(stamps):
+            return
+        doc = encode_index(index)
+        if doc is None:
+            return
+        payload = zlib.compress(json.dumps(doc, separators=(",", ":"), allow_nan=True).encode(), 1)
+        _write(self.path, {"kind": _INDEX_KIND, "version": VERSION, "key": self.key,
+                           "stamps": [list(s) for s in stamps]}, payload)
+
+    # ---- the report of `inspect --json` --------------------------------------------------------
+    def load_report(self) -> str | None:
+        """The cached report text for this index, label and ckptkit build, or None. Only while
+        the index entry itself is intact (a few ms to check): a damaged one is rebuilt with it."""
+        got_index = _read(self.path, _INDEX_KIND, self.key)
+        if got_index is None or got_index[0].get("stamps") != [list(s) for s in self.stamps()]:
+            return None
+        index_head = got_index[0]
+        got = _read(self.report_path(), _REPORT_KIND, self.key)
+        if got is None:
+            return None
+        head, payload = got
+        if (head.get("index") != index_head.get("sha256") or head.get("label") != self.label
+                or head.get("code") != code_fingerprint()):
+            return None
+        try:
+            text = zlib.decompress(payload).decode("utf-8")
+        except (zlib.error, UnicodeDecodeError):
+            return None
+        # a report is one JSON object; parsing all of it would cost what the cache saves
+        return text if text.startswith("{") and text.endswith("}") else None
+
+    def save_report(self, text: str) -> None:
+        index_head = _read_head(self.path, _INDEX_KIND, self.key)
+        if index_head is None:  # the index itself was not stored (racy, or not cacheable)
+            return
+        _write(self.report_path(), {"kind": _REPORT_KIND, "version": VERSION, "key": self.key,
+                                    "label": self.label, "index": index_head.get("sha256"),
+                                    "code": code_fingerprint()},
+               zlib.compress(text.encode("utf-8"), 1))
+
+
+def entry_for(source: Source, tokenizer: bool) -> Entry | None:
+    """The cache entry of ``source``'s index, or None when the cache is off or the source is
+    not one whose content can be identified without reading it."""
+    if not enabled():
+        return None
+    inner, only = source, None
+    if type(source) is OnlyFiles:
+        inner, only = source.inner, sorted(source.names)
+    if type(inner) is HubSource:
+        sha = _hub_sha(inner)
+        if sha is None:
+            return None
+        key = _digest("hub", inner.endpoint, inner.repo_id, sha, inner.subfolder, only, tokenizer)
+        return Entry(cache_root(), key, source.label, None)
+    if type(inner) is LocalSource:
+        target = inner.root / next(iter(inner.files())) if inner.single_file else inner.root
+        names = sorted(source.files())
+        key = _digest("local", str(target), names, tokenizer)
+        return Entry(cache_root(), key, source.label, (inner.root, names))
+    return None
+
+
+def _hub_sha(src: HubSource) -> str | None:
+    """The commit of ``src``: its revision when that is a full sha (no request), else what the
+    listing says; offline, the ref the HF cache or this cache last saw (as huggingface_hub)."""
+    rev = src.revision or "main"
+    if _HEX40.fullmatch(rev):
+        return rev
+    refs = cache_root() / "refs" / f"{_digest(src.endpoint, src.repo_id, rev)}.json"
+    if hub_offline():
+        from huggingface_hub.file_download import repo_folder_name
+
+        hf_ref = Path(src.cache_dir) / repo_folder_name(repo_id=src.repo_id, repo_type="model") / "refs" / rev
+        for p in (hf_ref, refs):
+            try:
+                sha = p.read_text().strip()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if _HEX40.fullmatch(sha):
+                return sha
+        return None
+    sha = src.commit_sha  # the listing request, needed anyway on a miss
+    try:
+        known = refs.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        known = ""
+    if known != sha:
+        _write_small(refs, sha)
+    return sha
+
+
+def _stamps(root: Path, names: list[str]) -> list[Stamp]:
+    """(name, size, mtime_ns, inode) of each listed file, following links; metadata only, so a
+    link leading out of the folder is still refused where it is read, not here."""
+    out: list[Stamp] = []
+    for name in names:
+        try:
+            st = os.stat(root / name)
+            out.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            out.append((name, -1, 0, 0))
+    return out
+
+
+def _racy(stamps: list[Stamp]) -> bool:
+    now = time.time_ns()
+    return any(now - mtime < RACY_NS for _, _, mtime, _ in stamps)
+
+
+# ---- files: a JSON line, then the payload --------------------------------------------------------
+
+def _read_head(path: Path, kind: str, key: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            line = f.readline(_MAX_HEAD)
+    except OSError:
+        return None
+    return _parse_head(line, kind, key)
+
+
+def _parse_head(line: bytes, kind: str, key: str) -> dict | None:
+    try:
+        head = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if (not isinstance(head, dict) or head.get("kind") != kind or head.get("version") != VERSION
+            or head.get("key") != key or not isinstance(head.get("sha256"), str)
+            or not isinstance(head.get("length"), int)):
+        return None
+    return head
+
+
+def _read(path: Path, kind: str, key: str) -> tuple[dict, bytes] | None:
+    """(head, payload) of a cache file whose head matches and whose payload is intact."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    cut = data.find(b"\n", 0, _MAX_HEAD)
+    if cut < 0:
+        return None
+    head = _parse_head(data[:cut], kind, key)
+    payload = memoryview(data)[cut + 1:]
+    if (head is None or len(payload) != head["length"]
+            or hashlib.sha256(payload).hexdigest() != head["sha256"]):
+        return None
+    return head, bytes(payload)
+
+
+def _write(path: Path, head: dict, payload: bytes) -> None:
+    """Best effort: a cache that cannot be written (read-only home, full disk) is no error."""
+    head = {**head, "length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    line = json.dumps(head, separators=(",", ":")).encode() + b"\n"
+    try:
+        with atomic_file(path) as f:
+            f.write(line)
+            f.write(payload)
+    except OSError:
+        pass
+
+
+def _write_small(path: Path, text: str) -> None:
+    try:
+        with atomic_file(path) as f:
+            f.write(text.encode())
+    except OSError:
+        pass
+
+
+# ---- which ckptkit made a report ----------------------------------------------------------------
+
+_code: list[str] = []
+
+
+def code_fingerprint() -> str:
+    """ckptkit's version and the size and mtime of its code and mapping files: a report made by
+    another build (even an edited checkout with the same version) is not reused."""
+    if not _code:
+        import importlib.util
+
+        roots = [Path(__file__).parent]
+        spec = importlib.util.find_spec("ckptkit.mappings")
+        roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+        files: list[tuple[str, int, int]] = []
+        for root in roots:
+            for p in sorted(root.rglob("*")):
+                if p.suffix in (".py", ".toml", ".json") and "__pycache__" not in p.parts:
+                    st = p.stat()
+                    files.append((p.as_posix(), st.st_size, st.st_mtime_ns))
+        _code.append(_digest(__version__, files))
+    return _code[0]
+
+
+__all__ = ["ENV_NO_CACHE", "Entry", "bypass", "cache_root", "code_fingerprint", "enabled", "entry_for"]
