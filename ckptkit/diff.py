@@ -222,8 +222,9 @@ def compare_tensor(ta: SideTensor, tb: SideTensor, sa: Source, sb: Source, atol:
 
 def diff_sources(sa: Source, sb: Source, atol: float = 0.0, rtol: float = 0.0,
                  chunk_bytes: int = CHUNK_BYTES,
-                 on_tensor: Callable[[TensorDiff], None] | None = None) -> DiffResult:
-    """Compare the checkpoints of two open sources; tensors in A's order, then B's extras."""
+                 progress: Callable[[int, int], None] | None = None) -> DiffResult:
+    """Compare the checkpoints of two open sources; tensors in A's order, then B's extras.
+    ``progress(done, total)`` is called after each pair of tensors compared."""
     a, b = _side(sa), _side(sb)
     pairs, _, only_b = match_names(a.tensors, b.tensors)
     partner = dict(pairs)
@@ -232,29 +233,28 @@ def diff_sources(sa: Source, sb: Source, atol: float = 0.0, rtol: float = 0.0,
     # the scales of FP8 weights compared times their scales are part of those weights
     consumed = {t.scale for va, vb in chosen.values() for t in (va, vb) if t.scale}
     res = DiffResult(a.label, b.label, atol, rtol)
+    done = 0
     for n, ta in a.tensors.items():
         if n in partner:
             va, vb = chosen[n]
             info = roles.get(vb.name)
             ops, quantum = convention_ops(info.role if info else None, a, b, gguf_matrix(vb.shape)[0])
             td = compare_tensor(va, converted(vb, ops, quantum), sa, sb, atol, rtol, chunk_bytes)
-            td = replace(td, b_ops=tuple(o[0] for o in ops))
-        elif n in consumed:
-            continue
-        else:
-            td = TensorDiff(n, None, ta.shape, None, ta.dtype, None)
-        res.tensors.append(td)
-        if on_tensor:
-            on_tensor(td)
+            res.tensors.append(replace(td, b_ops=tuple(o[0] for o in ops)))
+            done += 1
+            if progress:
+                progress(done, len(pairs))
+        elif n not in consumed:
+            res.tensors.append(TensorDiff(n, None, ta.shape, None, ta.dtype, None))
     res.tensors += [TensorDiff(None, n, None, b.tensors[n].shape, None, b.tensors[n].dtype)
                     for n in only_b if n not in consumed]
     return res
 
 
 def diff(spec_a: str, spec_b: str, atol: float = 0.0, rtol: float = 0.0, chunk_bytes: int = CHUNK_BYTES,
-         on_tensor: Callable[[TensorDiff], None] | None = None) -> DiffResult:
+         progress: Callable[[int, int], None] | None = None) -> DiffResult:
     """Open two checkpoints (folder, file or Hub repo; safetensors or GGUF) and compare them."""
     if atol < 0 or rtol < 0:
         raise CkptError("--atol and --rtol must not be negative")
     with open_source(spec_a) as sa, open_source(spec_b) as sb:
-        return diff_sources(sa, sb, atol, rtol, chunk_bytes, on_tensor)
+        return diff_sources(sa, sb, atol, rtol, chunk_bytes, progress)

@@ -318,3 +318,16 @@ def test_fp8_weights_compared_times_their_scales(tmp_path):
     assert all(0 < by[n]["max_rel"] <= 1 / 16 + 1e-6 for n in names)
     code, doc, by = _json(EXAMPLE, fp8, "--rtol", str(1 / 16 + 1e-6))
     assert code == 0 and doc["counts"]["close"] == 2
+
+
+def test_hub_repos_compare_with_local_files(hub, hf_cache, example_gguf, tmp_path):
+    """A Hub repo (ranged reads) against a local GGUF, and a GGUF in a Hub repo against the folder."""
+    hub.add_repo("difftest/tiny-llama", {p.name: p.read_bytes() for p in EXAMPLE.iterdir()})
+    hub.add_repo("difftest/tiny-llama-gguf", {"tiny-q8_0.gguf": example_gguf("q8_0").read_bytes(),
+                                              "tiny-f32.gguf": example_gguf("f32").read_bytes()})
+    res = diff("difftest/tiny-llama", str(example_gguf("f32")))
+    assert not res.failed and len(res.tensors) == 21
+    res = diff(str(EXAMPLE), "hf://difftest/tiny-llama-gguf/tiny-f32.gguf")
+    assert not res.failed and len(res.tensors) == 21
+    res = diff(str(EXAMPLE), "hf://difftest/tiny-llama-gguf/tiny-q8_0.gguf", atol=1e-3)
+    assert not res.failed and res.counts()["close"] == 16
