@@ -19,7 +19,7 @@ from .errors import CkptError, FormatError
 from .infer.names import canonicalize
 from .sources.base import Source
 
-CHUNK_BYTES = 16 << 20      # decoded bytes per chunk and side
+CHUNK_BYTES = 8 << 20       # decoded (float32) bytes per chunk and side; float64 work arrays are ~5x that
 
 
 # ---- comparison arithmetic (pure) ------------------------------------------------------------------
