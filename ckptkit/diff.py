@@ -54,8 +54,9 @@ def compare_block(st: Stats, a: np.ndarray, b: np.ndarray, atol: float, rtol: fl
     """``st`` updated with one aligned block of both sides (same element count)."""
     if a.size == 0:
         return st
+    a = a.astype(np.float64, copy=False)
     d = abs_diff(a, b)
-    mag = np.abs(a.astype(np.float64, copy=False))
+    mag = np.abs(a)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = d / mag
     rel[d == 0] = 0.0
@@ -86,6 +87,7 @@ def aligned(xs: Iterable[np.ndarray], ys: Iterable[np.ndarray]) -> Iterator[tupl
         a, b = a[n:], b[n:]
 
 
+# ---- names -------------------------------------------------------------------------------------------
 
 def match_names(a: Iterable[str], b: Iterable[str]) -> tuple[list[tuple[str, str]], list[str], list[str]]:
     """(pairs, only in A, only in B): equal names first, then names whose canonical role, layer
@@ -114,7 +116,6 @@ def match_names(a: Iterable[str], b: Iterable[str]) -> tuple[list[tuple[str, str
         taken = set(matched.values())
         rest_b = [n for n in rest_b if n not in taken]
     return pairs, rest_a, rest_b
-
 
 
 # ---- the result -------------------------------------------------------------------------------------
