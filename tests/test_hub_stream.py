@@ -293,3 +293,57 @@ def test_resume_after_sigkill(model, local_gguf, hub, hf_cache, tmp_path):
     hub.latency = 0.0
     convert_to_gguf(REPO, out, outtype="f16", resume=True)
     assert out.read_bytes() == local_gguf.read_bytes()
+
+
+def test_a_failed_conversion_leaves_no_thread_waiting(model, hub, hf_cache, tmp_path):
+    import threading
+
+    def ours():
+        return {t.name for t in threading.enumerate() if t.name.startswith(("readahead", "ThreadPool"))}
+
+    before = ours()
+    out = tmp_path / "o" / "x.gguf"
+    # the headers are read; then every tensor read of the first shard is refused
+    with pytest.raises(Exception, match="not found"):
+        convert_to_gguf(REPO, out, outtype="f16", threads=3, connections=2,
+                        on_plan=lambda plan: hub.fail(_shards(model)[0], "status", status=404, times=None))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and ours() - before:
+        time.sleep(0.05)
+    assert not ours() - before
+    assert not out.parent.exists() or _leftovers(out.parent) == []
+
+
+def test_a_read_waiting_when_the_read_ahead_closes_fails_instead_of_hanging():
+    import threading
+
+    from ckptkit.errors import CkptError
+    from ckptkit.sources.base import Source
+    from ckptkit.sources.readahead import ReadAhead
+
+    class Slow(Source):
+        label = "slow"
+
+        def files(self):
+            return {"f": 1 << 20}
+
+        def read(self, path, offset, length):
+            time.sleep(0.2)
+            return bytes(length)
+
+    reads = [("f", o, 1024) for o in range(0, 1 << 20, 64 << 10)]
+    ra = ReadAhead(Slow(), reads, connections=1, chunk=64 << 10, budget=64 << 10)
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(_catch(lambda: ra.read(*reads[-1]), CkptError)))
+    t.start()
+    time.sleep(0.05)
+    ra.close()
+    t.join(5)
+    assert not t.is_alive() and isinstance(got[0], CkptError)
+
+
+def _catch(fn, kind):
+    try:
+        return fn()
+    except kind as e:
+        return e

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..errors import CkptError
 from .base import Source, WrappedSource
 
 Range = tuple[str, int, int]  # file, offset, length
@@ -208,6 +209,8 @@ class ReadAhead(WrappedSource):
             a, b = max(offset, u.start), min(offset + length, u.end)
             with self._cond:
                 while u.state in (_PLANNED, _FETCHING):
+                    if self._closed:  # the conversion stopped: a job still running must not wait
+                        raise CkptError("internal: read after the read-ahead was closed", path)
                     if u.state == _PLANNED:
                         self._demand = max(self._demand, self._pos[id(u)])
                         self._cond.notify_all()
