@@ -12,10 +12,11 @@ would report a foreign folder, nor next to the user's checkpoint), keyed by what
   mtime_ns and inode of every listed file are stored in the entry and compared on load.
 
 An entry is one line of JSON (kind, version, key, stamps, payload length and sha256) and then
-the zlib-compressed payload. Anything that does not match (truncated, another version or key, a
-bad checksum, not JSON, an unexpected shape) is ignored and rebuilt, so the cache never changes
-a result; entries are written atomically. ``CKPTKIT_NO_CACHE=1`` or ``bypass()`` (the CLI's
-``--no-cache``) neither reads nor writes it. The codec is in ``index_codec``.
+the payload: an index zlib-compressed, a report as the text it prints. Anything that does not
+match (truncated, another version or key, a bad checksum, not JSON, an unexpected shape) is
+ignored and rebuilt, so the cache never changes a result; entries are written atomically.
+``CKPTKIT_NO_CACHE=1`` or ``bypass()`` (the CLI's ``--no-cache``) neither reads nor writes it.
+The codec is in ``index_codec``.
 """
 from __future__ import annotations
 
@@ -130,10 +131,13 @@ class Entry:
         stamps = self.stamps()
         if stamps != before or _racy(stamps):
             return
-        doc = encode_index(index)
-        if doc is None:
+        try:
+            doc = encode_index(index)
+            if doc is None:
+                return
+            payload = zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+        except (TypeError, ValueError, RecursionError):  # not plain data after all: not cached
             return
-        payload = zlib.compress(json.dumps(doc, separators=(",", ":"), allow_nan=True).encode(), 1)
         _write(self.path, {"kind": _INDEX_KIND, "version": VERSION, "key": self.key,
                            "stamps": [list(s) for s in stamps]}, payload)
 
@@ -153,8 +157,8 @@ class Entry:
                 or head.get("code") != code_fingerprint()):
             return None
         try:
-            text = zlib.decompress(payload).decode("utf-8")
-        except (zlib.error, UnicodeDecodeError):
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
             return None
         # a report is one JSON object; parsing all of it would cost what the cache saves
         return text if text.startswith("{") and text.endswith("}") else None
@@ -166,7 +170,7 @@ class Entry:
         _write(self.report_path(), {"kind": _REPORT_KIND, "version": VERSION, "key": self.key,
                                     "label": self.label, "index": index_head.get("sha256"),
                                     "code": code_fingerprint()},
-               zlib.compress(text.encode("utf-8"), 1))
+               text.encode("utf-8"))  # not compressed: inflating 17 MB would cost more than reading it
 
 
 def entry_for(source: Source, tokenizer: bool) -> Entry | None:

@@ -18,41 +18,56 @@ CODEC = 1
 def encode_index(index: TensorIndex) -> dict[str, Any] | None:
     """``index`` as JSON-ready data, or None when it would not survive JSON exactly."""
     tensors = list(index.tensors.values())
-    dtypes: dict[str, int] = {}
-    shapes: dict[tuple[int, ...], int] = {}
-    files: dict[str, int] = {}
-    cols: tuple[list[int], list[int], list[int]] = ([], [], [])
-    for t in tensors:
-        cols[0].append(dtypes.setdefault(t.dtype, len(dtypes)))
-        cols[1].append(shapes.setdefault(t.shape, len(shapes)))
-        cols[2].append(files.setdefault(t.file, len(files)))
-    offsets = [t.offset for t in tensors]
-    nbytes = [t.nbytes for t in tensors]
-    if not (all(type(t.name) is str for t in tensors) and _ints(offsets) and _ints(nbytes)
-            and all(type(s) is tuple and _ints(s) for s in shapes)
-            and all(type(d) is str for d in dtypes) and all(type(f) is str for f in files)
+    names, dtypes, shapes, paths, offsets, nbytes = (list(c) for c in zip(*tensors, strict=True)) \
+        if tensors else ([], [], [], [], [], [])
+    dtype_table, dtype_col = _table(dtypes)
+    shape_table, shape_col = _table(shapes)
+    path_table, path_col = _table(paths)
+    if not (_strs(names) is not None and _strs(dtype_table) is not None and _strs(path_table) is not None
+            and _ints(offsets) and _ints(nbytes) and all(type(s) is tuple and _ints(s) for s in shape_table)
             and all(type(f.name) is str and type(f.format) is str and type(f.header_bytes) is int
                     and (f.size is None or type(f.size) is int) for f in index.files)):
         return None
-    tokenizer = []
-    for name, doc in index.tokenizer_files.items():
-        tokenizer.append([name, "unreadable", doc.message] if isinstance(doc, Unreadable) else [name, "doc", doc])
-    if not (type(index.format) is str and _plain([index.config, index.shard_index, index.metadata, tokenizer])):
+    shard_index, weight_map = _encode_shard_index(index.shard_index, names)
+    tokenizer = [[name, "unreadable", doc.message] if isinstance(doc, Unreadable) else [name, "doc", doc]
+                 for name, doc in index.tokenizer_files.items()]
+    if not (type(index.format) is str and _plain([index.config, shard_index, index.metadata, tokenizer])):
         return None
     return {
         "codec": CODEC,
         "format": index.format,
         "files": [[f.name, f.size, f.format, f.header_bytes] for f in index.files],
-        "dtypes": list(dtypes),
-        "shapes": [list(s) for s in shapes],
-        "paths": list(files),
-        "names": [t.name for t in tensors],
-        "dtype": cols[0], "shape": cols[1], "path": cols[2], "offset": offsets, "nbytes": nbytes,
+        "dtypes": dtype_table, "shapes": [list(s) for s in shape_table], "paths": path_table,
+        "names": names, "dtype": dtype_col, "shape": shape_col, "path": path_col,
+        "offset": offsets, "nbytes": nbytes,
         "config": index.config,
-        "shard_index": index.shard_index,
+        "shard_index": shard_index,
+        "weight_map": weight_map,
         "metadata": index.metadata,
         "tokenizer_files": tokenizer,
     }
+
+
+def _table(values: list) -> tuple[list, list[int]]:
+    """(distinct values in order of first appearance, each value's position in that list)."""
+    pos = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    return list(pos), list(map(pos.__getitem__, values))
+
+
+def _encode_shard_index(shard_index: Any, names: list[str]) -> tuple[Any, dict | None]:
+    """The shard index with its weight_map as (tensor number, shard number) columns when every
+    key names a tensor (a 92k-entry map repeats every name otherwise); the map's key keeps its
+    place, holding None."""
+    wm = shard_index.get("weight_map") if isinstance(shard_index, dict) else None
+    if not isinstance(wm, dict) or _strs(list(wm.values())) is None:
+        return shard_index, None
+    pos = {n: i for i, n in enumerate(names)}
+    try:
+        keys = list(map(pos.__getitem__, wm))
+    except (KeyError, TypeError):  # a name that is no tensor (validate reports it): kept as is
+        return shard_index, None
+    shard_table, shard_col = _table(list(wm.values()))
+    return {**shard_index, "weight_map": None}, {"keys": keys, "shards": shard_table, "shard": shard_col}
 
 
 def decode_index(doc: Any, source: str) -> TensorIndex | None:
@@ -61,9 +76,9 @@ def decode_index(doc: Any, source: str) -> TensorIndex | None:
     on a malformed ``doc``."""
     if not isinstance(doc, dict) or doc.get("codec") != CODEC:
         return None
-    names = doc["names"]
+    names = _strs(doc["names"])
     cols = [doc[k] for k in ("dtype", "shape", "path", "offset", "nbytes")]
-    if not isinstance(names, list) or any(not isinstance(c, list) or len(c) != len(names) for c in cols):
+    if names is None or any(not isinstance(c, list) or len(c) != len(names) for c in cols):
         return None
     dtypes, paths = _strs(doc["dtypes"]), _strs(doc["paths"])
     shapes = [tuple(s) for s in doc["shapes"]]
@@ -72,13 +87,20 @@ def decode_index(doc: Any, source: str) -> TensorIndex | None:
     made = map(TensorInfo, names, map(dtypes.__getitem__, cols[0]), map(shapes.__getitem__, cols[1]),
                map(paths.__getitem__, cols[2]), cols[3], cols[4])
     tensors = dict(zip(names, made, strict=True))
-    if len(tensors) != len(names) or not all(type(n) is str for n in names):
+    if len(tensors) != len(names):
         return None
     files = [FileInfo(n, s, fm, hb) for n, s, fm, hb in doc["files"]]
     config, shard_index, metadata = doc["config"], doc["shard_index"], doc["metadata"]
     if not (isinstance(config, dict | None) and isinstance(shard_index, dict | None)
             and isinstance(metadata, dict) and isinstance(doc["format"], str)):
         return None
+    wm = doc["weight_map"]
+    if wm is not None:
+        shards = _strs(wm["shards"])
+        if shard_index is None or shards is None or len(wm["keys"]) != len(wm["shard"]):
+            return None
+        shard_index["weight_map"] = dict(zip(map(names.__getitem__, wm["keys"]),
+                                             map(shards.__getitem__, wm["shard"]), strict=True))
     tokenizer: dict[str, Any] = {}
     for name, kind, value in doc["tokenizer_files"]:
         tokenizer[name] = Unreadable(value) if kind == "unreadable" else value

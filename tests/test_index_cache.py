@@ -380,6 +380,15 @@ def test_codec_round_trip_is_exact(tiny_model, tmp_path):
         back = decode_index(json.loads(json.dumps(doc)), index.source)
         assert back == index
         assert all(type(t.shape) is tuple for t in back.tensors.values())
+        if index.shard_index is not None:  # the weight map by columns, in its place and order
+            assert doc["weight_map"] is not None and doc["shard_index"]["weight_map"] is None
+            assert list(back.shard_index) == list(index.shard_index)
+            assert list(back.shard_index["weight_map"].items()) == list(index.shard_index["weight_map"].items())
+            # a name that is no tensor: the map is kept as it is
+            index.shard_index["weight_map"] = {"not.a.tensor": "x.safetensors", **index.shard_index["weight_map"]}
+            doc = encode_index(index)
+            assert doc is not None and doc["weight_map"] is None
+            assert decode_index(json.loads(json.dumps(doc)), index.source) == index
 
 
 @pytest.mark.parametrize("odd", [{"k": (1, 2)}, {1: "int key"}, {"k": b"bytes"}, {"k": {1.5}}])
