@@ -66,8 +66,8 @@ class Job:
     reads: tuple[Range, ...]
     make: Callable[..., Chunk]
 
-    def __call__(self, source: Source) -> Chunk:
-        return self.make(*(source.read(*r) for r in self.reads))
+    def __call__(self, read: Callable[[str, int, int], Chunk]) -> Chunk:
+        return self.make(*(read(*r) for r in self.reads))
 
 
 def piece_jobs(piece: Piece, slot: TensorSlot, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Job]:
@@ -99,7 +99,7 @@ def piece_jobs(piece: Piece, slot: TensorSlot, chunk_bytes: int = CHUNK_BYTES) -
 
 
 def _job(piece: Piece, slot: TensorSlot, a: int, b: int, cols: int, out_cols: int, passthrough: bool,
-         raw: bytes, scale_raw: bytes | None = None) -> Chunk:
+         raw: Chunk, scale_raw: Chunk | None = None) -> Chunk:
     """Rows [a, b) of a piece from their bytes (and their scales' bytes, for block-scaled FP8)."""
     src = piece.src
     if passthrough:
@@ -138,7 +138,7 @@ def _mxfp4_jobs(piece: Piece, sc: TensorInfo, slot: TensorSlot, chunk_bytes: int
 
 
 def _mxfp4_job(piece: Piece, slot: TensorSlot, a: int, b: int, groups: int, out_cols: int,
-               blocks_raw: bytes, scales_raw: bytes) -> Chunk:
+               blocks_raw: Chunk, scales_raw: Chunk) -> Chunk:
     """Rows [a, b) of an MXFP4 piece from its blocks' and exponents' bytes."""
     blocks = np.frombuffer(blocks_raw, dtype=np.uint8).reshape(b - a, groups, 16)
     scales = np.frombuffer(scales_raw, dtype=np.uint8).reshape(b - a, groups)
@@ -158,15 +158,15 @@ def tensor_jobs(out: OutTensor, chunk_bytes: int = CHUNK_BYTES) -> list[Job]:
     return [j for p in out.pieces for j in piece_jobs(p, out.slot, chunk_bytes)]
 
 
-def _ordered(jobs: Iterable[Job], source: Source, threads: int) -> Iterator[Chunk]:
+def _ordered(jobs: Iterable[Job], read: Callable[[str, int, int], Chunk], threads: int) -> Iterator[Chunk]:
     if threads <= 1:
         for j in jobs:
-            yield j(source)
+            yield j(read)
         return
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque[Future[Chunk]] = deque()
         for j in jobs:
-            pending.append(pool.submit(j, source))
+            pending.append(pool.submit(j, read))
             if len(pending) > threads:
                 yield pending.popleft().result()
         while pending:
@@ -191,7 +191,7 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
         all_jobs.extend(js)
     ahead = ReadAhead(source, [r for j in all_jobs for r in j.reads], connections) if connections > 0 else None
     with ahead or nullcontext(), resumable(journal) if journal is not None else nullcontext():
-        stream = _ordered(all_jobs, ahead or source, threads)
+        stream = _ordered(all_jobs, ahead.view if ahead is not None else source.read, threads)
 
         def chunks(i: int) -> Iterator[Chunk]:
             if i < skip:  # on disk already: the writer passes over it

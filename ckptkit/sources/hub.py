@@ -361,9 +361,9 @@ class HubSource(Source):
                 data = f.read(length)
         else:
             self._need_network(path)
-            buf = bytearray()
-            self._get(full, offset, offset + length, buf.extend, path)
-            data = bytes(buf)
+            parts: list[bytes] = []  # joined once: one copy of the data, not a growing buffer's
+            self._get(full, offset, offset + length, parts.append, path)
+            data = b"".join(parts)
         if len(data) != length:
             raise FormatError(f"file ends before {offset + length} bytes", self._where(path))
         return data

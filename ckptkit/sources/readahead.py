@@ -201,10 +201,16 @@ class ReadAhead(WrappedSource):
         return out
 
     def read(self, path: str, offset: int, length: int) -> bytes:
+        data = self.view(path, offset, length)
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def view(self, path: str, offset: int, length: int) -> bytes | memoryview:
+        """``read`` without a copy: a view into the fetched range (which stays in memory while the
+        view lives, so a reader keeps views only briefly)."""
         units = self._covering(path, offset, length)
         if units is None:
             return self.inner.read(path, offset, length)
-        parts = []
+        parts: list[bytes | memoryview] = []
         for u in units:
             a, b = max(offset, u.start), min(offset + length, u.end)
             with self._cond:
@@ -217,7 +223,9 @@ class ReadAhead(WrappedSource):
                     self._cond.wait()
                 if u.error is not None:
                     raise u.error
-                data = u.data[a - u.start:b - u.start] if u.data is not None else None
+                data: bytes | memoryview | None = None
+                if u.data is not None:
+                    data = memoryview(u.data)[a - u.start:b - u.start]
                 if u.left > 0:
                     u.left -= 1
                     if u.left == 0 and u.state == _READY:
