@@ -35,6 +35,7 @@ from typing import Any
 
 from . import __version__
 from .atomic import atomic_file
+from .errors import CkptError
 from .index import TensorIndex
 from .index_codec import decode_index, encode_index
 from .sources.base import OnlyFiles, Source
@@ -97,7 +98,7 @@ class Entry:
     root: Path
     key: str
     label: str
-    local: tuple[Path, list[str]] | None  # (folder, listed names) whose stamps must still match
+    local: list[tuple[str, Path]] | None  # (listed name, file on disk) whose stamps must match
 
     @property
     def path(self) -> Path:
@@ -107,7 +108,7 @@ class Entry:
         return self.root / f"{self.key}-{_digest(self.label)[:16]}.report"
 
     def stamps(self) -> list[Stamp]:
-        return _stamps(*self.local) if self.local else []
+        return _stamps(self.local) if self.local else []
 
     # ---- the index -----------------------------------------------------------------------------
     def load(self) -> TensorIndex | None:
@@ -188,10 +189,19 @@ def entry_for(source: Source, tokenizer: bool) -> Entry | None:
         key = _digest("hub", inner.endpoint, inner.repo_id, sha, inner.subfolder, only, tokenizer)
         return Entry(cache_root(), key, source.label, None)
     if type(inner) is LocalSource:
-        target = inner.root / next(iter(inner.files())) if inner.single_file else inner.root
         names = sorted(source.files())
-        key = _digest("local", str(target), names, tokenizer)
-        return Entry(cache_root(), key, source.label, (inner.root, names))
+        if inner.single_file:  # the file itself, wherever a link named on the command line leads
+            try:
+                target = inner.local_path(names[0])
+            except CkptError:
+                return None
+            if target is None:
+                return None
+            on_disk = [(names[0], target)]
+        else:
+            target = inner.root
+            on_disk = [(n, inner.root / n) for n in names]
+        return Entry(cache_root(), _digest("local", str(target), names, tokenizer), source.label, on_disk)
     return None
 
 
@@ -224,13 +234,13 @@ def _hub_sha(src: HubSource) -> str | None:
     return sha
 
 
-def _stamps(root: Path, names: list[str]) -> list[Stamp]:
+def _stamps(files: list[tuple[str, Path]]) -> list[Stamp]:
     """(name, size, mtime_ns, inode) of each listed file, following links; metadata only, so a
     link leading out of the folder is still refused where it is read, not here."""
     out: list[Stamp] = []
-    for name in names:
+    for name, path in files:
         try:
-            st = os.stat(root / name)
+            st = os.stat(path)
             out.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
         except OSError:
             out.append((name, -1, 0, 0))

@@ -229,6 +229,27 @@ def test_single_file_and_gguf(tiny_model, tmp_path, cache_dir, reads):
     assert reads.count(str(gguf_path)) == 2  # the cached read, then the uncached one
 
 
+def test_single_file_through_a_link_follows_the_target(tiny_model, tmp_path, cache_dir, reads):
+    """As in an HF cache snapshot: model.safetensors links to blobs/<hash>, another name."""
+    d = _copy(tiny_model("llama"), tmp_path / "m")
+    shard = sorted(d.glob("*.safetensors"))[0]
+    blob = tmp_path / "blobs" / "0123abcd"
+    blob.parent.mkdir()
+    shutil.move(shard, blob)
+    link = tmp_path / "snap" / "model.safetensors"
+    link.parent.mkdir()
+    link.symlink_to(blob)
+    first = api.inspect(str(link))
+    assert api.inspect(str(link)) == first and len(reads) == 1
+    from safetensors import safe_open
+    with safe_open(str(blob), "np") as f:
+        arrays = {k: f.get_tensor(k).astype(np.float16) for k in f.keys()}
+    save_file(arrays, str(blob))
+    os.utime(blob, ns=(OLD_NS, OLD_NS))
+    assert {t.dtype for t in api.inspect(str(link)).tensors.values()} == {"F16"}
+    assert len(reads) == 2
+
+
 def _gguf(path: Path) -> Path:
     import gguf
     w = gguf.GGUFWriter(str(path), "llama")
