@@ -1,12 +1,14 @@
 """Read-ahead for a remote source whose reads are known in advance (a conversion plan).
 
-Each file's needed bytes are cut into large ranges aligned on ``chunk`` boundaries (small gaps,
-the header and a short tail are included, so a fully used file is fetched whole and its checksum
-can be checked). Each range is fetched once, by ``connections`` workers, in the order the reads
-first need it, into a buffer of at most ``budget`` bytes; a read waits for its ranges and takes
-its bytes from memory. A range is dropped when its last planned read has taken its bytes. When
-the buffer is full of ranges needed only later, the one needed last is dropped and its later
-reads go to the source directly (the only case where bytes are fetched twice).
+Each file's needed bytes are grouped into ranges of up to ``chunk`` bytes that are needed at
+about the same time (small gaps, the header and a short tail are included, so a fully used
+file is fetched whole and its checksum can be checked). Each range is fetched once, by
+``connections`` workers, in the order the reads first need it, into a buffer of at most
+``budget`` bytes; a read waits for its ranges and takes its bytes from memory. A range is
+dropped when its last planned read has taken its bytes. When the buffer is full of ranges
+needed only later (bytes read at distant times, such as scales shared by far-apart rows), the
+one needed last is dropped and its later reads go to the source directly (the only case where
+bytes are fetched twice).
 """
 from __future__ import annotations
 
@@ -49,45 +51,69 @@ class Unit:
         return self.uses[len(self.uses) - self.left] if self.left > 0 else 1 << 62
 
 
-def merge(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
-    """Sorted, merged [start, end) spans; spans closer than ``gap`` are joined."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1] + gap:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def cut(spans: list[tuple[int, int]], chunk: int) -> list[tuple[int, int]]:
-    """Spans split at multiples of ``chunk`` (the same boundaries whatever the reads)."""
-    out = []
-    for a, b in spans:
-        while a < b:
-            e = min(b, (a // chunk + 1) * chunk)
-            out.append((a, e))
-            a = e
-    return out
-
-
-def plan_units(reads: Sequence[Range], sizes: dict[str, int | None], chunk: int = CHUNK,
-               gap: int = GAP) -> list[Unit]:
-    """The ranged requests covering ``reads``, ordered by their first use."""
-    spans: dict[str, list[tuple[int, int]]] = {}
+def _spans(reads: Sequence[Range]) -> dict[str, list[list[int]]]:
+    """Per file, the reads' byte spans in file order as [start, end, first use, last use], where
+    a use is the read's place in the plan measured in bytes read before it; overlaps joined."""
+    at = 0
+    raw: dict[str, list[tuple[int, int, int]]] = {}
     for f, off, n in reads:
         if n > 0:
-            spans.setdefault(f, []).append((off, off + n))
+            raw.setdefault(f, []).append((off, off + n, at))
+            at += n
+    out: dict[str, list[list[int]]] = {}
+    for f, ss in raw.items():
+        merged: list[list[int]] = []
+        for a, b, t in sorted(ss):
+            if merged and a < merged[-1][1]:
+                m = merged[-1]
+                m[1], m[2], m[3] = max(m[1], b), min(m[2], t), max(m[3], t)
+            else:
+                merged.append([a, b, t, t])
+        out[f] = merged
+    return out
+
+
+def group(spans: list[list[int]], chunk: int, gap: int, window: int) -> list[tuple[int, int]]:
+    """Requests for one file: neighbouring spans join while the request stays within ``chunk``
+    bytes, the gap between them within ``gap`` and their uses within ``window`` bytes of reading
+    (bytes needed far apart in time are fetched apart, so neither waits long in memory); a span
+    larger than ``chunk`` is cut at multiples of ``chunk``."""
+    out: list[tuple[int, int]] = []
+    cur: list[int] | None = None  # start, end, first use, last use
+    for a, b, t0, t1 in spans:
+        if (cur is not None and a - cur[1] <= gap and b - cur[0] <= chunk
+                and max(cur[3], t1) - min(cur[2], t0) <= window):
+            cur = [cur[0], b, min(cur[2], t0), max(cur[3], t1)]
+            continue
+        if cur is not None:
+            out.append((cur[0], a if a - cur[1] <= gap else cur[1]))  # a small gap goes with it
+        cur = [a, b, t0, t1]
+    if cur is not None:
+        out.append((cur[0], cur[1]))
+    cut: list[tuple[int, int]] = []
+    for a, b in out:
+        while b - a > chunk:
+            e = (a // chunk + 1) * chunk
+            cut.append((a, e))
+            a = e
+        cut.append((a, b))
+    return cut
+
+
+def plan_units(reads: Sequence[Range], sizes: dict[str, int | None], chunk: int,
+               gap: int | None = None, window: int | None = None) -> list[Unit]:
+    """The ranged requests covering ``reads``, ordered by their first use."""
+    gap = GAP if gap is None else gap
+    window = 2 * chunk if window is None else window
     units: list[Unit] = []
     by_file: dict[str, list[Unit]] = {}
-    for f, ss in spans.items():
+    for f, spans in _spans(reads).items():
         size = sizes.get(f)
-        merged = merge(ss, gap)
-        if merged[0][0] <= gap:  # the header: lets a fully used file be checked
-            merged[0] = (0, merged[0][1])
-        if size is not None and size - merged[-1][1] <= gap:
-            merged[-1] = (merged[-1][0], size)
-        by_file[f] = [Unit(f, a, b) for a, b in cut(merged, chunk)]
+        if spans[0][0] <= gap:  # the header: lets a fully used file be checked
+            spans[0][0] = 0
+        if size is not None and size - spans[-1][1] <= gap:
+            spans[-1][1] = size
+        by_file[f] = [Unit(f, a, b) for a, b in group(spans, chunk, gap, window)]
         units += by_file[f]
     starts = {f: [u.start for u in us] for f, us in by_file.items()}
     for i, (f, off, n) in enumerate(reads):
@@ -115,8 +141,9 @@ class ReadAhead(WrappedSource):
     """``inner`` read through planned, concurrent, once-only ranged requests (see module doc)."""
 
     def __init__(self, inner: Source, reads: Sequence[Range], connections: int = 4,
-                 chunk: int = CHUNK, budget: int | None = None):
+                 chunk: int | None = None, budget: int | None = None):
         super().__init__(inner)
+        chunk = CHUNK if chunk is None else chunk
         sizes = inner.files()
         remote = [r for r in reads if inner.local_path(r[0]) is None]  # the HF cache is a disk
         self.units = plan_units(remote, sizes, chunk)
