@@ -4,6 +4,7 @@ with a per-request latency.
 
     python bench/convert_hub.py                       # 0.4 GB, 4 shards, 50 ms, 3 runs
     python bench/convert_hub.py --size 1 --latency 0.1 --runs 5 --connections 8
+    python bench/convert_hub.py --moe 64 --runs 1     # Mixtral-style, 64 per-expert tensors per layer
 
 Each way runs in a fresh process (cold HF cache, peak RSS from GNU time), alternating order.
 Bytes are response bodies counted by the server; peak disk is the output alone for the stream,
@@ -62,15 +63,20 @@ def main() -> None:
     ap.add_argument("--shard-mb", type=int, default=100, help="shard size in MB (default 100: 4 shards)")
     ap.add_argument("--latency", type=float, default=0.05, help="seconds added to every request")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--connections", type=int, default=None, help="default: ckptkit's own choice")
+    ap.add_argument("--moe", type=int, default=0, metavar="EXPERTS",
+                    help="a 4-layer Mixtral-style model with this many experts instead of the Llama")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/ckptkit-bench"))
     args = ap.parse_args()
     from hubserver import HubServer
 
     genmodel.SHARD_BYTES = args.shard_mb << 20
-    model = genmodel.make_llama(args.workdir / f"llama-{args.size}g-{args.shard_mb}mb", args.size)
+    if args.moe:
+        model = genmodel.make_moe(args.workdir / f"moe-{args.moe}e-{args.shard_mb}mb", experts=args.moe)
+    else:
+        model = genmodel.make_llama(args.workdir / f"llama-{args.size}g-{args.shard_mb}mb", args.size)
     files, data = tensor_bytes(model)
-    repo = "bench/llama-hub"
+    repo = "bench/moe-hub" if args.moe else "bench/llama-hub"
     rows: dict[str, list[dict]] = {"stream": [], "download": []}
     tmp = Path(tempfile.mkdtemp(prefix="convert-hub-", dir=args.workdir))
     with HubServer(latency=args.latency) as server:
@@ -83,7 +89,8 @@ def main() -> None:
                        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": ""}
                 if way == "stream":
                     cmd = [sys.executable, "-m", "ckptkit", "convert", repo, str(out), "--outtype", "f16",
-                           "--threads", "2", "--no-progress", "--connections", str(args.connections)]
+                           "--threads", "2", "--no-progress"]
+                    cmd += ["--connections", str(args.connections)] if args.connections else []
                 else:
                     cmd = [sys.executable, "-c", DOWNLOAD_THEN_CONVERT, repo, str(out)]
                 server.reset_stats()

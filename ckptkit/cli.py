@@ -156,8 +156,9 @@ def _render_facts(report: dict, console: Console) -> None:
 @click.option("--read-timeout", type=click.FloatRange(0.05, None, min_open=False), default=None,
               help="From the Hub: seconds a read may receive nothing before it is resumed "
               "(default 10, or HF_HUB_DOWNLOAD_TIMEOUT).")
-@click.option("--connections", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="From the Hub: ranged requests in flight at once (each holds up to 8 MB).")
+@click.option("--connections", type=click.IntRange(1, 64), default=None,
+              help="From the Hub: ranged requests in flight at once, each up to 8 MB (default 4, "
+              "up to 16 when the ranges are small).")
 @click.option("--resume", is_flag=True,
               help="HF -> GGUF: keep a journal next to the temporary output, and continue from the "
               "tensors an interrupted --resume run of the same conversion completed.")

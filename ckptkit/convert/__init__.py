@@ -84,12 +84,13 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
                     family: str | None = None, vocab: bool = True, pre: str | None = None,
                     dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
                     on_plan: Callable[[Plan], None] | None = None,
-                    read_timeout: float | None = None, connections: int = 4,
+                    read_timeout: float | None = None, connections: int | None = None,
                     resume: bool = False) -> ConvertResult:
     """From the Hub: ``read_timeout`` is the seconds a read may receive nothing before it is
     abandoned and resumed (default: the source's, see HubSource); ``connections`` the ranged
-    requests in flight at once. ``resume``: keep a journal next to the temporary output and
-    continue from the tensors an interrupted run with ``resume`` completed."""
+    requests in flight at once (default: 4, more when the ranges are small). ``resume``: keep a
+    journal next to the temporary output and continue from the tensors an interrupted run with
+    ``resume`` completed."""
     run = partial(_convert_once, spec, out, outtype, revision, threads, split_max_size, keep_mtp,
                   family, vocab, pre, dry_run, on_bytes, read_timeout=read_timeout,
                   connections=connections, resume=resume)
@@ -110,7 +111,7 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
                   split_max_size: str | None, keep_mtp: bool, family: str | None, vocab: bool,
                   pre: str | None, dry_run: bool, on_bytes: Callable[[int], None] | None,
                   on_plan: Callable[[Plan], None] | None, read_timeout: float | None = None,
-                  connections: int = 4, resume: bool = False) -> ConvertResult:
+                  connections: int | None = None, resume: bool = False) -> ConvertResult:
     with open_source(spec, revision) as source:
         hub = _hub_of(source)
         if hub is not None and read_timeout is not None:
@@ -122,10 +123,9 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
             return ConvertResult(plan, [])
         split = parse_size(split_max_size) if split_max_size else None
         # remote: every tensor byte planned and fetched once, `connections` ranges at a time
-        ahead = connections if hub is not None else 0
         journal = Journal(out, _resume_key(plan, source, split)) if resume else None
         outputs = execute(plan, source, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes,
-                          connections=ahead, journal=journal)
+                          read_ahead=hub is not None, connections=connections, journal=journal)
         return ConvertResult(plan, outputs)
 
 

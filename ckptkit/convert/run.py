@@ -175,12 +175,14 @@ def _ordered(jobs: Iterable[Job], read: Callable[[str, int, int], Chunk], thread
 
 def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: int = 1,
             split_max_bytes: int | None = None, on_bytes: Callable[[int], None] | None = None,
-            chunk_bytes: int = CHUNK_BYTES, connections: int = 0, journal: Journal | None = None) -> list[Path]:
+            chunk_bytes: int = CHUNK_BYTES, read_ahead: bool = False, connections: int | None = None,
+            journal: Journal | None = None) -> list[Path]:
     """Write the GGUF file(s) of ``plan`` reading tensor data from ``source``. With
-    ``connections`` > 0 (a remote source) every read is planned first and fetched once, in large
-    ranges, that many at a time (see sources/readahead.py); the output is committed only after
-    every range has arrived and passed its checks. With a ``journal`` the tensors an earlier,
-    interrupted run completed are kept and neither read nor computed again."""
+    ``read_ahead`` (a remote source) every read is planned first and fetched once, in large
+    ranges, ``connections`` at a time (None: chosen from the ranges; see sources/readahead.py);
+    the output is committed only after every range has arrived and passed its checks. With a
+    ``journal`` the tensors an earlier, interrupted run completed are kept and neither read nor
+    computed again."""
     skip = journal.tensors if journal is not None else 0
     # One flat job stream keeps the pool busy across tensor boundaries; the writer regroups it.
     counts: list[int] = []
@@ -189,7 +191,7 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
         js = tensor_jobs(t, chunk_bytes)
         counts.append(len(js))
         all_jobs.extend(js)
-    ahead = ReadAhead(source, [r for j in all_jobs for r in j.reads], connections) if connections > 0 else None
+    ahead = ReadAhead(source, [r for j in all_jobs for r in j.reads], connections) if read_ahead else None
     with ahead or nullcontext(), resumable(journal) if journal is not None else nullcontext():
         stream = _ordered(all_jobs, ahead.view if ahead is not None else source.read, threads)
 

@@ -26,6 +26,11 @@ CHUNK = 8 << 20
 # Gaps between needed bytes this small are fetched rather than cut around: a request costs more.
 GAP = 1 << 20
 
+# Requests in flight by default; more, up to MAX_AUTO, when the ranges are small (per-expert
+# tensors of a MoE read role by role): then the round trips, not the bytes, set the pace.
+BASE_CONNECTIONS = 4
+MAX_AUTO = 16
+
 _PLANNED, _FETCHING, _READY, _DROPPED = range(4)
 
 
@@ -137,17 +142,25 @@ def plan_units(reads: Sequence[Range], sizes: dict[str, int | None], chunk: int,
     return units
 
 
+def auto_connections(units: Sequence[Unit], chunk: int) -> int:
+    """Enough requests in flight to keep about ``BASE_CONNECTIONS`` full ranges' bytes moving."""
+    if not units:
+        return BASE_CONNECTIONS
+    median = sorted(u.size for u in units)[len(units) // 2]
+    return max(BASE_CONNECTIONS, min(MAX_AUTO, BASE_CONNECTIONS * chunk // max(median, 1)))
+
+
 class ReadAhead(WrappedSource):
     """``inner`` read through planned, concurrent, once-only ranged requests (see module doc)."""
 
-    def __init__(self, inner: Source, reads: Sequence[Range], connections: int = 4,
+    def __init__(self, inner: Source, reads: Sequence[Range], connections: int | None = None,
                  chunk: int | None = None, budget: int | None = None):
         super().__init__(inner)
         chunk = CHUNK if chunk is None else chunk
         sizes = inner.files()
         remote = [r for r in reads if inner.local_path(r[0]) is None]  # the HF cache is a disk
         self.units = plan_units(remote, sizes, chunk)
-        self.budget = budget if budget is not None else chunk * (2 * connections + 2)
+        self.budget = budget if budget is not None else chunk * (2 * (connections or BASE_CONNECTIONS) + 2)
         self._by_file: dict[str, list[Unit]] = {}
         for u in sorted(self.units, key=lambda u: (u.file, u.start)):
             self._by_file.setdefault(u.file, []).append(u)
@@ -161,7 +174,7 @@ class ReadAhead(WrappedSource):
         self._closed = False
         self.peak = 0
         self.refetched = 0  # bytes read again after their range was dropped early
-        n = max(1, min(connections, len(self.units)))
+        n = max(1, min(connections or auto_connections(self.units, chunk), len(self.units)))
         self._workers = [threading.Thread(target=self._work, name=f"readahead-{i}", daemon=True)
                          for i in range(n)] if self.units else []
         for t in self._workers:
