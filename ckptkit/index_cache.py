@@ -51,6 +51,9 @@ _HEX40 = re.compile(r"[0-9a-f]{40}")
 # same timestamp tick without its mtime changing: such an index is not stored.
 RACY_NS = 2_000_000_000
 _MAX_HEAD = 1 << 20  # the JSON line before the payload; longer means corrupt
+# The whole cache's size; beyond it the least recently used entries are removed (a DeepSeek-V3
+# sized repo takes 18 MB: its index 1 MB, its report 17 MB).
+MAX_BYTES = 2 << 30
 
 _bypassed: contextvars.ContextVar[bool] = contextvars.ContextVar("ckptkit_no_cache", default=False)
 
@@ -119,6 +122,7 @@ class Entry:
         head, payload = got
         if head.get("stamps") != [list(s) for s in self.stamps()]:
             return None
+        _used(self.path)
         try:
             return decode_index(json.loads(zlib.decompress(payload)), self.label)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
@@ -162,7 +166,11 @@ class Entry:
         except UnicodeDecodeError:
             return None
         # a report is one JSON object; parsing all of it would cost what the cache saves
-        return text if text.startswith("{") and text.endswith("}") else None
+        if not (text.startswith("{") and text.endswith("}")):
+            return None
+        _used(self.path)
+        _used(self.report_path())
+        return text
 
     def save_report(self, text: str) -> None:
         index_head = _read_head(self.path, _INDEX_KIND, self.key)
@@ -301,7 +309,35 @@ def _write(path: Path, head: dict, payload: bytes) -> None:
             f.write(line)
             f.write(payload)
     except OSError:
+        return
+    _prune(path.parent, path)
+
+
+def _used(path: Path) -> None:
+    """Mark an entry as just used (its mtime orders the pruning)."""
+    try:
+        os.utime(path)
+    except OSError:
         pass
+
+
+def _prune(root: Path, keep: Path) -> None:
+    """Remove the least recently used entries until the cache is within MAX_BYTES."""
+    try:
+        found = [(e.stat().st_mtime_ns, e.stat().st_size, Path(e.path)) for e in os.scandir(root)
+                 if e.name.endswith((".index", ".report")) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return
+    total = sum(size for _, size, _ in found)
+    for _, size, p in sorted(found):
+        if total <= MAX_BYTES:
+            break
+        if p != keep:
+            try:
+                p.unlink(missing_ok=True)
+            except OSError:
+                continue
+            total -= size
 
 
 def _write_small(path: Path, text: str) -> None:

@@ -22,6 +22,7 @@ from ckptkit.cli import main
 from ckptkit.errors import CkptError
 from ckptkit.index import TensorIndex, Unreadable
 from ckptkit.index_codec import decode_index, encode_index
+from ckptkit.sources.local import LocalSource
 
 OLD_NS = 1_600_000_000 * 10**9  # September 2020: long before any test runs
 
@@ -358,6 +359,28 @@ def test_no_cache_neither_reads_nor_writes(tiny_model, tmp_path, cache_dir, monk
     monkeypatch.delenv(index_cache.ENV_NO_CACHE)
     _cli("validate", str(d))
     assert _entries(cache_dir, ".index")
+
+
+def test_least_recently_used_entries_go_first(tiny_model, tmp_path, cache_dir, monkeypatch):
+    a, b, c = (_copy(tiny_model("llama"), tmp_path / n) for n in "abc")
+    _inspect_json(str(a))
+    one = sum(p.stat().st_size for p in cache_dir.iterdir())   # one model's index and report
+    monkeypatch.setattr(index_cache, "MAX_BYTES", int(2.5 * one))
+    for p in cache_dir.iterdir():
+        os.utime(p, ns=(OLD_NS, OLD_NS))
+    _inspect_json(str(b))
+    for p in cache_dir.iterdir():
+        if p.stat().st_mtime_ns > OLD_NS:
+            os.utime(p, ns=(OLD_NS + 10**9,) * 2)
+    assert len(_entries(cache_dir, ".index")) == 2
+    _inspect_json(str(a))        # a hit: a is now the most recently used
+    _inspect_json(str(c))        # c's entries push the cache over: b's go
+    kept = {p.name for p in cache_dir.iterdir()}
+    assert len(_entries(cache_dir, ".index")) == 2 and len(kept) == 4
+    for d, there in ((a, True), (b, False), (c, True)):
+        with LocalSource(d) as src:
+            entry = index_cache.entry_for(src, tokenizer=True)
+            assert entry is not None and entry.path.exists() is there, d
 
 
 def test_unwritable_cache_is_no_error(tiny_model, tmp_path, monkeypatch):
