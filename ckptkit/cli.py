@@ -9,7 +9,7 @@ from functools import wraps
 import click
 from rich.console import Console
 
-from . import __version__, api
+from . import __version__, api, index_cache
 from .errors import CkptError
 from .report import index_report
 
@@ -86,15 +86,30 @@ def main(debug: bool) -> None:
               show_default=True, help="KV-cache type for --ctx (linear-attention state is F32).")
 @click.option("--diagram", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also draw the architecture (blocks and parameters by part) as SVG at PATH.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write ckptkit's index cache "
+              "(also CKPTKIT_NO_CACHE=1).")
 @guarded
 def inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no_progress: bool,
-            ctx: int | None, kv_type: str, diagram: str | None) -> None:
+            ctx: int | None, kv_type: str, diagram: str | None, no_cache: bool) -> None:
     """Read only the headers of SRC (file, folder, GGUF or Hub repo) and tell what it holds."""
+    with index_cache.bypass(no_cache):
+        _inspect(src, revision, all_tensors, as_json, no_progress, ctx, kv_type, diagram)
+
+
+def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no_progress: bool,
+             ctx: int | None, kv_type: str, diagram: str | None) -> None:
     progress, close = _progress_bar(not no_progress and sys.stderr.isatty())
+    report_only = as_json and ctx is None and not diagram  # then the whole text is cached
     try:
-        index = api.inspect(src, revision, progress)
+        if report_only:
+            text = api.inspect_json(src, revision, progress, _json_report)
+        else:
+            index = api.inspect(src, revision, progress)
     finally:
         close()
+    if report_only:
+        click.echo(text)
+        return
     report = index_report(index)
     _add_inference(report, index)
     if ctx is not None:
@@ -111,6 +126,12 @@ def inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no
     console = Console()
     render_index(index, console, all_tensors)
     _render_facts(report, console)
+
+
+def _json_report(index) -> dict:
+    report = index_report(index)
+    _add_inference(report, index)
+    return report
 
 
 def _add_inference(report: dict, index) -> None:
@@ -271,8 +292,10 @@ def _print_plan(plan) -> None:
                    "policy's fail_on].")
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
               help="Policy file (TOML): allowed formats/dtypes, parameter ceiling, ...")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write ckptkit's index cache "
+              "(also CKPTKIT_NO_CACHE=1).")
 @guarded
-def validate_cmd(src, revision, as_json, fmt, fail_on, policy_path) -> None:
+def validate_cmd(src, revision, as_json, fmt, fail_on, policy_path, no_cache) -> None:
     """Audit SRC: config.json vs tensors, layer structure, shard index, catalogue, policy.
 
     Exit status: 0 clean, 1 findings at or above --fail-on, 2 unreadable input."""
@@ -281,7 +304,8 @@ def validate_cmd(src, revision, as_json, fmt, fail_on, policy_path) -> None:
     if policy_path:
         from .validate.policy import load_policy
         policy = load_policy(policy_path)
-    result = validate(src, revision, policy)
+    with index_cache.bypass(no_cache):
+        result = validate(src, revision, policy)
     if as_json or fmt == "json":
         click.echo(json.dumps(result.to_json(), indent=1))
     elif fmt == "github":
@@ -324,13 +348,16 @@ def _compare_column(spec: str, revision: str | None, panels: list | None = None)
 @click.option("--markdown", is_flag=True, help="A Markdown table instead of a terminal table.")
 @click.option("--diagram", type=click.Path(dir_okay=False), metavar="PATH",
               help="Also draw the architectures side by side as SVG at PATH.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write ckptkit's index cache "
+              "(also CKPTKIT_NO_CACHE=1).")
 @guarded
-def compare(specs, revision, markdown, diagram) -> None:
+def compare(specs, revision, markdown, diagram, no_cache) -> None:
     """Side-by-side architecture facts of checkpoints (folders, files, Hub repos) and catalogue
     models (by name, e.g. "Llama 3 8B"; see `ckptkit catalogue`)."""
     from .render.compare import compare_table, render
     panels: list | None = [] if diagram else None
-    headers, rows = compare_table([_compare_column(s, revision, panels) for s in specs])
+    with index_cache.bypass(no_cache):
+        headers, rows = compare_table([_compare_column(s, revision, panels) for s in specs])
     render(headers, rows, _table_console(), markdown)
     if diagram and panels is not None:
         from .render.diagram import save_diagram
