@@ -113,13 +113,9 @@ def _gguf_ids(meta: dict, rows: int | None) -> list[Finding]:
 
 def template_error(text: str) -> str | None:
     """Why a Jinja chat template does not compile the way transformers compiles it (sandboxed,
-    with loop controls and the ``{% generation %}`` tag), or None. None too when jinja2 (a
-    transformers dependency, not one of ckptkit's) is not installed."""
-    try:
-        import jinja2
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError:
-        return None
+    with loop controls and the ``{% generation %}`` tag), or None."""
+    import jinja2     # imported here: only templates need it
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                         extensions=["jinja2.ext.loopcontrols", _generation_tag()])
     try:
