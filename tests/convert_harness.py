@@ -3,8 +3,9 @@ llama.cpp (through llama-cpp-python, in a child process: see llama_child) loadin
 ckptkit wrote."""
 from __future__ import annotations
 
-import llama_child
 import numpy as np
+
+import llama_child
 
 TOKENS = [1, 5, 9, 100, 200, 3, 77, 42, 300, 12]
 

@@ -19,9 +19,9 @@ import random
 import shutil
 import struct
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Union
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - hubserver.py not written yet; same sha
         size: int
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-FileMap = dict[str, Union[bytes, VirtualFile]]
+FileMap = dict[str, bytes | VirtualFile]
 
 # ---- tiny real-architecture models -------------------------------------------------------------
 
@@ -56,7 +56,7 @@ TINY_FAMILIES: dict[str, dict] = _load_families()
 TINY_VOCAB = 384   # every tiny family uses this vocabulary size (the tokenizers match it)
 
 
-def _parse_size(size: Union[str, int]) -> int:
+def _parse_size(size: str | int) -> int:
     if isinstance(size, int):
         return size
     s = size.strip().upper()
@@ -66,8 +66,8 @@ def _parse_size(size: Union[str, int]) -> int:
     return int(s)
 
 
-def make_tiny(family: str, dest: Path, *, shard_size: Union[str, int, None] = None,
-              dtype=None, seed: int = 0, tokenizer: Union[bool, str] = False) -> Path:
+def make_tiny(family: str, dest: Path, *, shard_size: str | int | None = None,
+              dtype=None, seed: int = 0, tokenizer: bool | str = False) -> Path:
     """Write a tiny seeded random model of ``family`` to ``dest`` (>= 2 shards + index + config).
 
     ``shard_size`` defaults to a third of the model's bytes (so 3-4 shards whatever the dtype);
@@ -390,7 +390,7 @@ def _shard(tensors: list[TensorSpec], n: int) -> list[list[TensorSpec]]:
             lo = mid + 1
     shards: list[list[TensorSpec]] = [[]]
     cur = 0
-    for t, s in zip(tensors, sizes):
+    for t, s in zip(tensors, sizes, strict=True):
         if cur and cur + s > lo:
             shards.append([])
             cur = 0
@@ -421,8 +421,8 @@ def header_only_tensors(spec: str) -> list[TensorSpec]:
     return s.tensors(json.loads((CONFIG_DIR / "real" / s.config).read_text()))
 
 
-@functools.lru_cache(maxsize=None)
-def _header_only(spec: str) -> tuple[tuple[str, Union[bytes, VirtualFile]], ...]:
+@functools.cache
+def _header_only(spec: str) -> tuple[tuple[str, bytes | VirtualFile], ...]:
     s = HEADER_ONLY_SPECS[spec]
     config_bytes = (CONFIG_DIR / "real" / s.config).read_bytes()
     tensors = s.tensors(json.loads(config_bytes))
@@ -491,6 +491,7 @@ def make_mistral_native(src: Path, dest: Path) -> Path:
     """A tiny HF Mistral/Llama rewritten in Mistral's own format: consolidated.safetensors with
     Meta's names and q/k rows in interleaved rotary order, plus params.json."""
     import json as _json
+
     from safetensors import safe_open
     from safetensors.numpy import save_file
 

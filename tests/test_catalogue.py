@@ -5,8 +5,15 @@ import re
 
 import pytest
 
-from ckptkit.catalogue import (MODEL_KEYS, catalogue_rows, compare_model, families,
-                               match_family, models, signature_matches)
+from ckptkit.catalogue import (
+    MODEL_KEYS,
+    catalogue_rows,
+    compare_model,
+    families,
+    match_family,
+    models,
+    signature_matches,
+)
 from ckptkit.infer import FACT_KEYS
 
 REQUIRED_FAMILIES = {"gpt2", "llama", "mistral", "mixtral", "deepseek_v2", "deepseek_v3",
@@ -42,7 +49,7 @@ def test_model_rows_are_consistent():
         for k in numeric:
             if k in m:
                 assert isinstance(m[k], int) and m[k] >= 0, (m["name"], k)
-        h, hd = m.get("num_attention_heads"), m.get("head_dim")
+        h = m.get("num_attention_heads")
         if h and m.get("num_key_value_heads"):
             assert h % m["num_key_value_heads"] == 0, m["name"]
             kind = {1: "mqa", h: "mha"}.get(m["num_key_value_heads"], "gqa")
@@ -108,8 +115,8 @@ def test_tensor_only_signatures():
 @pytest.mark.parametrize("arch,family", [("gemma3_text", "gemma3"), ("olmo2", "olmo2"),
                                          ("qwen3_next", "qwen3_next"), ("gpt_oss", "gpt_oss")])
 def test_inferred_tiny_models_fit_their_family_signature(arch, family):
-    from test_infer import build
     from ckptkit.infer import infer
+    from test_infer import build
     _, idx = build(arch)
     inf = infer(idx)
     assert inf.family["family"] == family

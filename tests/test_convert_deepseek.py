@@ -495,7 +495,7 @@ REF_NOT_WRITTEN = {"general.type", "general.size_label", "tokenizer.ggml.add_sep
 
 
 @pytest.mark.parametrize("family", sorted(ARCH))
-def test_same_tensors_and_metadata_as_reference_converter(family, tiny_model, reference_root, tmp_path):
+def test_same_tensors_and_metadata_as_reference_converter(family, tiny_model, reference_root, tmp_path):  # noqa: F811
     import os
     import subprocess
     import sys

@@ -296,7 +296,8 @@ def test_qwen3next_tensor_layouts(tiny_model, tmp_path):
     la = "model.layers.0.linear_attn."
     w = hf[la + "in_proj_qkvz.weight"].reshape(nk, 2 * hk + 2 * nv // nk * hv, -1)
     q, k, v, z = np.split(w, [hk, 2 * hk, 2 * hk + nv // nk * hv], axis=1)
-    flat = lambda a: a.reshape(-1, a.shape[-1])
+    def flat(a):
+        return a.reshape(-1, a.shape[-1])
     assert np.array_equal(values(t["blk.0.attn_qkv.weight"]), np.concatenate([flat(q), flat(k), flat(v)]))
     assert np.array_equal(values(t["blk.0.attn_gate.weight"]), flat(z))
     assert np.array_equal(values(t["blk.0.ssm_conv1d.weight"]), hf[la + "conv1d.weight"][:, 0, :])

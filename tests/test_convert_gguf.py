@@ -66,8 +66,9 @@ def test_threads_give_identical_bytes(tiny_model, tmp_path):
 
 
 def test_experts_stacked_in_order(tiny_model, tmp_path):
-    from safetensors import safe_open
     import json
+
+    from safetensors import safe_open
     src = tiny_model("mixtral")
     out = tmp_path / "m.gguf"
     convert_to_gguf(str(src), out, outtype="f32", vocab=False)
@@ -81,7 +82,8 @@ def test_experts_stacked_in_order(tiny_model, tmp_path):
 
 
 def test_unsupported_family_is_clear(tiny_model, tmp_path):
-    import json, shutil
+    import json
+    import shutil
     src = tiny_model("llama")
     d = tmp_path / "x"
     shutil.copytree(src, d)
@@ -107,7 +109,7 @@ def test_convert_straight_from_the_hub(tiny_model, hub, hf_cache, tmp_path):
     assert resets.hits == 2 and errors.hits == 2
     a, b = gguf.GGUFReader(local), gguf.GGUFReader(remote)
     assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
-    for ta, tb in zip(a.tensors, b.tensors):
+    for ta, tb in zip(a.tensors, b.tensors, strict=True):
         assert np.array_equal(ta.data, tb.data), ta.name
     assert any(r.range for r in hub.requests if "safetensors" in r.path)
     # small tensors next to each other are fetched together, not one round trip each
@@ -123,7 +125,8 @@ def res_tensors(src):
 def test_llama3_rope_scaling(tiny_model, tmp_path):
     """Llama 3.1-style rope scaling becomes llama.cpp's rope_freqs tensor; logits still match
     on a sequence long enough for the scaled frequencies to matter."""
-    import json, shutil
+    import json
+    import shutil
     llama_cpp_or_skip()
     d = tmp_path / "l31"
     shutil.copytree(tiny_model("llama"), d)
@@ -144,6 +147,7 @@ def test_bf16_to_f16_with_layout_ops_is_exact(tiny_model, tmp_path):
     """BF16 -> F16 takes a bit-arithmetic path, also before permutations and transposes:
     its values must equal the plain float32 route."""
     import json
+
     from safetensors import safe_open
     src = tiny_model("llama", dtype="bfloat16")
     out = tmp_path / "m.gguf"
@@ -166,6 +170,7 @@ def test_mistral_native_format(tiny_model, tmp_path):
     in interleaved rotary order): inspected with params.json as the config, converted without
     a second permutation, and llama.cpp's logits match transformers on the HF original."""
     import json
+
     from ckptkit import api
     from modelgen import make_mistral_native
     src = tiny_model("mistral")
@@ -186,7 +191,9 @@ def test_mistral_native_format(tiny_model, tmp_path):
 def test_fp8_weight_scale_layouts(kind, tiny_model, tmp_path):
     """compressed-tensors FP8 checkpoints store `weight_scale` per tensor ([] or [1]) or per
     output channel ([out, 1]); the converted values are the FP8 values times their scale."""
-    import json, shutil
+    import json
+    import shutil
+
     import torch
     from safetensors.torch import load_file, save_file
     src = tiny_model("llama")
@@ -226,6 +233,7 @@ def test_integer_weights_are_refused(tiny_model, tmp_path):
     """A weight stored as integers (some quantisation whose companions ckptkit does not read)
     is refused with a clear error instead of converted as if its integers were the values."""
     import shutil
+
     from safetensors.numpy import load_file, save_file
     d = tmp_path / "int8"
     shutil.copytree(tiny_model("llama"), d)

@@ -151,6 +151,7 @@ def test_unpermute_inverts_permute():
 def test_tokenizer_round_trip(tiny_model, gguf_of, tmp_path):
     """A byte-level BPE vocabulary comes back as a tokenizer.json that tokenizes like the original."""
     from transformers import AutoTokenizer
+
     from modelgen import corpus_text
     out = tmp_path / "hf"
     res = convert_to_hf(str(gguf_of("qwen2")), out, outtype="f32")
@@ -229,6 +230,7 @@ def test_unknown_architecture_is_clear(tmp_path):
 
 def test_cli_dispatches_on_gguf(gguf_of, tmp_path):
     from click.testing import CliRunner
+
     from ckptkit.cli import main
     out = tmp_path / "hf"
     r = CliRunner().invoke(main, ["convert", str(gguf_of("qwen3")), str(out), "--outtype", "f16",
@@ -275,9 +277,10 @@ def test_config_keys_of_new_families(tiny_model, gguf_of, tmp_path):
 def test_gemma3_norms_inverted_and_window_used(tiny_model, tmp_path):
     """Random (non-zero) Gemma norm weights: the +1 folded into the GGUF is taken off again, and
     the sliding window comes back (the logits past the window depend on it)."""
-    from transformers import AutoModelForCausalLM
-    from modelgen import copy_model
     from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+
+    from modelgen import copy_model
     src = copy_model(tiny_model("gemma3_text"), tmp_path / "src")
     g = torch.Generator().manual_seed(3)
     for shard in src.glob("*.safetensors"):

@@ -5,12 +5,14 @@ run that many per test instead.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import sys
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ckptkit.errors import CkptError
 from ckptkit.formats.gguf import GGUFHeader, read_gguf_header
@@ -68,7 +70,7 @@ def check(blob: bytes, known_size: bool = True, first_chunk: int = 1 << 20) -> N
     assert h.data_offset % h.alignment == 0 and h.data_offset >= h.tensor_table_end
     assert len({t.name for t in h.tensors}) == len(h.tensors)
     spans = sorted((t.offset, t.offset + t.nbytes) for t in h.tensors)
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end
     for t in h.tensors:
         assert 1 <= len(t.shape) <= 4 and all(d > 0 for d in t.shape)

@@ -13,7 +13,8 @@ import sys
 from math import prod
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ckptkit.dtypes import SAFETENSORS_BITS, safetensors_nbytes
 from ckptkit.errors import CkptError

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import struct
 import sys
@@ -16,7 +17,11 @@ from gguf.quants import quantize
 
 from ckptkit.errors import CkptError, FormatError, SourceError
 from ckptkit.formats.gguf import (
-    check_split_set, read_gguf_header, split_gguf_parts, split_info, tensor_infos,
+    check_split_set,
+    read_gguf_header,
+    split_gguf_parts,
+    split_info,
+    tensor_infos,
 )
 
 sys.path.insert(0, str(Path(__file__).parent / "hostile" / "gguf"))
@@ -109,7 +114,7 @@ def _assert_matches_gguf_py(header, path: Path):
             assert header.metadata_types[k] == field.types[0]
         assert header.metadata[k] == field.contents(), k
     assert len(header.tensors) == len(ref.tensors)
-    for mine, theirs in zip(header.tensors, ref.tensors):
+    for mine, theirs in zip(header.tensors, ref.tensors, strict=True):
         assert mine.name == theirs.name
         assert mine.type_id == int(theirs.tensor_type)
         assert mine.type_name == theirs.tensor_type.name
@@ -149,7 +154,7 @@ def test_tensor_shapes_and_infos(model_bytes):
     assert by["blk.0.four_d"].shape == (1, 2, 3, 8)
     infos = tensor_infos(header, "sub/m.gguf")
     assert [i.name for i in infos] == [t.name for t in header.tensors]
-    for i, t in zip(infos, header.tensors):
+    for i, t in zip(infos, header.tensors, strict=True):
         assert (i.dtype, i.shape, i.file, i.offset, i.nbytes) == (
             t.type_name, t.shape, "sub/m.gguf", t.offset, t.nbytes)
     # offsets are absolute: the F32 tensor's bytes are the writer's values
@@ -216,7 +221,7 @@ def test_tiny_first_chunk_forces_few_geometric_reads(model_bytes):
     assert header == full
     assert 3 <= len(src.reads) <= 8                      # 64 -> 128 -> ... doubling, not per field
     assert max(o + n for o, n in src.reads) <= 2 * header.data_offset
-    for (o1, n1), (o2, n2) in zip(src.reads, src.reads[1:]):
+    for (o1, n1), (o2, n2) in itertools.pairwise(src.reads):
         assert o2 == o1 + n1 and n2 >= n1                # contiguous and growing
 
 

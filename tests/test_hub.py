@@ -82,8 +82,7 @@ def test_hf_hub_download_uses_etag_cache(hub, repos, hf_cache):
 
 def test_hf_api_model_info_tree_and_errors(hub, repos):
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import (RemoteEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     api = HfApi()
     info = api.model_info("hubtest/tiny", files_metadata=True)

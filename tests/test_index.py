@@ -1,7 +1,6 @@
 """Loading the tensor index from local folders and files; collapsing names by pattern."""
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np

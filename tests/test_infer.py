@@ -259,7 +259,7 @@ def test_to_json_shape(tiny):
     j = inf.to_json()
     assert set(j) == {"family", "facts"}
     assert j["family"]["family"] == "qwen3_moe"
-    for key, f in j["facts"].items():
+    for f in j["facts"].values():
         assert set(f) == {"value", "source", "evidence"}
     import json
     json.dumps(j)

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import gguf
-import numpy as np
 import pytest
 from safetensors import safe_open
 

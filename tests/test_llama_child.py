@@ -13,11 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import llama_child
-import llama_worker
 import numpy as np
 import pytest
 
+import llama_child
+import llama_worker
 from ckptkit.convert import convert_to_gguf
 
 TESTS = Path(__file__).parent

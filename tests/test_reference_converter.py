@@ -178,7 +178,7 @@ def _fields(reader: gguf.GGUFReader) -> dict:
 
 
 @pytest.fixture(scope="module")
-def both(tiny_model, reference_root, tmp_path_factory, gpt_oss_mxfp4):
+def both(tiny_model, reference_root, tmp_path_factory, gpt_oss_mxfp4):  # noqa: F811  (fixture)
     """family -> (reference GGUF reader, ckptkit GGUF reader, reference GGUF path, HF model), each
     converted once; ckptkit's GGUF is "ckptkit.gguf" next to the reference's."""
     cache = {}
@@ -295,7 +295,7 @@ def test_tokenizer_agrees(family, both):
         if k in rf:
             assert cf.get(k) == rf[k], k
     rt, ct = rf["tokenizer.ggml.token_type"], cf["tokenizer.ggml.token_type"]
-    differ = [i for i, (a, b) in enumerate(zip(rt, ct)) if a != b]
+    differ = [i for i, (a, b) in enumerate(zip(rt, ct, strict=True)) if a != b]
     if rf["tokenizer.ggml.model"] == "llama":
         # on purpose: <unk> is UNKNOWN (2), the reference's HF-vocab path says CONTROL (3)
         unk = rf["tokenizer.ggml.unknown_token_id"]
@@ -333,7 +333,7 @@ def test_gemma3_tokenizer_reference_falls_back_to_byte_level_bpe(both):
     unk = rf["tokenizer.ggml.unknown_token_id"]
     assert len(byte_ids) == 256 and {(rt[i], ct[i]) for i in byte_ids} == {(1, 6)}
     assert (rt[unk], ct[unk]) == (3, 2)
-    assert [i for i, (a, b) in enumerate(zip(rt, ct)) if a != b] == sorted(byte_ids + [unk])
+    assert [i for i, (a, b) in enumerate(zip(rt, ct, strict=True)) if a != b] == sorted(byte_ids + [unk])
     llama_child.require()
     text = "Hello world, the quick brown fox jumps over the lazy dog."
     want = Tokenizer.from_file(str(model / "tokenizer.json")).encode(text, add_special_tokens=False).ids
@@ -347,6 +347,7 @@ def test_reference_gguf_back_to_hf(family, both, tmp_path):
     with no missing or unexpected keys, with the original's weights and logits."""
     import torch
     from transformers import AutoModelForCausalLM
+
     from ckptkit.convert import convert_to_hf
     *_, ref_path, model = both(family)
     out = tmp_path / "hf"

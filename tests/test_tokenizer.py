@@ -16,9 +16,20 @@ import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 import llama_child
-from ckptkit.convert.tokenizer import (BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, bytes_to_token,
-                                       has_tokenizer, identify_pre, parse_sentencepiece, replay_merges,
-                                       tokenizer_kvs)
+from ckptkit.convert.tokenizer import (
+    BYTE,
+    CONTROL,
+    NORMAL,
+    UNKNOWN,
+    UNUSED,
+    USER_DEFINED,
+    bytes_to_token,
+    has_tokenizer,
+    identify_pre,
+    parse_sentencepiece,
+    replay_merges,
+    tokenizer_kvs,
+)
 from ckptkit.errors import FormatError, UnsupportedError
 from ckptkit.formats.gguf_write import VT
 from ckptkit.sources.local import LocalSource
@@ -456,7 +467,7 @@ def spm_as_tokenizer_json(model_file: Path) -> Tokenizer:
     pieces = parse_sentencepiece(model_file.read_bytes()).pieces
     vocab = {p: i for i, (p, _, _) in enumerate(pieces)}
     merges = []
-    for i, (p, _, typ) in enumerate(pieces):
+    for p, _, typ in pieces:
         if typ != NORMAL or len(p) < 2:
             continue
         splits = [(p[:k], p[k:]) for k in range(1, len(p)) if p[:k] in vocab and p[k:] in vocab]

@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import modelgen
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+import modelgen
 from ckptkit.validate import CODES, validate
 from ckptkit.validate.policy import load_policy
 

@@ -114,7 +114,7 @@ def _gguf_ids(meta: dict, rows: int | None) -> list[Finding]:
 def template_error(text: str) -> str | None:
     """Why a Jinja chat template does not compile the way transformers compiles it (sandboxed,
     with loop controls and the ``{% generation %}`` tag), or None."""
-    import jinja2     # imported here: only templates need it
+    import jinja2  # imported here: only templates need it
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                         extensions=["jinja2.ext.loopcontrols", _generation_tag()])

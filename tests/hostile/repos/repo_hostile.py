@@ -11,8 +11,8 @@ import json
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 INDEX = "model.safetensors.index.json"
 SHARD = "model-00001-of-00001.safetensors"
