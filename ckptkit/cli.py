@@ -91,7 +91,14 @@ def main(debug: bool) -> None:
 @guarded
 def inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, no_progress: bool,
             ctx: int | None, kv_type: str, diagram: str | None, no_cache: bool) -> None:
-    """Read only the headers of SRC (file, folder, GGUF or Hub repo) and tell what it holds."""
+    """Read only the headers of SRC (file, folder, GGUF or Hub repo) and tell what it holds.
+
+    \b
+    Examples:
+      ckptkit inspect examples/tiny-llama
+      ckptkit inspect deepseek-ai/DeepSeek-V3 --ctx 32768 --kv-type q8_0
+      ckptkit inspect hf://unsloth/Qwen3-8B-GGUF/Qwen3-8B-Q4_K_M.gguf --json
+      ckptkit inspect meta-llama/Llama-3.1-8B --diagram llama.svg"""
     with index_cache.bypass(no_cache):
         _inspect(src, revision, all_tensors, as_json, no_progress, ctx, kv_type, diagram)
 
@@ -187,7 +194,14 @@ def _render_facts(report: dict, console: Console) -> None:
 def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
             dry_run, no_progress, shard_size, read_timeout, connections, resume) -> None:
     """Convert SRC (HF safetensors: folder, file or Hub repo) to GGUF at OUT, streamed; or a GGUF
-    SRC to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer)."""
+    SRC to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer).
+
+    \b
+    Examples:
+      ckptkit convert examples/tiny-llama tiny.gguf --outtype q8_0
+      ckptkit convert Qwen/Qwen3-0.6B qwen3.gguf --resume
+      ckptkit convert tiny.gguf tiny-hf --outtype f32
+      ckptkit convert examples/tiny-llama tiny.gguf --dry-run"""
     from .convert import convert_to_gguf, source_is_gguf
     if source_is_gguf(src, revision):
         return _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress)
@@ -298,7 +312,13 @@ def _print_plan(plan) -> None:
 def validate_cmd(src, revision, as_json, fmt, fail_on, policy_path, no_cache) -> None:
     """Audit SRC: config.json vs tensors, layer structure, shard index, catalogue, policy.
 
-    Exit status: 0 clean, 1 findings at or above --fail-on, 2 unreadable input."""
+    Exit status: 0 clean, 1 findings at or above --fail-on, 2 unreadable input.
+
+    \b
+    Examples:
+      ckptkit validate examples/tiny-llama
+      ckptkit validate org/model --format github --policy ckptkit.toml
+      ckptkit validate model.gguf --json --fail-on warning"""
     from .validate import format_github, format_text, validate
     policy = None
     if policy_path:
@@ -353,7 +373,13 @@ def _compare_column(spec: str, revision: str | None, panels: list | None = None)
 @guarded
 def compare(specs, revision, markdown, diagram, no_cache) -> None:
     """Side-by-side architecture facts of checkpoints (folders, files, Hub repos) and catalogue
-    models (by name, e.g. "Llama 3 8B"; see `ckptkit catalogue`)."""
+    models (by name, e.g. "Llama 3 8B"; see `ckptkit catalogue`).
+
+    \b
+    Examples:
+      ckptkit compare examples/tiny-llama "Llama 3 8B"
+      ckptkit compare deepseek-ai/DeepSeek-V3 moonshotai/Kimi-K2-Instruct --markdown
+      ckptkit compare "gpt-oss-20b" "Qwen3 30B-A3B" --diagram side-by-side.svg"""
     from .render.compare import compare_table, render
     panels: list | None = [] if diagram else None
     with index_cache.bypass(no_cache):
@@ -380,7 +406,12 @@ def diff_cmd(a, b, atol, rtol, all_tensors, as_json, no_progress) -> None:
     """Compare the weights of checkpoints A and B (HF safetensors or GGUF: file, folder or Hub
     repo) tensor by tensor, each side's format transforms undone, streamed.
 
-    Exit status: 0 equal (within --atol/--rtol; default exact), 1 differences, 2 unreadable input."""
+    Exit status: 0 equal (within --atol/--rtol; default exact), 1 differences, 2 unreadable input.
+
+    \b
+    Examples:
+      ckptkit diff examples/tiny-llama tiny.gguf
+      ckptkit diff examples/tiny-llama tiny-q8.gguf --atol 1e-3 --json"""
     from .diff import diff
     bar: dict = {}
 
@@ -409,7 +440,12 @@ def diff_cmd(a, b, atol, rtol, all_tensors, as_json, no_progress) -> None:
 @click.option("--markdown", is_flag=True, help="A Markdown table instead of a terminal table.")
 @guarded
 def catalogue(family, markdown) -> None:
-    """The known models and their published facts."""
+    """The known models and their published facts.
+
+    \b
+    Examples:
+      ckptkit catalogue
+      ckptkit catalogue --family deepseek_v3 --markdown"""
     from .catalogue import families
     from .errors import SourceError
     from .render.compare import catalogue_table, render
