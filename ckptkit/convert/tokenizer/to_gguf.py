@@ -23,10 +23,10 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any, NamedTuple
 
-from .. import mapdata
-from ..errors import CkptError, FormatError, UnsupportedError
-from ..formats.gguf_write import KV, VT, kv
-from ..sources.base import Source
+from ... import mapdata
+from ...errors import CkptError, FormatError, UnsupportedError
+from ...formats.gguf_write import KV, VT, kv
+from ...sources.base import Source
 
 # gguf TokenType (== SentencePiece's piece types)
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -841,5 +841,5 @@ def chat_template_kvs(source: Source, tok_config: dict) -> list[KV]:
 
 
 def _read_json(source: Source, path: str) -> Any:
-    from ..api import read_json  # late: api imports the converter
+    from ...api import read_json  # late: api imports the converter
     return read_json(source, path)
