@@ -1,147 +1,45 @@
 """A model repo on the Hugging Face Hub (or any server HF_ENDPOINT points at), read by HTTP ranges.
 
 One request resolves the revision to a commit and lists the files with their sizes; every later
-read is pinned to that commit and is one ranged GET (more only when the network misbehaves).
-Files already in the local HF cache are read from disk. All HTTP goes through huggingface_hub's
-shared client, headers and error types; retries and resumption are ckptkit's own because
-huggingface_hub's helpers neither resume ranged reads nor bound their total wait.
+read is pinned to that commit and is one ranged GET (more only when the network misbehaves; the
+retry core is in http.py). Files already in the local HF cache are read from disk. Spec parsing
+and the environment are in hubspec.py; their names are re-exported here.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-import random
 import re
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote
+from typing import Any
 
-from ..errors import FormatError, NetworkError, SourceError, UnsafeInputError, UnsupportedError
+from ..errors import FormatError, NetworkError, SourceError, UnsafeInputError
 from .base import Source
 from .digest import Digests
+from .http import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    ENV_HF_TIMEOUT,
+    ENV_RETRIES,
+    ENV_TIMEOUT,
+    RetryPolicy,
+    get_range,
+    http_error,
+    retrying,
+)
+from .hubspec import hub_cache_dir, hub_endpoint, hub_offline, looks_like_repo_id, parse_hub_spec, valid_repo_id
 
-ENV_TIMEOUT = "CKPTKIT_HUB_TIMEOUT"  # seconds without progress before a request is abandoned
-ENV_HF_TIMEOUT = "HF_HUB_DOWNLOAD_TIMEOUT"  # huggingface_hub's own, honoured when ours is not set
-ENV_RETRIES = "CKPTKIT_HUB_RETRIES"  # attempts after the first, per read, reset by progress
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_RETRIES = 5
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+__all__ = [
+    "DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "ENV_HF_TIMEOUT", "ENV_RETRIES", "ENV_TIMEOUT",
+    "HubSource", "hub_cache_dir", "hub_endpoint", "hub_offline", "looks_like_repo_id", "parse_hub_spec",
+]
+
 _HEX40 = re.compile(r"[0-9a-f]{40}")
-_NAME = r"[A-Za-z0-9][\w.-]*"
-_REPO_ID = re.compile(rf"{_NAME}/{_NAME}")
-# canonical repos without an org (gpt2, bert-base-uncased): no dot, so "model.bin" or "w.pt"
-# that does not exist stays a missing local file rather than a Hub lookup
-_SINGLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_MAX_NAME = 96            # the Hub's limit on an org or repo name
-# a spec ending like a file is a missing local file ("a/b.gguf"), not a repo
-_FILE_SUFFIXES = (".safetensors", ".gguf", ".json")
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _DOWNLOAD_CHUNK = 8 << 20
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), read now rather than at import."""
-    return _truthy(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))
-
-
-def hub_endpoint() -> str:
-    """HF_ENDPOINT, read now (huggingface_hub's own constant is frozen when it is imported)."""
-    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-
-
-def hub_cache_dir() -> str:
-    """The HF cache folder, from the environment as it is now."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return os.path.expanduser(os.path.expandvars(os.environ[var]))
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.path.expandvars(os.environ["HF_HOME"])), "hub")
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
-# ---- specs ---------------------------------------------------------------------------------------
-
-def looks_like_repo_id(spec: str) -> bool:
-    """True for ``hf://...``, ``org/name[@rev]`` and canonical single-name repos (``gpt2``,
-    ``bert-base-uncased[@rev]``) that are not an existing local path nor a file name. The one
-    test of whether a command-line spec means the Hub; ``parse_hub_spec`` then refuses what is
-    shaped like a repo id but is not a valid one, with the reason."""
-    if spec.startswith("hf://"):
-        return True
-    if os.path.exists(spec) or spec.endswith(_FILE_SUFFIXES):
-        return False
-    repo = spec.split("@", 1)[0]
-    if _SINGLE_NAME.fullmatch(repo):
-        return True
-    return _REPO_ID.fullmatch(repo) is not None and ".." not in spec
-
-
-def parse_hub_spec(spec: str, revision: str | None = None) -> tuple[str, str | None, str]:
-    """``org/name``, ``name``, ``org/name@rev``, ``hf://org/name[@rev][/sub/dir]`` ->
-    (repo_id, revision, subfolder)."""
-    rev: str | None = None
-    sub = ""
-    if spec.startswith("hf://"):
-        rest = spec[len("hf://") :].strip("/")
-        parts = rest.split("/")
-        if parts and parts[0] in ("datasets", "spaces", "buckets"):
-            raise UnsupportedError("only model repos are supported", spec)
-        if len(parts) == 1 or "@" in parts[0]:  # canonical single-name repo ("hf://gpt2@v1/sub")
-            name, _, rev0 = parts[0].partition("@")
-            repo_parts, tail = [name], parts[1:]
-        else:
-            name, _, rev0 = parts[1].partition("@")
-            repo_parts, tail = [parts[0], name], parts[2:]
-        if "@" in (parts[0] if len(repo_parts) == 1 else parts[1]):
-            rev = unquote(rev0)
-            # refs/pr/N and refs/convert/X revisions contain slashes
-            if rev == "refs" and len(tail) >= 2:
-                rev = "/".join(["refs", *tail[:2]])
-                tail = tail[2:]
-        repo_id = "/".join(repo_parts)
-        sub = "/".join(tail)
-        if not all(_re_name(p) for p in repo_parts):
-            raise SourceError("not a valid Hub repo id", spec)
-    else:
-        repo_id, at, rev0 = spec.partition("@")
-        rev = rev0 if at else None
-        if _REPO_ID.fullmatch(repo_id) is None and _SINGLE_NAME.fullmatch(repo_id) is None:
-            raise SourceError("not a Hub repo id (expected org/name, a single-name repo such as "
-                              "gpt2, or either @revision)", spec)
-    if ("--" in repo_id or ".." in repo_id or repo_id.endswith((".", "-"))
-            or any(len(p) > _MAX_NAME for p in repo_id.split("/"))):
-        raise SourceError("not a valid Hub repo id", spec)
-    if rev is not None and not rev:
-        raise SourceError("empty revision after '@'", spec)
-    if revision and rev and revision != rev:
-        raise SourceError(f"two revisions given: {rev!r} in the spec and {revision!r}", spec)
-    if any(p in ("", ".", "..") for p in sub.split("/")) and sub:
-        raise UnsafeInputError("subfolder may not contain '.', '..' or empty parts", spec)
-    return repo_id, revision or rev, sub
-
-
-def _re_name(part: str) -> bool:
-    return re.fullmatch(_NAME, part) is not None
-
-
-# ---- the source ----------------------------------------------------------------------------------
-
-class _Retry(Exception):
-    """A transient failure: try again (after ``wait`` seconds when the server said so)."""
-
-    def __init__(self, reason: str, wait: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.wait = wait
 
 
 class HubSource(Source):
@@ -171,7 +69,7 @@ class HubSource(Source):
         max_backoff: float = 8.0,
         max_retry_after: float = 30.0,
     ):
-        if _REPO_ID.fullmatch(repo_id) is None and re.fullmatch(_NAME, repo_id) is None:
+        if not valid_repo_id(repo_id):
             raise SourceError("not a valid Hub repo id", repo_id)
         self.repo_id = repo_id
         self.revision = revision
@@ -179,12 +77,8 @@ class HubSource(Source):
         self.token = token
         self._endpoint = endpoint.rstrip("/") if endpoint else None
         self._cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
-        self.timeout = float(timeout if timeout is not None else os.environ.get(ENV_TIMEOUT)
-                             or os.environ.get(ENV_HF_TIMEOUT) or DEFAULT_TIMEOUT)
-        self.retries = int(retries if retries is not None else os.environ.get(ENV_RETRIES) or DEFAULT_RETRIES)
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.max_retry_after = max_retry_after
+        self.policy = RetryPolicy.from_env(timeout, retries, backoff=backoff, max_backoff=max_backoff,
+                                           max_retry_after=max_retry_after)
         self.label = repo_id + (f"@{revision}" if revision else "") + (f"/{self.subfolder}" if self.subfolder else "")
         self._lock = threading.Lock()
         self._sha: str | None = None
@@ -195,6 +89,18 @@ class HubSource(Source):
         self.digests = Digests()
 
     # ---- configuration read at call time -------------------------------------------------------
+    @property
+    def timeout(self) -> float:
+        return self.policy.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.policy = dataclasses.replace(self.policy, timeout=float(seconds))
+
+    @property
+    def retries(self) -> int:
+        return self.policy.retries
+
     @property
     def endpoint(self) -> str:
         return self._endpoint or hub_endpoint()
@@ -240,10 +146,10 @@ class HubSource(Source):
             except (ValueError, KeyError, TypeError, AttributeError):  # JSON or fields not as the Hub sends
                 raise bad from None
 
-        info = self._retrying(model_info, "listing the repo")
+        info = retrying(model_info, self.policy, "listing the repo", self.label, self._http_error)
         if not isinstance(info.sha, str) or not _HEX40.fullmatch(info.sha) or not isinstance(info.siblings, list):
             raise SourceError(f"{self.endpoint} did not return a commit sha and a file list", self.label)
-        if isinstance(info.id, str) and info.id != self.repo_id and _REPO_ID.fullmatch(info.id):
+        if isinstance(info.id, str) and info.id != self.repo_id and "/" in info.id and valid_repo_id(info.id):
             self._remote_id = info.id
         entries = {}
         for s in info.siblings:
@@ -430,162 +336,34 @@ class HubSource(Source):
         return self._entries.get(full, (None, None, None))
 
     # ---- HTTP ------------------------------------------------------------------------------------
-    def _sleep_for(self, failures: int, wait: float | None) -> float:
-        if wait is not None:
-            return min(wait, self.max_retry_after)
-        # jitter: many connections failing together do not all come back at the same instant
-        return min(self.max_backoff, self.backoff * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-
-    def _retrying(self, fn: Callable, what: str, path: str | None = None):
-        """``fn()`` with retries on transient failures; HTTP errors mapped to ckptkit errors."""
-        import httpx2
-        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-        failures = 0
-        while True:
-            try:
-                return fn()
-            except OfflineModeIsEnabled as e:
-                raise SourceError(f"offline mode is enabled: {e}", self.label) from None
-            except HfHubHTTPError as e:
-                status = e.response.status_code if e.response is not None else 0
-                if status not in _RETRY_STATUS:
-                    raise self._http_error(e, path) from None
-                reason, wait = f"HTTP {status}", _retry_after(e.response)
-            except httpx2.TransportError as e:
-                reason, wait = f"{type(e).__name__}: {e}".rstrip(": "), None
-            except httpx2.HTTPError as e:  # redirect loops, undecodable bodies: not transient
-                raise NetworkError(f"{what}: {type(e).__name__}: {e}", self.label) from None
-            failures += 1
-            if failures > self.retries:
-                raise NetworkError(
-                    f"{what} failed {failures} times, last: {reason}", self._where(path) if path else self.label
-                ) from None
-            time.sleep(self._sleep_for(failures, wait))
-
-    def _http_error(self, e, path: str | None) -> Exception:
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            RemoteEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-
-        status = e.response.status_code if e.response is not None else 0
+    def _http_error(self, e: Any, path: str | None = None) -> Exception:
         where = self._where(path) if path else self.label
-        if isinstance(e, RevisionNotFoundError):
-            return SourceError(f"revision {self.revision!r} not found on {self.endpoint}", self.label)
-        if isinstance(e, RemoteEntryNotFoundError):
-            return SourceError(f"file not found on {self.endpoint}", where)
-        if status in (401, 403) or isinstance(e, GatedRepoError):
-            return SourceError(
-                f"access denied (HTTP {status}): the repo is private or gated, or does not exist; "
-                "set HF_TOKEN to a token that can read it", where,
-            )
-        if isinstance(e, RepositoryNotFoundError) or status == 404:
-            return SourceError(f"repository not found on {self.endpoint}", self.label)
-        msg = (getattr(e, "server_message", None) or "").splitlines()
-        return SourceError(f"HTTP {status} from {self.endpoint}" + (f": {msg[0]}" if msg else ""), where)
+        return http_error(e, endpoint=self.endpoint, revision=self.revision, label=self.label, where=where)
 
     def _get(self, full: str, start: int, end: int | None, write: Callable[[bytes], object], path: str,
              check: bool = True) -> int | None:
         """Bytes ``[start, end)`` of ``full`` (``end`` None = to EOF) passed to ``write`` in order,
-        each byte once; resumes after a broken body. Returns the file size from Content-Range.
-        With ``check`` the bytes also go to the file's checksum (ChecksumError on a mismatch)."""
-        import httpx2
-        from huggingface_hub import get_session, hf_hub_url
-        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+        each byte once. Returns the file size from Content-Range. With ``check`` the bytes also go
+        to the file's checksum (ChecksumError on a mismatch)."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
 
         url = hf_hub_url(self._remote_id, full, revision=self._sha, endpoint=self.endpoint)
         headers = build_hf_headers(token=self.token, library_name="ckptkit")
-        headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets into the file
-        timeout = httpx2.Timeout(self.timeout)
-        got = 0
-        total: int | None = None
+        where = self._where(path)
+        sink = write
+        if check:
+            size, sha256, blob_id = self._entries_of(full)
+            pos = start
 
-        def attempt() -> bool:
-            """One GET; True when the range is complete (or the file ended)."""
-            nonlocal got, total
-            pos = start + got
-            headers["Range"] = f"bytes={pos}-{end - 1}" if end is not None else f"bytes={pos}-"
-            with get_session().stream("GET", url, headers=headers, timeout=timeout) as r:
-                if r.status_code in _RETRY_STATUS:
-                    raise _Retry(f"HTTP {r.status_code}", _retry_after(r))
-                if r.status_code == 416:
-                    m = re.search(r"/(\d+)", r.headers.get("Content-Range", ""))
-                    total = int(m.group(1)) if m else total
-                    return True  # nothing at or after pos: the file ended
-                if r.status_code >= 400:
-                    r.read()
-                    hf_raise_for_status(r)
-                skip = 0
-                expect: int | None
-                if r.status_code == 206:
-                    m = _CONTENT_RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
-                    if m is None or int(m.group(1)) != pos:
-                        raise NetworkError(
-                            f"server answered range {r.headers.get('Content-Range')!r} to {headers['Range']!r}",
-                            self._where(path),
-                        )
-                    if m.group(3) != "*":
-                        total = int(m.group(3))
-                    expect = int(m.group(2)) + 1 - pos
-                elif r.status_code == 200:  # range ignored: the whole file follows
-                    skip = pos
-                    cl = r.headers.get("Content-Length")
-                    total = int(cl) if cl and cl.isdigit() else total
-                    expect = (total - pos) if total is not None else None
-                else:
-                    raise NetworkError(f"unexpected HTTP {r.status_code}", self._where(path))
-                if end is not None and expect is not None:
-                    expect = min(expect, end - pos)
-                received = 0
-                for chunk in r.iter_bytes():
-                    if skip:
-                        cut = min(skip, len(chunk))
-                        chunk, skip = chunk[cut:], skip - cut
-                    if end is not None and start + got + len(chunk) > end:
-                        chunk = chunk[: end - start - got]
-                    if chunk:
-                        if check:
-                            self.digests.feed(full, *self._entries_of(full), start + got, chunk, self._where(path))
-                        write(chunk)
-                        got += len(chunk)
-                        received += len(chunk)
-                    if end is not None and start + got >= end:
-                        return True
-                if expect is not None and received < expect:
-                    raise _Retry(f"body ended after {received} of {expect} bytes")
-                return True
+            def sink(chunk: bytes) -> object:
+                nonlocal pos
+                self.digests.feed(full, size, sha256, blob_id, pos, chunk, where)
+                pos += len(chunk)
+                return write(chunk)
 
-        failures = 0
-        while True:
-            before = got
-            try:
-                if attempt():
-                    return total
-            except OfflineModeIsEnabled as e:
-                raise SourceError(f"offline mode is enabled: {e}", self._where(path)) from None
-            except HfHubHTTPError as e:  # only statuses that are not worth retrying get here
-                raise self._http_error(e, path) from None
-            except _Retry as e:
-                reason, wait = e.reason, e.wait
-            except httpx2.TransportError as e:  # connect, timeout, reset, truncated body
-                reason, wait = f"{type(e).__name__}: {e}".rstrip(": "), None
-            except httpx2.HTTPError as e:  # redirect loops, undecodable bodies: not transient
-                raise NetworkError(f"reading: {type(e).__name__}: {e}", self._where(path)) from None
-            if got > before:
-                failures = 0  # progress: the budget is per stall, as in huggingface_hub's http_get
-            failures += 1
-            if failures > self.retries:
-                raise NetworkError(f"reading failed {failures} times, last: {reason}", self._where(path)) from None
-            time.sleep(self._sleep_for(failures, wait))
-
-
-def _retry_after(response) -> float | None:
-    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
-    return float(value) if value.isdigit() else None
+        return get_range(url, headers, start, end, sink, self.policy, where,
+                         lambda e: self._http_error(e, path))
 
 
 def _matches(path: Path, sha256: str | None, blob_id: str | None) -> bool:

@@ -1,0 +1,198 @@
+"""The one retry core behind every Hub request, and ranged GETs that resume where they broke.
+
+All HTTP goes through huggingface_hub's shared client, headers and error types; retries and
+resumption are ckptkit's own because huggingface_hub's helpers neither resume ranged reads nor
+bound their total wait.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..errors import NetworkError, SourceError
+
+ENV_TIMEOUT = "CKPTKIT_HUB_TIMEOUT"  # seconds without progress before a request is abandoned
+ENV_HF_TIMEOUT = "HF_HUB_DOWNLOAD_TIMEOUT"  # huggingface_hub's own, honoured when ours is not set
+ENV_RETRIES = "CKPTKIT_HUB_RETRIES"  # attempts after the first, per read, reset by progress
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_RETRIES = 5
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a request may stall (``timeout``), how many failures in a row it survives
+    (``retries``), and how long to wait between them: backoff with jitter doubling from
+    ``backoff`` up to ``max_backoff``, or a server's Retry-After up to ``max_retry_after``."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    max_retry_after: float = 30.0
+
+    @classmethod
+    def from_env(cls, timeout: float | None = None, retries: int | None = None, **kw: float) -> RetryPolicy:
+        """Explicit values, else CKPTKIT_HUB_TIMEOUT / HF_HUB_DOWNLOAD_TIMEOUT and
+        CKPTKIT_HUB_RETRIES as they are now, else the defaults."""
+        t = float(timeout if timeout is not None else os.environ.get(ENV_TIMEOUT)
+                  or os.environ.get(ENV_HF_TIMEOUT) or DEFAULT_TIMEOUT)
+        r = int(retries if retries is not None else os.environ.get(ENV_RETRIES) or DEFAULT_RETRIES)
+        return cls(timeout=t, retries=r, **kw)
+
+    def sleep_for(self, failures: int, wait: float | None) -> float:
+        if wait is not None:
+            return min(wait, self.max_retry_after)
+        # jitter: many connections failing together do not all come back at the same instant
+        return min(self.max_backoff, self.backoff * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+
+
+class Retry(Exception):
+    """A transient failure: try again (after ``wait`` seconds when the server said so)."""
+
+    def __init__(self, reason: str, wait: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+
+
+def retry_after(response: Any) -> float | None:
+    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
+    return float(value) if value.isdigit() else None
+
+
+def retrying(fn: Callable[[], T], policy: RetryPolicy, what: str, where: str,
+             http_error: Callable[[Any], Exception], progress: Callable[[], int] | None = None) -> T:
+    """``fn()`` with retries on transient failures (retryable HTTP statuses, ``Retry``, transport
+    errors); other HTTP errors mapped by ``http_error``. With ``progress`` (bytes done so far) the
+    failure budget is per stall, as in huggingface_hub's http_get, not per request."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    failures = 0
+    while True:
+        before = progress() if progress else 0
+        try:
+            return fn()
+        except OfflineModeIsEnabled as e:
+            raise SourceError(f"offline mode is enabled: {e}", where) from None
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            if status not in RETRY_STATUS:
+                raise http_error(e) from None
+            reason, wait = f"HTTP {status}", retry_after(e.response)
+        except Retry as e:
+            reason, wait = e.reason, e.wait
+        except httpx2.TransportError as e:  # connect, timeout, reset, truncated body
+            reason, wait = f"{type(e).__name__}: {e}".rstrip(": "), None
+        except httpx2.HTTPError as e:  # redirect loops, undecodable bodies: not transient
+            raise NetworkError(f"{what}: {type(e).__name__}: {e}", where) from None
+        if progress and progress() > before:
+            failures = 0
+        failures += 1
+        if failures > policy.retries:
+            raise NetworkError(f"{what} failed {failures} times, last: {reason}", where) from None
+        time.sleep(policy.sleep_for(failures, wait))
+
+
+def http_error(e: Any, *, endpoint: str, revision: str | None, label: str, where: str) -> Exception:
+    """huggingface_hub's HTTP error as a one-line ckptkit error."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    status = e.response.status_code if e.response is not None else 0
+    if isinstance(e, RevisionNotFoundError):
+        return SourceError(f"revision {revision!r} not found on {endpoint}", label)
+    if isinstance(e, RemoteEntryNotFoundError):
+        return SourceError(f"file not found on {endpoint}", where)
+    if status in (401, 403) or isinstance(e, GatedRepoError):
+        return SourceError(
+            f"access denied (HTTP {status}): the repo is private or gated, or does not exist; "
+            "set HF_TOKEN to a token that can read it", where,
+        )
+    if isinstance(e, RepositoryNotFoundError) or status == 404:
+        return SourceError(f"repository not found on {endpoint}", label)
+    msg = (getattr(e, "server_message", None) or "").splitlines()
+    return SourceError(f"HTTP {status} from {endpoint}" + (f": {msg[0]}" if msg else ""), where)
+
+
+def get_range(url: str, headers: dict[str, str], start: int, end: int | None,
+              write: Callable[[bytes], object], policy: RetryPolicy, where: str,
+              http_error: Callable[[Any], Exception]) -> int | None:
+    """Bytes ``[start, end)`` of ``url`` (``end`` None = to EOF) passed to ``write`` in order,
+    each byte once, resuming after a broken body. Returns the file size from Content-Range."""
+    import httpx2
+    from huggingface_hub import get_session
+    from huggingface_hub.utils import hf_raise_for_status
+
+    headers = dict(headers)
+    headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets into the file
+    timeout = httpx2.Timeout(policy.timeout)
+    got = 0
+    total: int | None = None
+
+    def attempt() -> int | None:
+        """One GET, from where the last one stopped; the file size when known."""
+        nonlocal got, total
+        pos = start + got
+        headers["Range"] = f"bytes={pos}-{end - 1}" if end is not None else f"bytes={pos}-"
+        with get_session().stream("GET", url, headers=headers, timeout=timeout) as r:
+            if r.status_code in RETRY_STATUS:
+                raise Retry(f"HTTP {r.status_code}", retry_after(r))
+            if r.status_code == 416:
+                m = re.search(r"/(\d+)", r.headers.get("Content-Range", ""))
+                total = int(m.group(1)) if m else total
+                return total  # nothing at or after pos: the file ended
+            if r.status_code >= 400:
+                r.read()
+                hf_raise_for_status(r)
+            skip = 0
+            expect: int | None
+            if r.status_code == 206:
+                m = _CONTENT_RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
+                if m is None or int(m.group(1)) != pos:
+                    raise NetworkError(
+                        f"server answered range {r.headers.get('Content-Range')!r} to {headers['Range']!r}", where,
+                    )
+                if m.group(3) != "*":
+                    total = int(m.group(3))
+                expect = int(m.group(2)) + 1 - pos
+            elif r.status_code == 200:  # range ignored: the whole file follows
+                skip = pos
+                cl = r.headers.get("Content-Length")
+                total = int(cl) if cl and cl.isdigit() else total
+                expect = (total - pos) if total is not None else None
+            else:
+                raise NetworkError(f"unexpected HTTP {r.status_code}", where)
+            if end is not None and expect is not None:
+                expect = min(expect, end - pos)
+            received = 0
+            for chunk in r.iter_bytes():
+                if skip:
+                    cut = min(skip, len(chunk))
+                    chunk, skip = chunk[cut:], skip - cut
+                if end is not None and start + got + len(chunk) > end:
+                    chunk = chunk[: end - start - got]
+                if chunk:
+                    write(chunk)
+                    got += len(chunk)
+                    received += len(chunk)
+                if end is not None and start + got >= end:
+                    return total
+            if expect is not None and received < expect:
+                raise Retry(f"body ended after {received} of {expect} bytes")
+            return total
+
+    return retrying(attempt, policy, "reading", where, http_error, progress=lambda: got)
