@@ -11,7 +11,7 @@ from rich.console import Console
 
 from . import __version__, api, index_cache
 from .errors import CkptError
-from .report import index_report
+from .report import inspect_report
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -109,7 +109,7 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
     report_only = as_json and ctx is None and not diagram  # then the whole text is cached
     try:
         if report_only:
-            text = api.inspect_json(src, revision, progress, _json_report)
+            text = api.inspect_json(src, revision, progress, inspect_report)
         else:
             index = api.inspect(src, revision, progress)
     finally:
@@ -117,8 +117,7 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
     if report_only:
         click.echo(text)
         return
-    report = index_report(index)
-    _add_inference(report, index)
+    report = inspect_report(index)
     if ctx is not None:
         _add_memory(report, index.total_bytes, ctx, kv_type)
     if diagram:
@@ -133,20 +132,6 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
     console = Console()
     render_index(index, console, all_tensors)
     _render_facts(report, console)
-
-
-def _json_report(index) -> dict:
-    report = index_report(index)
-    _add_inference(report, index)
-    return report
-
-
-def _add_inference(report: dict, index) -> None:
-    try:
-        from .infer import infer
-    except ImportError:
-        return
-    report.update(infer(index).to_json())
 
 
 def _add_memory(report: dict, weights_bytes: int, ctx: int, kv_type: str) -> None:

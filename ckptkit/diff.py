@@ -17,6 +17,7 @@ from .convert.to_hf import gguf_matrix
 from .diff_sides import Side, SideTensor, convention_ops, converted, side_of, views
 from .errors import CkptError, FormatError
 from .infer.names import canonicalize
+from .report import SCHEMA_VERSION
 from .sources.base import Source
 
 CHUNK_BYTES = 8 << 20       # decoded (float32) bytes per chunk and side; float64 work arrays are ~5x that
@@ -195,7 +196,8 @@ class DiffResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "atol": self.atol, "rtol": self.rtol, "equal": not self.failed,
+        return {"schema_version": SCHEMA_VERSION, "a": self.a, "b": self.b, "atol": self.atol,
+                "rtol": self.rtol, "equal": not self.failed,
                 "counts": self.counts(), "tensors": [t.to_json() for t in self.tensors]}
 
 

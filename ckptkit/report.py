@@ -3,10 +3,16 @@
 Keys `family`, `facts`, `evidence` and `findings` are filled by inference and validation."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .index import TensorIndex
 
+if TYPE_CHECKING:
+    from .infer import Inference
+
+#: The ``schema_version`` of every JSON report (inspect, validate and diff ``--json``, and the
+#: API's ``to_json()``/``report()``): raised when a key is removed or changes meaning; new keys
+#: may appear without a change.
 SCHEMA_VERSION = 1
 
 
@@ -27,4 +33,13 @@ def index_report(index: TensorIndex, with_tensors: bool = True) -> dict[str, Any
     }
     if with_tensors:
         report["tensors"] = [t._asdict() for t in index.tensors.values()]
+    return report
+
+
+def inspect_report(index: TensorIndex, inference: Inference | None = None) -> dict[str, Any]:
+    """`inspect --json`'s report: the index with the inferred family and facts (``inference``
+    when already computed for ``index``)."""
+    from .infer import infer
+    report = index_report(index)
+    report.update((inference or infer(index)).to_json())
     return report

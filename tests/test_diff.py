@@ -207,7 +207,8 @@ def test_shape_mismatch(tmp_path):
 
 def test_json_schema(example_gguf):
     code, doc, by = _json(EXAMPLE, example_gguf("f32"))
-    assert set(doc) == {"a", "b", "atol", "rtol", "equal", "counts", "tensors"}
+    assert set(doc) == {"schema_version", "a", "b", "atol", "rtol", "equal", "counts", "tensors"}
+    assert doc["schema_version"] == 1
     assert doc["a"] == str(EXAMPLE) and doc["atol"] == 0 and doc["rtol"] == 0
     assert set(doc["counts"]) == {"exact", "close", "differ", "shape", "only_a", "only_b", "dtype_differs"}
     for t in doc["tensors"]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..catalogue import FamilyMatch
+from ..report import SCHEMA_VERSION
 
 LEVELS = ("warning", "error")          # in rising order
 
@@ -130,7 +131,8 @@ class Validation:
         return any(LEVELS.index(f.level) >= floor for f in self.findings)
 
     def to_json(self) -> dict:
-        return {"source": self.source, "format": self.format, "family": self.family,
+        return {"schema_version": SCHEMA_VERSION, "source": self.source, "format": self.format,
+                "family": self.family,
                 "tensor_count": self.tensors, "file_count": self.files,
                 "counts": {lv: self.count(lv) for lv in reversed(LEVELS)},
                 "findings": [f.to_json() for f in self.findings]}
