@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 from functools import wraps
 
 import click
@@ -65,6 +67,42 @@ def _progress_bar(enabled: bool):
             state["bar"].close()
 
     return progress, close
+
+
+class _ConvertBar:
+    """A tqdm bar of bytes written (its own rate is the write throughput), with the bytes fetched
+    from the source and their throughput as the postfix, refreshed at most every ``interval``."""
+
+    def __init__(self, total: int, interval: float = 0.25):
+        from tqdm import tqdm
+        self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc="convert", file=sys.stderr, smoothing=0.1)
+        self.fetched = 0
+        self.interval = interval
+        self._start = self._shown = time.monotonic()
+        self._lock = threading.Lock()
+
+    def on_fetched(self, n: int) -> None:  # from reading threads: count only, the writer draws
+        with self._lock:
+            self.fetched += n
+
+    def on_bytes(self, n: int) -> None:
+        self.bar.update(n)
+        now = time.monotonic()
+        if now - self._shown >= self.interval:
+            self._shown = now
+            self._postfix(now, refresh=False)  # update() redraws on its own schedule
+
+    def _postfix(self, now: float, refresh: bool) -> None:
+        from tqdm import tqdm
+        rate = self.fetched / max(now - self._start, 1e-9)
+        size = tqdm.format_sizeof
+        self.bar.set_postfix_str(f"fetched {size(self.fetched, 'B', 1024)} "
+                                 f"at {size(rate, 'B/s', 1024)}", refresh=refresh)
+
+    def close(self) -> None:
+        self._postfix(time.monotonic(), refresh=True)  # the final figures stay on screen
+        self.bar.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -199,20 +237,22 @@ def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_voc
         if dry_run:
             _print_plan(plan)
         elif not no_progress and sys.stderr.isatty():
-            from tqdm import tqdm
-            bar["bar"] = tqdm(total=plan.nbytes, unit="B", unit_scale=True, unit_divisor=1024,
-                              desc="convert", file=sys.stderr, smoothing=0.1)
+            bar["bar"] = _ConvertBar(plan.nbytes)
 
     def on_bytes(n: int) -> None:
         if "bar" in bar:
-            bar["bar"].update(n)
+            bar["bar"].on_bytes(n)
+
+    def on_fetched(n: int) -> None:
+        if "bar" in bar:
+            bar["bar"].on_fetched(n)
 
     try:
         res = convert_to_gguf(src, out, outtype=outtype, revision=revision, threads=threads,
                               split_max_size=split_max_size, keep_mtp=not no_mtp, family=family,
                               vocab=not no_vocab, pre=pre, dry_run=dry_run, on_bytes=on_bytes,
                               on_plan=on_plan, read_timeout=read_timeout, connections=connections,
-                              resume=resume)
+                              resume=resume, on_fetched=on_fetched)
     finally:
         if "bar" in bar:
             bar["bar"].close()

@@ -204,6 +204,79 @@ def test_cli_through_every_kind_of_fault(model, local_gguf, hub, hf_cache, tmp_p
     assert [f.hits for f in faults] == [2, 1, 2, 1, 2, 1]
 
 
+# ---- progress --------------------------------------------------------------------------------------
+
+def test_fetched_bytes_reported_are_the_bytes_the_server_sent(model, local_gguf, hub, hf_cache, tmp_path):
+    fetched: list[int] = []
+    out = tmp_path / "counted.gguf"
+    # headers and the tokenizer are read while planning; what follows the plan is tensor data
+    convert_to_gguf(REPO, out, outtype="f16", threads=2, on_plan=lambda plan: hub.reset_stats(),
+                    on_fetched=fetched.append)
+    assert out.read_bytes() == local_gguf.read_bytes()
+    served = sum(b - a for s in _shards(model) for a, b in _spans(hub, s))
+    assert all(r.path.endswith(tuple(_shards(model))) for r in hub.requests)
+    assert sum(fetched) == served == hub.bytes_sent
+    assert served >= sum((model / s).stat().st_size - _data_start(model / s) for s in _shards(model))
+
+
+def test_fetched_bytes_from_local_files_are_the_tensor_data_read(model, tmp_path):
+    fetched: list[int] = []
+    written: list[int] = []
+    convert_to_gguf(str(model), tmp_path / "local.gguf", outtype="f16", on_bytes=written.append,
+                    on_fetched=fetched.append)
+    data = sum((model / s).stat().st_size - _data_start(model / s) for s in _shards(model))
+    assert sum(fetched) == data and sum(written) > 0
+
+
+def _cli_stderr(args, env, tty: bool) -> str:
+    """``ckptkit convert ...`` in a child whose stderr is a pseudo-terminal (or a pipe)."""
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import sys
+    import termios
+
+    code = "import sys; from ckptkit.cli import main; sys.argv[0] = 'ckptkit'; main()"
+    if not tty:
+        r = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stderr.decode()
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # tqdm draws nothing at width 0
+    child = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.DEVNULL,
+                             stderr=slave)
+    os.close(slave)
+    text = b""
+    while True:
+        try:
+            block = os.read(master, 1 << 16)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not block:
+            break
+        text += block
+    os.close(master)
+    assert child.wait(timeout=120) == 0, text
+    return text.decode(errors="replace")
+
+
+def test_cli_progress_shows_bytes_fetched_only_on_a_terminal(model, hub, hf_cache, tmp_path):
+    import os
+    import re
+
+    env = {**os.environ, "HF_HUB_CACHE": str(hf_cache)}
+    shown = _cli_stderr(["convert", REPO, str(tmp_path / "tty.gguf"), "--outtype", "f16"], env, tty=True)
+    m = re.findall(r"fetched ([\d.]+)([kMGT]?)B at ([\d.]+)([kMGT]?)B/s", shown)
+    assert m, shown
+    value, unit, rate, _ = m[-1]
+    got = float(value) * 1024 ** " kMGT".index(unit or " ")
+    total = sum((model / s).stat().st_size for s in _shards(model))  # read-ahead takes the headers too
+    assert abs(got - total) <= 0.01 * total and float(rate) > 0
+    quiet = _cli_stderr(["convert", REPO, str(tmp_path / "pipe.gguf"), "--outtype", "f16"], env, tty=False)
+    assert "fetched" not in quiet and "convert:" not in quiet and "wrote" in quiet
+
+
 # ---- resume ----------------------------------------------------------------------------------------
 
 class _Stop(Exception):

@@ -85,15 +85,16 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
                     dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
                     on_plan: Callable[[Plan], None] | None = None,
                     read_timeout: float | None = None, connections: int | None = None,
-                    resume: bool = False) -> ConvertResult:
+                    resume: bool = False, on_fetched: Callable[[int], None] | None = None) -> ConvertResult:
     """From the Hub: ``read_timeout`` is the seconds a read may receive nothing before it is
     abandoned and resumed (default: the source's, see HubSource); ``connections`` the ranged
     requests in flight at once (default: 4, more when the ranges are small). ``resume``: keep a
     journal next to the temporary output and continue from the tensors an interrupted run with
-    ``resume`` completed."""
+    ``resume`` completed. ``on_fetched`` is told the bytes of tensor data read from the source as
+    they arrive (from reading threads; see ``execute``)."""
     run = partial(_convert_once, spec, out, outtype, revision, threads, split_max_size, keep_mtp,
                   family, vocab, pre, dry_run, on_bytes, read_timeout=read_timeout,
-                  connections=connections, resume=resume)
+                  connections=connections, resume=resume, on_fetched=on_fetched)
     try:
         return run(on_plan)
     except ChecksumError:
@@ -111,7 +112,8 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
                   split_max_size: str | None, keep_mtp: bool, family: str | None, vocab: bool,
                   pre: str | None, dry_run: bool, on_bytes: Callable[[int], None] | None,
                   on_plan: Callable[[Plan], None] | None, read_timeout: float | None = None,
-                  connections: int | None = None, resume: bool = False) -> ConvertResult:
+                  connections: int | None = None, resume: bool = False,
+                  on_fetched: Callable[[int], None] | None = None) -> ConvertResult:
     with open_source(spec, revision) as source:
         hub = _hub_of(source)
         if hub is not None and read_timeout is not None:
@@ -125,7 +127,8 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
         # remote: every tensor byte planned and fetched once, `connections` ranges at a time
         journal = Journal(out, _resume_key(plan, source, split)) if resume else None
         outputs = execute(plan, source, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes,
-                          read_ahead=hub is not None, connections=connections, journal=journal)
+                          read_ahead=hub is not None, connections=connections, journal=journal,
+                          on_fetched=on_fetched)
         return ConvertResult(plan, outputs)
 
 

@@ -23,7 +23,7 @@ from ..dtypes import GGML_TYPES
 from ..formats.gguf_write import TensorSlot, write_gguf
 from ..index import TensorInfo
 from ..journal import Journal, resumable
-from ..sources.base import Source
+from ..sources.base import Counted, Source
 from ..sources.readahead import ReadAhead
 from ..tensordata import bf16_to_f16, decode, row_nbytes
 from .plan import OutTensor, Piece, Plan, matrix_shape
@@ -176,13 +176,15 @@ def _ordered(jobs: Iterable[Job], read: Callable[[str, int, int], Chunk], thread
 def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: int = 1,
             split_max_bytes: int | None = None, on_bytes: Callable[[int], None] | None = None,
             chunk_bytes: int = CHUNK_BYTES, read_ahead: bool = False, connections: int | None = None,
-            journal: Journal | None = None) -> list[Path]:
+            journal: Journal | None = None, on_fetched: Callable[[int], None] | None = None) -> list[Path]:
     """Write the GGUF file(s) of ``plan`` reading tensor data from ``source``. With
     ``read_ahead`` (a remote source) every read is planned first and fetched once, in large
     ranges, ``connections`` at a time (None: chosen from the ranges; see sources/readahead.py);
     the output is committed only after every range has arrived and passed its checks. With a
     ``journal`` the tensors an earlier, interrupted run completed are kept and neither read nor
-    computed again."""
+    computed again. ``on_fetched`` is told the bytes of each read from ``source`` as it completes
+    (from the reading threads), including ranges the read-ahead fetches again."""
+    source = Counted(source, on_fetched)
     skip = journal.tensors if journal is not None else 0
     # One flat job stream keeps the pool busy across tensor boundaries; the writer regroups it.
     counts: list[int] = []

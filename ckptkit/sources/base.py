@@ -4,6 +4,7 @@ Sources do I/O on input and nothing else; format parsing lives in ``ckptkit.form
 """
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -105,3 +106,22 @@ class OnlyFiles(WrappedSource):
 
     def files(self) -> dict[str, int | None]:
         return {k: v for k, v in self.inner.files().items() if k in self.names}
+
+
+class Counted(WrappedSource):
+    """Another source whose ``read``s are counted: ``fetched`` bytes so far, each read also
+    reported to ``on_read`` (called from whichever thread read, so it must be thread-safe)."""
+
+    def __init__(self, inner: Source, on_read: Callable[[int], None] | None = None):
+        super().__init__(inner)
+        self.fetched = 0
+        self._on_read = on_read
+        self._lock = threading.Lock()
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        data = self.inner.read(path, offset, length)
+        with self._lock:
+            self.fetched += len(data)
+        if self._on_read is not None:
+            self._on_read(len(data))
+        return data
