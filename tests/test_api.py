@@ -224,3 +224,17 @@ def test_the_api_is_typed(tmp_path):
                        capture_output=True, text=True, cwd=REPO)
     errors = [line for line in r.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1 and "use_api.py:8:" in errors[0] and "incompatible types" in errors[0].lower(), r.stdout
+
+
+def test_readme_example_runs_and_prints_what_it_says(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = [line.split("# ", 1)[1].split(":")[0] for line in code.splitlines()
+            if line.startswith("print(") and "# " in line]
+    printed = [line.split("\r")[-1] for line in r.stdout.splitlines()]
+    assert said and all(any(s in p for p in printed) for s in said), (said, printed)
+    assert (tmp_path / "tiny.gguf").stat().st_size > 0
