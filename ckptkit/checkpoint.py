@@ -106,7 +106,8 @@ class Checkpoint:
 def open_checkpoint(src: str | os.PathLike[str], revision: str | None = None) -> Checkpoint:
     """Open ``src`` — a folder, a .safetensors or .gguf file, or a Hub repo (``org/name``,
     ``org/name@rev``, ``hf://org/name/sub``) — and read its headers. Exported as
-    ``ckptkit.open``. Raises a CkptError subclass for input it cannot read."""
+    ``ckptkit.open``. Raises a CkptError subclass for input it cannot read (a shard index
+    naming a missing shard too, which ``ckptkit validate`` reports as a finding)."""
     from .api import find_checkpoint_files, load_index, open_source
     spec = os.fspath(src)
     source = open_source(spec, revision)

@@ -17,6 +17,7 @@ SCHEMA_VERSION = 1
 
 
 def index_report(index: TensorIndex, with_tensors: bool = True) -> dict[str, Any]:
+    """The report's keys that come from the index alone (inference fills the rest)."""
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "source": index.source,
