@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .convert.family import Family, effective_config, family_for
-from .convert.to_hf import gguf_matrix
+from .convert.hf_plan import gguf_matrix
 from .errors import CkptError, FormatError
 from .index import TensorIndex, TensorInfo
 from .sources.base import Source
@@ -115,7 +115,9 @@ def side_of(index: TensorIndex) -> Side:
                 scaled = SideTensor(n, t.shape, f"{t.dtype}×{s.dtype}", scaled_chunks(t, s, block), scale=s.name)
             tensors[n] = SideTensor(n, t.shape, t.dtype, stored_chunks(t), scaled)
         return Side(index.source, index.format, tensors, fam, cfg)
-    from .convert.to_hf import _flat, piece_arrays, plan_hf
+    from .convert.hf_config import flat_config
+    from .convert.hf_data import piece_arrays
+    from .convert.hf_plan import plan_hf
     plan = plan_hf(index, "f32")
     out = {}
     for h in plan.tensors:
@@ -124,7 +126,7 @@ def side_of(index: TensorIndex) -> Side:
                 yield from piece_arrays(source, p, chunk_bytes)
         dtype = "+".join(dict.fromkeys(p.src.dtype for p in h.pieces))
         out[h.entry.name] = SideTensor(h.entry.name, h.entry.shape, dtype, chunks)
-    return Side(index.source, "gguf", out, plan.family, _flat(plan.config))
+    return Side(index.source, "gguf", out, plan.family, flat_config(plan.config))
 
 
 def views(ta: SideTensor, tb: SideTensor) -> tuple[SideTensor, SideTensor]:
@@ -142,10 +144,10 @@ def convention_ops(role: str | None, a: Side, b: Side, rows: int) -> tuple[tuple
     if (role is None or fa is None or fb is None or fa.name == fb.name or fa.arch != fb.arch
             or fa.transforms.get(role, ()) == fb.transforms.get(role, ())):
         return (), 1
+    from .convert.hf_plan import inverse_ops
     from .convert.plan import _ops_for
-    from .convert.to_hf import _inverse_ops
     fwd, q1 = _ops_for(role, fb, b.config, rows)
-    inv, q2 = _inverse_ops(fa, role, a.config, rows, split=True)
+    inv, q2 = inverse_ops(fa, role, a.config, rows, split=True)
     return fwd + inv, max(q1, q2)
 
 
@@ -168,7 +170,7 @@ def converted(t: SideTensor, ops: tuple[tuple[Any, ...], ...], quantum: int) -> 
     """``t`` with ``ops`` applied to whole quanta of its rows (the tensor seen as a matrix)."""
     if not ops:
         return t
-    from .convert.to_hf import OPS as INVERSE_OPS
+    from .convert.transforms import INVERSE_OPS
     from .convert.transforms import OPS as FORWARD_OPS
     table = {**FORWARD_OPS, **INVERSE_OPS}
     cols = gguf_matrix(t.shape)[1]

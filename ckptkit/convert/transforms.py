@@ -24,6 +24,14 @@ def permute_rope(x: np.ndarray, n_head: int, head_rows: int) -> np.ndarray:
     return x.reshape(h, 2, head_rows // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
 
 
+def unpermute_rope(x: np.ndarray, n_head: int, head_rows: int) -> np.ndarray:
+    """The inverse of ``permute_rope``: GGML's interleaved pairs -> HF "rotate half"."""
+    rows = x.shape[0]
+    if rows % head_rows or head_rows % 2:
+        raise FormatError(f"cannot un-permute {rows} rows in heads of {head_rows}")
+    return x.reshape(rows // head_rows, head_rows // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+
 def add(x: np.ndarray, value: float) -> np.ndarray:
     return x + np.float32(value)
 
@@ -112,6 +120,9 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "take_rows": take_rows,
     "col_range": col_range,
 }
+# the ops a GGUF -> HF plan uses: permute_rope is undone by unpermute_rope, add(v) by add(-v)
+INVERSE_OPS: dict[str, Callable[..., np.ndarray]] = {"unpermute_rope": unpermute_rope, "add": add,
+                                                     "transpose": transpose}
 # ops that need the whole piece in one chunk
 WHOLE = {"transpose"}
 # ops that select rows only: applicable to MXFP4 blocks and scales as they are
