@@ -18,10 +18,11 @@ from ..sources.base import Source
 from ..sources.digest import ChecksumError
 from ..sources.hub import HubSource
 from .family import family_for
-from .plan import Plan, plan_gguf
-from .run import execute
 
+# the planner and the executor import numpy and gguf: loaded when a conversion runs, so that
+# importing a light part of the package (the tokenizer's pre-tokenizer table, for inspect) stays cheap
 if TYPE_CHECKING:
+    from .plan import Plan
     from .to_hf import HFResult
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.I)
@@ -45,6 +46,7 @@ def build_plan(source: Source, outtype: str = "auto", keep_mtp: bool = True, fam
     index = load_index(source)
     if index.format != "safetensors":
         raise UnsupportedError("convert to GGUF reads safetensors checkpoints; this one is already GGUF")
+    from .plan import plan_gguf
     fam = family_for(index.config, family)
     plan = plan_gguf(index, fam, outtype, keep_mtp)
     plan.kvs.append(kv("general.file_type", _file_type(plan)))
@@ -126,6 +128,7 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
         split = parse_size(split_max_size) if split_max_size else None
         # remote: every tensor byte planned and fetched once, `connections` ranges at a time
         journal = Journal(out, _resume_key(plan, source, split)) if resume else None
+        from .run import execute
         outputs = execute(plan, source, out, threads=threads, split_max_bytes=split, on_bytes=on_bytes,
                           read_ahead=hub is not None, connections=connections, journal=journal,
                           on_fetched=on_fetched)
