@@ -81,16 +81,16 @@ def scaled_chunks(t: TensorInfo, scale: TensorInfo, block: tuple[int, int]) -> C
 
 def _fp8_scales(index: TensorIndex, cfg: dict) -> dict[str, tuple[TensorInfo, tuple[int, int]]]:
     """FP8 weight name -> (its scale tensor, the block one scale covers), as HF -> GGUF reads them."""
-    from .convert.plan import _checked_scale, _scale_block_of, scale_block
+    from .convert.plan import checked_scale, scale_block, scale_block_of
     out = {}
     for name, s in index.tensors.items():
         for suffix in ("_scale_inv", "_scale"):
             w = index.tensors.get(name[: -len(suffix)]) if name.endswith(".weight" + suffix) else None
             if w is None or not w.dtype.startswith("F8_") or len(w.shape) != 2:
                 continue
-            block = _scale_block_of(w, s, scale_block(cfg))
+            block = scale_block_of(w, s, scale_block(cfg))
             try:
-                _checked_scale(w, s, block)
+                checked_scale(w, s, block)
             except FormatError:     # not one scale per block: the weight is compared as stored
                 continue
             out[w.name] = (s, block)
@@ -145,8 +145,8 @@ def convention_ops(role: str | None, a: Side, b: Side, rows: int) -> tuple[tuple
             or fa.transforms.get(role, ()) == fb.transforms.get(role, ())):
         return (), 1
     from .convert.hf_plan import inverse_ops
-    from .convert.plan import _ops_for
-    fwd, q1 = _ops_for(role, fb, b.config, rows)
+    from .convert.plan import ops_for
+    fwd, q1 = ops_for(role, fb, b.config, rows)
     inv, q2 = inverse_ops(fa, role, a.config, rows, split=True)
     return fwd + inv, max(q1, q2)
 

@@ -139,7 +139,7 @@ def gguf_name(role: str, layer: int | None) -> str:
     return role if layer is None else f"blk.{layer}.{role}"
 
 
-def _ops_for(role: str, fam: Family, cfg: dict, rows_per_piece: int) -> tuple[tuple, int]:
+def ops_for(role: str, fam: Family, cfg: dict, rows_per_piece: int) -> tuple[tuple, int]:
     """The family's ops for an output role, with arguments evaluated, and the row quantum."""
     ops, quantum = [], 1
     for op in fam.transforms.get(role, ()):
@@ -308,7 +308,7 @@ def _mxfp4_out(unit: Unit, fam: Family, cfg: dict, outtype: str) -> OutTensor:
     role = unit.role[: -len(".blocks")] + ".weight" if unit.role.endswith(".blocks") else unit.role
     rows = _rows_of(unit.srcs[0], True)
     ggml_type = mxfp4_output_type(role, outtype, fam)
-    ops, quantum = _ops_for(role, fam, cfg, rows)
+    ops, quantum = ops_for(role, fam, cfg, rows)
     _check_mxfp4_ops(unit, ops, ggml_type)
     pieces = [Piece(s, 0, rows, ops, quantum, mxfp4_scales=unit.mxfp4_scales) for s in unit.srcs]
     return OutTensor(TensorSlot(gguf_name(role, unit.layer), unit.shape, ggml_type), pieces)
@@ -366,7 +366,7 @@ def _split_out(unit: Unit, sp: Split, fam: Family, cfg: dict, outtype: str,
     pieces = []
     for start, count in segs:
         span = (count - 1) * step + 1       # rows read: take_rows(0, step) leaves ``count``
-        own_ops, quantum = _ops_for(role, fam, cfg, count)
+        own_ops, quantum = ops_for(role, fam, cfg, count)
         ops = tuple(split_ops) + own_ops
         if mx:
             _check_mxfp4_ops(unit, ops, ggml_type)
@@ -383,7 +383,7 @@ def _split_out(unit: Unit, sp: Split, fam: Family, cfg: dict, outtype: str,
                 continue
             block = scale_block(cfg)
             pieces.append(Piece(src, local, local + span, ops, quantum,
-                                _checked_scale(src, scales.get(src.name), block), block))
+                                checked_scale(src, scales.get(src.name), block), block))
     slot = TensorSlot(gguf_name(role, unit.layer), shape, ggml_type)
     return OutTensor(slot, pieces)
 
@@ -406,7 +406,7 @@ def _check_convertible(t: TensorInfo) -> None:
 def _out(name: str, role: str, shape: tuple[int, ...], srcs: list[TensorInfo], fam: Family, cfg: dict,
          outtype: str, scales: dict[str, TensorInfo], transposed: bool = False) -> OutTensor:
     rows, _ = matrix_shape(srcs[0].shape)
-    ops, quantum = _ops_for(role, fam, cfg, rows)
+    ops, quantum = ops_for(role, fam, cfg, rows)
     if transposed:
         ops = (("transpose",),) + ops
         quantum = rows
@@ -415,8 +415,8 @@ def _out(name: str, role: str, shape: tuple[int, ...], srcs: list[TensorInfo], f
     pieces = []
     for s in srcs:
         scale = scales.get(s.name)
-        b = _scale_block_of(s, scale, block)
-        scale = _checked_scale(s, scale, b)
+        b = scale_block_of(s, scale, block)
+        scale = checked_scale(s, scale, b)
         q = quantum
         if scale is not None:
             q = _lcm(q, b[0])
@@ -437,7 +437,7 @@ def scale_block(cfg: dict) -> tuple[int, int]:
     return block[0], block[1]
 
 
-def _scale_block_of(src: TensorInfo, scale: TensorInfo | None, block: tuple[int, int]) -> tuple[int, int]:
+def scale_block_of(src: TensorInfo, scale: TensorInfo | None, block: tuple[int, int]) -> tuple[int, int]:
     """The block one scale covers: the whole tensor for a single scale, one row for one scale
     per output channel ([rows] or [rows, 1]), else the configured block."""
     if scale is None:
@@ -450,7 +450,7 @@ def _scale_block_of(src: TensorInfo, scale: TensorInfo | None, block: tuple[int,
     return block
 
 
-def _checked_scale(src: TensorInfo, scale: TensorInfo | None, block: tuple[int, int]) -> TensorInfo | None:
+def checked_scale(src: TensorInfo, scale: TensorInfo | None, block: tuple[int, int]) -> TensorInfo | None:
     """The weight's block-scale tensor, after checking it has one scale per block."""
     if scale is None:
         return None
