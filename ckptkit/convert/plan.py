@@ -13,17 +13,16 @@ from typing import Any
 
 from ..dtypes import GGML_TYPE_BY_NAME
 from ..errors import CkptError, FormatError, UnsupportedError
-from ..expr import Expr, ExprError
-from ..formats.gguf_write import KV, VT, TensorSlot, kv
+from ..expr import Expr
+from ..formats.gguf_write import KV, TensorSlot
 from ..index import TensorIndex, TensorInfo
 from ..infer.names import canonicalize
 from ..mapdata import Split
 from .family import Family, effective_config
+from .gguf_metadata import metadata_kvs
 from .transforms import ROW_OPS, WHOLE
 
 OUTTYPES = ("auto", "f32", "f16", "bf16", "q8_0")
-_TYPED = {"u32": VT.UINT32, "i32": VT.INT32, "f32": VT.FLOAT32, "bool": VT.BOOL, "str": VT.STRING,
-          "u64": VT.UINT64}
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -76,41 +75,6 @@ class Plan:
     @property
     def nbytes(self) -> int:
         return sum(s.nbytes for s in self.slots)
-
-
-# ---- metadata ----------------------------------------------------------------------------------
-
-def check_config(fam: Family, cfg: dict) -> None:
-    """The family's [checks]: what llama.cpp's implementation assumes about the config."""
-    for expr, why in fam.checks:
-        if not expr.eval(cfg):
-            raise UnsupportedError(f"{fam.arch}: {why}")
-
-
-def metadata_kvs(fam: Family, cfg: dict) -> list[KV]:
-    check_config(fam, cfg)
-    out = [kv("general.architecture", fam.arch)]
-    names = dict(cfg)
-    for m in fam.metadata.values():
-        key = m.key.replace("{arch}", fam.arch)
-        typ = _TYPED[m.type] if m.type else None
-        try:
-            value = m.expr.eval(names)
-        except ExprError as e:
-            if m.optional:          # declared in the data: may not apply to every config
-                continue
-            raise ExprError(f"cannot compute GGUF key {key}: {e.message}") from None
-        if value is None:           # the documented "not written"
-            continue
-        if typ == VT.FLOAT32:
-            value = float(value)
-        out.append(kv(key, value, typ))
-    have = {k.key for k in out}
-    for req in fam.required:
-        key = req.replace("{arch}", fam.arch)
-        if key not in have:
-            raise UnsupportedError(f"config.json lacks what GGUF key {key} needs ({fam.metadata[req].expr})")
-    return out
 
 
 # ---- output types --------------------------------------------------------------------------------
