@@ -1,6 +1,6 @@
 """The two sides of `ckptkit diff`: each checkpoint read as a stream of HF tensors' values.
 
-A GGUF goes through the GGUF -> HF plan (convert/to_hf.py), which undoes its format's transforms
+A GGUF goes through the GGUF -> HF plan (convert/hf_plan.py), which undoes its format's transforms
 (rotary permutation, norm offsets, split tensors, stacked experts); a safetensors checkpoint is
 read as stored, with FP8 weights also offered times their block scales (for a side without
 them). A side in another family's layout of the same GGUF arch (Mistral's native q/k rows) is
