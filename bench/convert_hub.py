@@ -25,7 +25,7 @@ from _common import ROOT, check, git_rev, machine, mb, median, run_measured, tab
 DOWNLOAD_THEN_CONVERT = """
 import sys, time
 from huggingface_hub import snapshot_download
-from ckptkit.convert import convert_to_gguf
+from ckptkit.conversion import convert_to_gguf
 t = time.perf_counter()
 folder = snapshot_download(sys.argv[1])
 t1 = time.perf_counter()

@@ -15,8 +15,6 @@ meaning or goes away. Names are imported on first use, so ``import ckptkit`` sta
 """
 from __future__ import annotations
 
-import sys
-import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -48,17 +46,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """``ckptkit.convert`` and ``ckptkit.diff`` are the API functions, though submodules of the
-    same names exist: importing a submodule binds it on its package, which is refused here for
-    those two names (``from ckptkit.convert import ...`` still reaches the module)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("convert", "diff") and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -13,12 +13,12 @@ from .errors import CkptError
 
 if TYPE_CHECKING:
     from .catalogue import FamilyMatch
-    from .diff import DiffResult
     from .index import TensorIndex
     from .infer import Inference
     from .infer.fact import Fact
     from .infer.memory import Memory
     from .sources.base import Source
+    from .tensordiff import DiffResult
     from .validate.findings import Finding, Validation
     from .validate.policy import Policy
 
@@ -124,8 +124,8 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     one GGUF file) or "hf" (GGUF -> a Hugging Face folder); None infers it from the source (a
     GGUF source goes to HF), as the CLI does. ``outtype``: auto, f32, f16, bf16, q8_0 (to HF:
     auto is bf16). ``progress(done_bytes, total_bytes)`` is called as tensor bytes are written.
-    ``options`` go to ``ckptkit.convert.convert_to_gguf`` or ``convert_to_hf``."""
-    from .convert import convert_to_gguf, convert_to_hf, source_is_gguf
+    ``options`` go to ``ckptkit.conversion.convert_to_gguf`` or ``convert_to_hf``."""
+    from .conversion import convert_to_gguf, convert_to_hf, source_is_gguf
     spec, out = os.fspath(src), os.fspath(dst)
     is_gguf = source_is_gguf(spec, revision)
     target = to or ("hf" if is_gguf else "gguf")
@@ -171,5 +171,5 @@ def diff(a: str | os.PathLike[str], b: str | os.PathLike[str], atol: float = 0.0
     Hub repo) tensor by tensor, each side's format transforms undone: ``ckptkit diff``.
     ``result.failed`` is True when they differ beyond ``atol + rtol * |a|``; ``to_json()`` is
     what ``diff --json`` prints. ``progress(done, total)`` counts tensor pairs compared."""
-    from .diff import diff as run
+    from .tensordiff import diff as run
     return run(os.fspath(a), os.fspath(b), atol, rtol, progress=progress)

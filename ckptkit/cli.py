@@ -225,7 +225,7 @@ def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_voc
       ckptkit convert Qwen/Qwen3-0.6B qwen3.gguf --resume
       ckptkit convert tiny.gguf tiny-hf --outtype f32
       ckptkit convert examples/tiny-llama tiny.gguf --dry-run"""
-    from .convert import convert_to_gguf, source_is_gguf
+    from .conversion import convert_to_gguf, source_is_gguf
     if source_is_gguf(src, revision):
         return _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress)
     if os.path.isdir(out):
@@ -263,7 +263,7 @@ def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_voc
 
 
 def _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress) -> None:
-    from .convert import convert_to_hf, parse_size
+    from .conversion import convert_to_hf, parse_size
     from .render.text import human_bytes
     if outtype == "q8_0":
         raise CkptError("GGUF -> HF writes bf16, f16 or f32 (--outtype)")
@@ -437,7 +437,7 @@ def diff_cmd(a, b, atol, rtol, all_tensors, as_json, no_progress) -> None:
     Examples:
       ckptkit diff examples/tiny-llama tiny.gguf
       ckptkit diff examples/tiny-llama tiny-q8.gguf --atol 1e-3 --json"""
-    from .diff import diff
+    from .tensordiff import diff
     bar: dict = {}
 
     def progress(done: int, total: int) -> None:

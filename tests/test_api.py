@@ -199,7 +199,7 @@ def test_errors_are_one_line_ckpt_errors(tmp_path, converted):
 
 def test_import_is_cheap_and_names_stay_functions():
     code = ("import sys, ckptkit; print(sorted(m for m in sys.modules if m.startswith('ckptkit') or m == 'numpy'));"
-            "from ckptkit.convert import convert_to_gguf; import ckptkit.diff;"
+            "import ckptkit.conversion.run, ckptkit.tensordiff;"
             "print(callable(ckptkit.convert), callable(ckptkit.diff), ckptkit.diff.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == ["['ckptkit']", "True True ckptkit.checkpoint"]

@@ -134,7 +134,7 @@ def test_compare_gguf_context_from_metadata(tmp_path):
     import sys
     from pathlib import Path
 
-    from ckptkit.convert import convert_to_gguf
+    from ckptkit.conversion import convert_to_gguf
     example = Path(__file__).parent.parent / "examples" / "tiny-llama"
     out = tmp_path / "t.gguf"
     convert_to_gguf(str(example), out, vocab=False)

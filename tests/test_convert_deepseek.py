@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import modelgen
-from ckptkit.convert import convert_to_gguf
+from ckptkit.conversion import convert_to_gguf
 from ckptkit.errors import CkptError, UnsupportedError
 from convert_harness import assert_logits_match, llama_cpp_or_skip
 from test_reference_converter import reference_root  # noqa: F401  (fixture: llama.cpp's converter)

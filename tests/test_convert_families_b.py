@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from ckptkit.convert import build_plan, convert_to_gguf
+from ckptkit.conversion import build_plan, convert_to_gguf
 from ckptkit.errors import UnsupportedError
 from ckptkit.sources.local import LocalSource
 from convert_harness import assert_logits_match, gguf_logits, hf_logits, llama_cpp_or_skip
@@ -161,8 +161,8 @@ def test_gemma3_multimodal_layout(tiny_model, tmp_path):
 def test_gemma3_published_config_defaults():
     """Multimodal Gemma 3 configs leave transformers' defaults out of text_config (gemma-3-4b-it
     gives only these); the GGUF gets the values transformers would use."""
-    from ckptkit.convert.family import effective_config, families
-    from ckptkit.convert.plan import metadata_kvs
+    from ckptkit.conversion.family import effective_config, families
+    from ckptkit.conversion.plan import metadata_kvs
     cfg = {"architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
            "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
                            "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},

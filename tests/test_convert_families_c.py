@@ -11,7 +11,7 @@ from gguf.quants import dequantize
 from safetensors.numpy import load_file, save_file
 
 import modelgen
-from ckptkit.convert import convert_to_gguf
+from ckptkit.conversion import convert_to_gguf
 from ckptkit.errors import CkptError
 from convert_harness import assert_logits_match, gguf_logits, llama_cpp_or_skip
 

@@ -4,7 +4,7 @@ import gguf
 import numpy as np
 import pytest
 
-from ckptkit.convert import convert_to_gguf
+from ckptkit.conversion import convert_to_gguf
 from ckptkit.errors import UnsupportedError
 from convert_harness import assert_logits_match, llama_cpp_or_skip
 

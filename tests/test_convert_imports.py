@@ -15,23 +15,23 @@ def _loaded_after(code: str) -> set[str]:
 def test_tokenizer_facts_import_neither_numpy_nor_gguf():
     # inspect names the pre-tokenizer through these; numpy and gguf cost it a third of a second
     code = ("from ckptkit.infer.tokenizer import infer_tokenizer;"
-            "from ckptkit.convert.tokenizer.pretokenizer import identify_pre;"
-            "import ckptkit.convert, ckptkit.convert.tokenizer;"
+            "from ckptkit.conversion.tokenizer.pretokenizer import identify_pre;"
+            "import ckptkit.conversion, ckptkit.conversion.tokenizer;"
             "print(identify_pre({'pre_tokenizer': {'type': 'ByteLevel', 'add_prefix_space': False,"
             " 'trim_offsets': True, 'use_regex': True}}))")
     assert _loaded_after(code) == set()
 
 
 def test_a_conversion_still_loads_what_it_needs():
-    assert _loaded_after("from ckptkit.convert.run import execute") == {"numpy", "gguf"}
+    assert _loaded_after("from ckptkit.conversion.run import execute") == {"numpy", "gguf"}
 
 
 @pytest.mark.parametrize("module, names", [
-    ("ckptkit.convert.tokenizer", "BYTE CONTROL NORMAL UNKNOWN UNUSED USER_DEFINED PRETOKENIZERS_TOML bytes_to_token "
+    ("ckptkit.conversion.tokenizer", "BYTE CONTROL NORMAL UNKNOWN UNUSED USER_DEFINED PRETOKENIZERS_TOML bytes_to_token "
      "has_tokenizer identify_pre is_sentencepiece_style parse_sentencepiece replay_merges tokenizer_kvs"),
-    ("ckptkit.convert.to_hf", "convert_to_hf encode unpermute_rope refuse_plan build_config metadata_names "
+    ("ckptkit.conversion.to_hf", "convert_to_hf encode unpermute_rope refuse_plan build_config metadata_names "
      "pick_target gguf_matrix plan_hf piece_arrays tokenizer_files OPS HFResult"),
-    ("ckptkit.convert", "build_plan convert_to_gguf convert_to_hf parse_size source_is_gguf"),
+    ("ckptkit.conversion", "build_plan convert_to_gguf convert_to_hf parse_size source_is_gguf"),
 ])
 def test_names_callers_import_resolve(module, names):
     import importlib

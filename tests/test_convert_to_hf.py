@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ckptkit.api import load_index, open_source
-from ckptkit.convert import convert_to_gguf, convert_to_hf
-from ckptkit.convert.to_hf import encode, unpermute_rope
-from ckptkit.convert.transforms import permute_rope
+from ckptkit.conversion import convert_to_gguf, convert_to_hf
+from ckptkit.conversion.to_hf import encode, unpermute_rope
+from ckptkit.conversion.transforms import permute_rope
 from ckptkit.errors import CkptError, UnsupportedError
 
 TOKENS = [[1, 5, 9, 100, 200, 3, 77, 42, 300, 12]]
@@ -381,8 +381,8 @@ def test_mla_kv_b_re_fused_per_head(tiny_model, gguf_of, tmp_path):
 
 def test_refusion_needs_every_part():
     """A GGUF with attn_k_b but no attn_v_b cannot give kv_b_proj back: a clear error."""
-    from ckptkit.convert.family import families
-    from ckptkit.convert.to_hf import refuse_plan
+    from ckptkit.conversion.family import families
+    from ckptkit.conversion.to_hf import refuse_plan
     from ckptkit.errors import FormatError
     from ckptkit.index import TensorInfo
     fam = families()["deepseek2"]
@@ -403,7 +403,7 @@ def test_refusion_needs_every_part():
 def test_unmapped_settings_are_refused_by_name(gguf_of):
     """GGUF settings a family's mapping cannot express stop the conversion with a message
     naming them: OLMo 3's sliding layers, DeepSeek's MTP layers."""
-    from ckptkit.convert.to_hf import build_config, metadata_names, pick_target
+    from ckptkit.conversion.to_hf import build_config, metadata_names, pick_target
     for family, arch, extra, msg in (("olmo2", "olmo2", {"attention_sliding_window": 4096}, "OLMo 3"),
                                      ("deepseek_v2", "deepseek2", {"nextn_predict_layers": 1}, "multi-token")):
         with open_source(str(gguf_of(family))) as s:

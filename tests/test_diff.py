@@ -10,12 +10,12 @@ import pytest
 
 import modelgen
 from ckptkit.api import load_index, open_source
-from ckptkit.convert import convert_to_gguf
-from ckptkit.diff import Stats, aligned, compare_block, diff, diff_sources, match_names
-from ckptkit.diff_sides import whole_units
+from ckptkit.conversion import convert_to_gguf
 from ckptkit.errors import FormatError
 from ckptkit.sources.base import WrappedSource
 from ckptkit.tensordata import read_rows
+from ckptkit.tensordiff import Stats, aligned, compare_block, diff, diff_sources, match_names
+from ckptkit.tensordiff_sides import whole_units
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "tiny-llama"
 Q = "model.layers.0.self_attn.q_proj.weight"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ckptkit.convert import convert_to_gguf
+from ckptkit.conversion import convert_to_gguf
 from ckptkit.sources.digest import ChecksumError, Digests, FileDigest
 
 REPO = "stream/llama"

@@ -102,7 +102,7 @@ def test_missing_repo_is_one_line(hub, hf_cache):
 
 
 def test_split_gguf_all_parts_read(tiny_model, tmp_path):
-    from ckptkit.convert import convert_to_gguf
+    from ckptkit.conversion import convert_to_gguf
     d = tiny_model("llama")
     res = convert_to_gguf(str(d), tmp_path / "m.gguf", outtype="f32", split_max_size="60K", vocab=False)
     assert len(res.outputs) >= 3
@@ -139,7 +139,7 @@ def test_remote_gguf_reads_header_only(hub, hf_cache):
 def test_one_file_of_a_hub_repo(tiny_model, hub, hf_cache, tmp_path):
     """Repos of GGUF quantisations hold several models: hf://org/name/file.gguf picks one,
     and naming one part of a split GGUF reads all its parts."""
-    from ckptkit.convert import convert_to_gguf
+    from ckptkit.conversion import convert_to_gguf
     from ckptkit.errors import SourceError
     d = tiny_model("llama")
     one = tmp_path / "one.gguf"

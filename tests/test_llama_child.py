@@ -18,7 +18,7 @@ import pytest
 
 import llama_child
 import llama_worker
-from ckptkit.convert import convert_to_gguf
+from ckptkit.conversion import convert_to_gguf
 
 TESTS = Path(__file__).parent
 EXAMPLE = TESTS.parent / "examples" / "tiny-llama"

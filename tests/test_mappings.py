@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ckptkit import mapdata
-from ckptkit.convert.plan import metadata_kvs
+from ckptkit.conversion.plan import metadata_kvs
 from ckptkit.expr import Expr, ExprError, compile_expr, evaluate
 from ckptkit.mapdata import MappingError
 

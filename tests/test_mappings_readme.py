@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ckptkit import mapdata
-from ckptkit.convert.transforms import GENERATORS, OPS
+from ckptkit.conversion.transforms import GENERATORS, OPS
 from ckptkit.expr import _FUNCS
 from ckptkit.mapdata.convert import GGUF_TYPES
 from ckptkit.mapdata.source import toml_files

@@ -14,7 +14,7 @@ import pytest
 import modelgen
 from ckptkit import api
 from ckptkit.catalogue import match_family
-from ckptkit.convert import build_plan
+from ckptkit.conversion import build_plan
 from ckptkit.errors import SourceError, UnsupportedError
 from ckptkit.infer import infer
 from ckptkit.render.compare import column_from_model, find_model

@@ -54,7 +54,7 @@ import numpy as np
 import pytest
 
 import llama_child
-from ckptkit.convert import convert_to_gguf
+from ckptkit.conversion import convert_to_gguf
 from test_convert_families_c import gpt_oss_mxfp4  # noqa: F401  (fixture: gpt-oss as published)
 
 VERSION = "0.3.36"
@@ -348,7 +348,7 @@ def test_reference_gguf_back_to_hf(family, both, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ckptkit.convert import convert_to_hf
+    from ckptkit.conversion import convert_to_hf
     *_, ref_path, model = both(family)
     out = tmp_path / "hf"
     convert_to_hf(str(ref_path), out, outtype="f32", shard_size=200_000)

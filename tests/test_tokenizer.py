@@ -1,4 +1,4 @@
-"""Tokenizer files -> GGUF tokenizer metadata (ckptkit.convert.tokenizer).
+"""Tokenizer files -> GGUF tokenizer metadata (ckptkit.conversion.tokenizer).
 
 Small real tokenizers are trained here with the `tokenizers` library (and `sentencepiece` when
 installed), written as checkpoint folders, and converted; every KV is checked against the
@@ -16,7 +16,7 @@ import pytest
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 import llama_child
-from ckptkit.convert.tokenizer import (
+from ckptkit.conversion.tokenizer import (
     BYTE,
     CONTROL,
     NORMAL,
@@ -390,7 +390,7 @@ needs_llama_cpp = pytest.mark.skipif(not llama_child.installed(), reason=llama_c
 def test_llama_cpp_tokenizes_like_tokenizers(tmp_path, kind):
     import tomllib
 
-    from ckptkit.convert.tokenizer import PRETOKENIZERS_TOML
+    from ckptkit.conversion.tokenizer import PRETOKENIZERS_TOML
     from ckptkit.formats.gguf_write import kv, write_gguf
     table = tomllib.loads(PRETOKENIZERS_TOML.read_text())
     entry = next(e for e in table["pretokenizer"] if e["name"] == kind)

@@ -15,8 +15,8 @@ import gguf
 import pytest
 
 from ckptkit import api
-from ckptkit.convert import convert_to_gguf
-from ckptkit.convert.tokenizer import tokenizer_kvs
+from ckptkit.conversion import convert_to_gguf
+from ckptkit.conversion.tokenizer import tokenizer_kvs
 from ckptkit.formats.gguf_write import kv, write_gguf
 from ckptkit.infer import infer
 from ckptkit.sources.local import LocalSource

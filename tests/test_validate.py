@@ -488,7 +488,7 @@ def test_gguf_metadata_checked_against_tensors(tiny_model, tmp_path):
     import subprocess
     import sys
 
-    from ckptkit.convert import convert_to_gguf
+    from ckptkit.conversion import convert_to_gguf
     good = tmp_path / "good.gguf"
     convert_to_gguf(str(tiny_model("qwen3")), good, outtype="f32", vocab=False)
     r = subprocess.run([sys.executable, "-m", "ckptkit", "validate", str(good), "--json"],

@@ -189,7 +189,7 @@ def _model_and_pre(tj: dict | None, config: dict | None) -> tuple[str | None, st
     evidence = [f"tokenizer.json:model.type = {kind}"]
     if kind not in ("BPE", "Unigram"):
         return kind, None, evidence
-    from ..convert.tokenizer.pretokenizer import identify_pre, is_sentencepiece_style
+    from ..conversion.tokenizer.pretokenizer import identify_pre, is_sentencepiece_style
     assert tj is not None
     try:
         spm = is_sentencepiece_style(tj)

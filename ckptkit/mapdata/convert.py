@@ -180,7 +180,7 @@ def _f32(top: Table, roles: RoleTable) -> frozenset[str]:
 
 
 def _ops(t: Table, key: str, ops: Any, transform: bool) -> tuple[Op, ...]:
-    from ..convert.transforms import OPS
+    from ..conversion.transforms import OPS
     shown = repr(key) if transform else key
     if not isinstance(ops, list) or not all(isinstance(o, list) and o and isinstance(o[0], str) for o in ops):
         t.fail('must be a list of ops: [["op", arg, ...], ...]', shown)
@@ -218,7 +218,7 @@ def _split(s: Table, roles: RoleTable) -> Split:
 
 
 def _generate(g: Table, roles: RoleTable) -> Generate:
-    from ..convert.transforms import GENERATORS
+    from ..conversion.transforms import GENERATORS
     to = check_role(g, g.text("to"), "to", roles)
     raw = g.get("op", (list,))
     if not raw or not isinstance(raw[0], str) or raw[0] not in GENERATORS:

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..diff import DiffResult, TensorDiff
+from ..tensordiff import DiffResult, TensorDiff
 
 _LABELS = {"exact": "exact", "close": "within tolerance", "differ": "DIFFERS", "shape": "SHAPE",
            "only_a": "only in A", "only_b": "only in B"}

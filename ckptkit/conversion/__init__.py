@@ -171,6 +171,6 @@ def source_is_gguf(spec: str, revision: str | None = None) -> bool:
 
 
 def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16", **kw: Any) -> HFResult:
-    """GGUF -> Hugging Face folder; see ckptkit.convert.to_hf.convert_to_hf."""
+    """GGUF -> Hugging Face folder; see ckptkit.conversion.to_hf.convert_to_hf."""
     from .to_hf import convert_to_hf as run
     return run(spec, out_dir, outtype, **kw)

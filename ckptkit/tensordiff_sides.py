@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .convert.family import Family, effective_config, family_for
-from .convert.hf_plan import gguf_matrix
+from .conversion.family import Family, effective_config, family_for
+from .conversion.hf_plan import gguf_matrix
 from .errors import CkptError, FormatError
 from .index import TensorIndex, TensorInfo
 from .sources.base import Source
@@ -63,7 +63,7 @@ def stored_chunks(t: TensorInfo) -> Chunks:
 
 def scaled_chunks(t: TensorInfo, scale: TensorInfo, block: tuple[int, int]) -> Chunks:
     """An FP8 matrix times its scales (one per ``block``), whole block rows at a time."""
-    from .convert.transforms import dequant_fp8_blocks
+    from .conversion.transforms import dequant_fp8_blocks
     rows, cols = gguf_matrix(t.shape)
     br, bc = block
     scols = gguf_matrix(scale.shape)[1]
@@ -81,7 +81,7 @@ def scaled_chunks(t: TensorInfo, scale: TensorInfo, block: tuple[int, int]) -> C
 
 def _fp8_scales(index: TensorIndex, cfg: dict) -> dict[str, tuple[TensorInfo, tuple[int, int]]]:
     """FP8 weight name -> (its scale tensor, the block one scale covers), as HF -> GGUF reads them."""
-    from .convert.plan import checked_scale, scale_block, scale_block_of
+    from .conversion.plan import checked_scale, scale_block, scale_block_of
     out = {}
     for name, s in index.tensors.items():
         for suffix in ("_scale_inv", "_scale"):
@@ -115,9 +115,9 @@ def side_of(index: TensorIndex) -> Side:
                 scaled = SideTensor(n, t.shape, f"{t.dtype}×{s.dtype}", scaled_chunks(t, s, block), scale=s.name)
             tensors[n] = SideTensor(n, t.shape, t.dtype, stored_chunks(t), scaled)
         return Side(index.source, index.format, tensors, fam, cfg)
-    from .convert.hf_config import flat_config
-    from .convert.hf_data import piece_arrays
-    from .convert.hf_plan import plan_hf
+    from .conversion.hf_config import flat_config
+    from .conversion.hf_data import piece_arrays
+    from .conversion.hf_plan import plan_hf
     plan = plan_hf(index, "f32")
     out = {}
     for h in plan.tensors:
@@ -144,8 +144,8 @@ def convention_ops(role: str | None, a: Side, b: Side, rows: int) -> tuple[tuple
     if (role is None or fa is None or fb is None or fa.name == fb.name or fa.arch != fb.arch
             or fa.transforms.get(role, ()) == fb.transforms.get(role, ())):
         return (), 1
-    from .convert.hf_plan import inverse_ops
-    from .convert.plan import ops_for
+    from .conversion.hf_plan import inverse_ops
+    from .conversion.plan import ops_for
     fwd, q1 = ops_for(role, fb, b.config, rows)
     inv, q2 = inverse_ops(fa, role, a.config, rows, split=True)
     return fwd + inv, max(q1, q2)
@@ -170,8 +170,8 @@ def converted(t: SideTensor, ops: tuple[tuple[Any, ...], ...], quantum: int) -> 
     """``t`` with ``ops`` applied to whole quanta of its rows (the tensor seen as a matrix)."""
     if not ops:
         return t
-    from .convert.transforms import INVERSE_OPS
-    from .convert.transforms import OPS as FORWARD_OPS
+    from .conversion.transforms import INVERSE_OPS
+    from .conversion.transforms import OPS as FORWARD_OPS
     table = {**FORWARD_OPS, **INVERSE_OPS}
     cols = gguf_matrix(t.shape)[1]
 

@@ -1,6 +1,6 @@
 """Two checkpoints compared tensor by tensor, in Hugging Face names and value conventions.
 
-Each side is a stream of HF tensors' values with its format's transforms undone (diff_sides.py).
+Each side is a stream of HF tensors' values with its format's transforms undone (tensordiff_sides.py).
 Both are read chunk by chunk and compared on aligned element ranges, so memory holds a chunk of
 each side, never a whole tensor. Names are matched as they are first, then by canonical role,
 layer and expert (mappings/roles.toml) for checkpoints named differently."""
@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from .api import load_index, open_source
-from .convert.to_hf import gguf_matrix
-from .diff_sides import Side, SideTensor, convention_ops, converted, side_of, views
+from .conversion.to_hf import gguf_matrix
 from .errors import CkptError, FormatError
 from .infer.names import canonicalize
 from .report import SCHEMA_VERSION
 from .sources.base import Source
+from .tensordiff_sides import Side, SideTensor, convention_ops, converted, side_of, views
 
 CHUNK_BYTES = 8 << 20       # decoded (float32) bytes per chunk and side; float64 work arrays are ~5x that
 
