@@ -54,11 +54,12 @@ import numpy as np
 import pytest
 
 import llama_child
+import llama_sdist
 from ckptkit.conversion import convert_to_gguf
 from test_convert_families_c import gpt_oss_mxfp4  # noqa: F401  (fixture: gpt-oss as published)
 
-VERSION = "0.3.36"
-CACHE = Path(os.environ.get("CKPTKIT_TEST_CACHE") or Path.home() / ".cache" / "ckptkit-tests")
+VERSION = llama_sdist.VERSION
+CACHE = llama_sdist.CACHE
 SUBDIR = f"llama_cpp_python-{VERSION}/vendor/llama.cpp"
 NEEDED = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
@@ -107,18 +108,10 @@ def _fetch() -> Path:
     root = CACHE / SUBDIR
     if _usable(root):
         return root
-    CACHE.mkdir(parents=True, exist_ok=True)
-    dl = Path(tempfile.mkdtemp(prefix="sdist-", dir=CACHE))
+    tar = llama_sdist.archive()
+    staging = Path(tempfile.mkdtemp(prefix="extract-", dir=CACHE))
     try:
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                            f"llama-cpp-python=={VERSION}", "-d", str(dl), "-q"],
-                           capture_output=True, text=True, timeout=900)
-        archives = list(dl.glob("*.tar.gz"))
-        if r.returncode or not archives:
-            why = (r.stderr.strip().splitlines() or ["no archive"])[-1]
-            pytest.skip(f"cannot download the llama-cpp-python {VERSION} sdist (no network?): {why}")
-        staging = Path(tempfile.mkdtemp(prefix="extract-", dir=CACHE))
-        with tarfile.open(archives[0]) as tf:
+        with tarfile.open(tar) as tf:
             members = [m for m in tf.getmembers()
                        if m.name.startswith(SUBDIR + "/") and m.name[len(SUBDIR) + 1:].startswith(NEEDED)]
             tf.extractall(staging, members=members, filter="data")
@@ -128,9 +121,8 @@ def _fetch() -> Path:
                 os.rename(staging / SUBDIR.split("/")[0], top)   # atomic: concurrent runs race safely
             except OSError:
                 pass
-        shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(dl, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
     if not _usable(root):
         pytest.skip(f"the llama-cpp-python {VERSION} sdist holds no convert_hf_to_gguf.py")
     return root

@@ -14,6 +14,7 @@ from pathlib import Path
 import gguf
 import pytest
 
+import llama_sdist
 from ckptkit import api
 from ckptkit.conversion import convert_to_gguf
 from ckptkit.conversion.tokenizer import tokenizer_kvs
@@ -178,9 +179,7 @@ def test_vocab_only_gguf_shows_its_tokenizer(tmp_path, arch):
     assert v.findings == [], [x.message for x in v.findings]
 
 
-LLAMA_CPP_SDIST = "0.3.36"      # the llama-cpp-python source distribution the tests read
-VOCAB_CACHE = Path(os.environ.get("CKPTKIT_TEST_CACHE") or Path.home() / ".cache" / "ckptkit-tests") \
-    / f"llama-cpp-vocab-{LLAMA_CPP_SDIST}"
+VOCAB_CACHE = llama_sdist.CACHE / f"llama-cpp-vocab-{llama_sdist.VERSION}"
 
 
 @pytest.fixture(scope="module")
@@ -188,28 +187,18 @@ def llama_cpp_vocabs() -> dict[str, Path]:
     """llama.cpp's own vocabulary-only GGUFs (models/ggml-vocab-*.gguf of the sdist), extracted
     into the test cache once."""
     if not list(VOCAB_CACHE.glob("ggml-vocab-*.gguf")):
-        dl = Path(tempfile.mkdtemp(prefix="sdist-"))
+        tar = llama_sdist.archive()
+        staging = Path(tempfile.mkdtemp(prefix="vocab-", dir=VOCAB_CACHE.parent))  # same filesystem
+        with tarfile.open(tar) as tf:
+            for m in tf.getmembers():
+                name = m.name.rsplit("/", 1)[-1]
+                f = tf.extractfile(m) if "/models/" in m.name else None
+                if f is not None and name.startswith("ggml-vocab-") and name.endswith(".gguf"):
+                    (staging / name).write_bytes(f.read())
         try:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                                f"llama-cpp-python=={LLAMA_CPP_SDIST}", "-d", str(dl), "-q"],
-                               capture_output=True, text=True, timeout=900)
-            archives = list(dl.glob("*.tar.gz"))
-            if r.returncode or not archives:
-                pytest.skip(f"cannot download the llama-cpp-python {LLAMA_CPP_SDIST} sdist (no network?)")
-            VOCAB_CACHE.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix="vocab-", dir=VOCAB_CACHE.parent))  # same filesystem
-            with tarfile.open(archives[0]) as tf:
-                for m in tf.getmembers():
-                    name = m.name.rsplit("/", 1)[-1]
-                    f = tf.extractfile(m) if "/models/" in m.name else None
-                    if f is not None and name.startswith("ggml-vocab-") and name.endswith(".gguf"):
-                        (staging / name).write_bytes(f.read())
-            try:
-                os.rename(staging, VOCAB_CACHE)   # atomic: concurrent runs race safely
-            except OSError:
-                shutil.rmtree(staging, ignore_errors=True)
-        finally:
-            shutil.rmtree(dl, ignore_errors=True)
+            os.rename(staging, VOCAB_CACHE)   # atomic: concurrent runs race safely
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
     return {p.name: p for p in VOCAB_CACHE.glob("ggml-vocab-*.gguf")}
 
 
