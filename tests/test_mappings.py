@@ -146,7 +146,7 @@ def test_unknown_pretokenizer_step_key_is_refused(root):
     _refused(root, "mappings/pretokenizers.toml", "steps #1", "use_regexp")
 
 
-@pytest.mark.parametrize("rel, old, new, parts", [
+WRONG_TYPES = [
     ("families/llama.toml", 'gguf_arch = "llama"', "gguf_arch = 3", ("gguf_arch", "must be a string")),
     ("models.toml", "num_layers = 12", 'num_layers = "12"', ("[[model]] #1 num_layers", "must be an integer")),
     ("validate.toml", "num_layers = 1024", "num_layers = -1", ("[limits] num_layers", "positive integer")),
@@ -154,13 +154,9 @@ def test_unknown_pretokenizer_step_key_is_refused(root):
      ("[required] keys", "must be a string")),
     ("convert/llama.toml", '"attn_q.weight" = [["permute_rope", "num_attention_heads"]]',
      '"attn_q.weight" = "permute_rope"', ("[transforms] 'attn_q.weight'", "list of ops")),
-])
-def test_wrong_type_is_refused(root, rel, old, new, parts):
-    _edit(root, rel, old, new)
-    _refused(root, f"mappings/{rel}", *parts)
-
-
-@pytest.mark.parametrize("rel, old, new, parts", [
+]
+# expressions are parsed when the file loads, not when a model first uses them
+BAD_EXPRESSIONS = [
     ("convert/_common.toml", '"{arch}.block_count" = "num_hidden_layers"',
      '"{arch}.block_count" = "num_hidden_layers +"',
      ("[metadata] '{arch}.block_count'", "bad expression")),
@@ -170,13 +166,8 @@ def test_wrong_type_is_refused(root, rel, old, new, parts):
      ("[checks]", "may be called")),
     ("convert/llama4.toml", 'shape = "[src_shape[0], src_shape[2] // 2, src_shape[1]]"',
      'shape = "[src_shape[0], src_shape[2] // 2 src_shape[1]]"', ("[[split]] #1 shape", "bad expression")),
-])
-def test_bad_expression_is_refused_at_load(root, rel, old, new, parts):
-    _edit(root, rel, old, new)
-    _refused(root, f"mappings/{rel}", *parts)
-
-
-@pytest.mark.parametrize("rel, old, new, parts", [
+]
+UNKNOWN_ROLES = [
     ("convert/gemma3.toml", '"post_ffw_norm.weight" = [["add", 1.0]]',
      '"post_ffn_norm.weight" = [["add", 1.0]]',
      ("[transforms] 'post_ffn_norm.weight'", "unknown role")),
@@ -191,8 +182,13 @@ def test_bad_expression_is_refused_at_load(root, rel, old, new, parts):
      ("[common] [names] 'outputs.weight'", "unknown role")),
     ("validate.toml", 'linear = ["ssm_in.weight"', 'linear = ["ssm_inn.weight"', ("[required] linear", "ssm_inn")),
     ("roles.toml", 'router = ["ffn_gate_inp"]', 'router = ["ffn_gate_inpt"]', ("[groups] router", "ffn_gate_inpt")),
-])
-def test_unknown_role_is_refused(root, rel, old, new, parts):
+]
+
+
+@pytest.mark.parametrize("rel, old, new, parts",
+                         WRONG_TYPES + BAD_EXPRESSIONS + UNKNOWN_ROLES)
+def test_broken_copy_is_refused_naming_file_and_key(root, rel, old, new, parts):
+    """A wrong type, an expression that does not parse, a role roles.toml does not know."""
     _edit(root, rel, old, new)
     _refused(root, f"mappings/{rel}", *parts)
 
