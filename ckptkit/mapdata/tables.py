@@ -132,6 +132,7 @@ class PreTokenizer:
     normalizer: str | None          # None: no preference
     hints: frozenset[str]
     code_modules: tuple[str, ...]
+    ignore_merges: bool = False     # the BPE model's "ignore_merges" (Llama 3 and others)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def load_pretokenizers(top: Table) -> PreTokenizers:
         raw = e.get("steps", (list,))
         steps = tuple(_step(e, i, s) for i, s in enumerate(raw))
         entries.append(PreTokenizer(name, steps, e.text("normalizer", None), frozenset(e.strs("hints", ())),
-                                    e.strs("code_modules", ())))
+                                    e.strs("code_modules", ()), e.flag("ignore_merges", False)))
         e.done()
     top.done()
     return PreTokenizers(accepted, tuple(entries))
