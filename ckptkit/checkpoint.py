@@ -118,28 +118,37 @@ def open_checkpoint(src: str | os.PathLike[str], revision: str | None = None) ->
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-            to: Literal["gguf", "hf"] | None = None, outtype: str = "auto", revision: str | None = None,
+            to: Literal["gguf", "hf", "ckpt"] | None = None, outtype: str = "auto", revision: str | None = None,
             progress: ByteProgress | None = None, **options: Any) -> list[Path]:
-    """Convert ``src`` to ``dst`` and return the files written. ``to``: "gguf" (HF safetensors ->
-    one GGUF file) or "hf" (GGUF -> a Hugging Face folder); None infers it from the source (a
-    GGUF source goes to HF), as the CLI does. ``outtype``: auto, f32, f16, bf16, q8_0 (to HF:
-    auto is bf16). ``progress(done_bytes, total_bytes)`` is called as tensor bytes are written.
-    ``options`` go to ``ckptkit.conversion.convert_to_gguf`` or ``convert_to_hf``."""
-    from .conversion import convert_to_gguf, convert_to_hf, source_is_gguf
+    """Convert ``src`` to ``dst`` and return the files written. ``to``: "gguf" (one GGUF file),
+    "hf" (a Hugging Face folder) or "ckpt" (the uniform layout: canonical names, manifest.json);
+    None infers it as the CLI does (a .gguf ``dst`` is GGUF; a GGUF or ckpt source goes to HF, an
+    HF source to GGUF). Sources: HF safetensors, GGUF, or a ckpt folder. ``outtype``: auto,
+    f32, f16, bf16, q8_0 (GGUF only; to HF from GGUF auto is bf16, from safetensors it keeps
+    the stored dtypes). ``progress(done_bytes, total_bytes)`` is called as tensor bytes are
+    written. ``options`` go to ``ckptkit.conversion.convert_to_gguf``, ``convert_to_hf``,
+    ``convert_to_ckpt`` or ``convert_ckpt_to_hf``."""
+    from .conversion import (
+        check_target,
+        convert_ckpt_to_hf,
+        convert_to_ckpt,
+        convert_to_gguf,
+        convert_to_hf,
+        default_target,
+        source_kind,
+    )
     spec, out = os.fspath(src), os.fspath(dst)
-    is_gguf = source_is_gguf(spec, revision)
-    target = to or ("hf" if is_gguf else "gguf")
-    if target not in ("gguf", "hf"):
-        raise CkptError(f"convert to {target!r}; known: gguf, hf")
-    if target == "hf" and not is_gguf:
-        raise CkptError("converting to HF reads a GGUF; this source is safetensors", spec)
-    if target == "gguf" and is_gguf:
-        raise CkptError("converting to GGUF reads HF safetensors; this source is already GGUF", spec)
-    if target == "gguf" and os.path.isdir(out):
-        raise CkptError("is a folder; a GGUF output is a file (a folder is for GGUF -> HF)", out)
-    if target == "hf" and (out.endswith(".gguf") or outtype == "q8_0"):
-        raise CkptError("GGUF -> HF writes a folder of bf16, f16 or f32 safetensors", out)
+    kind = source_kind(spec, revision)
+    target = to or default_target(kind, out)
+    check_target(kind, target, out, outtype)
     on_plan, on_bytes = _byte_progress(progress)
+    if target == "ckpt":
+        ck = convert_to_ckpt(spec, out, outtype, revision=revision, on_plan=on_plan, on_bytes=on_bytes, **options)
+        return [ck.out_dir / f for f in ck.files] if ck.out_dir else []
+    if target == "hf" and kind != "gguf":
+        st = convert_ckpt_to_hf(spec, out, outtype, revision=revision, on_plan=on_plan, on_bytes=on_bytes,
+                                **options)
+        return [st.out_dir / f for f in st.files] if st.out_dir else []
     if target == "hf":
         hf = convert_to_hf(spec, out, "bf16" if outtype == "auto" else outtype, revision=revision,
                            on_plan=on_plan, on_bytes=on_bytes, **options)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -189,6 +188,9 @@ def _render_facts(report: dict, console: Console) -> None:
 @main.command()
 @click.argument("src")
 @click.argument("out", type=click.Path())
+@click.option("--to", "to", type=click.Choice(["gguf", "hf", "ckpt"]), default=None,
+              help="Output: gguf (a file), hf (a Hugging Face folder) or ckpt (the uniform layout: "
+              "canonical names + manifest.json). Default: gguf for a .gguf OUT or an HF source, else hf.")
 @click.option("--outtype", type=click.Choice(["auto", "f32", "f16", "bf16", "q8_0"]), default="auto",
               show_default=True, help="auto keeps 16-bit as it is and F32 where llama.cpp wants F32 "
               "(GGUF -> HF: auto is bf16).")
@@ -203,7 +205,7 @@ def _render_facts(report: dict, console: Console) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--shard-size", default="5GB", show_default=True,
-              help="GGUF -> HF: largest safetensors shard (e.g. 5GB, 500MB).")
+              help="--to hf or ckpt: largest safetensors shard (e.g. 5GB, 500MB).")
 @click.option("--read-timeout", type=click.FloatRange(0.05, None, min_open=False), default=None,
               help="From the Hub: seconds a read may receive nothing before it is resumed "
               "(default 10, or HF_HUB_DOWNLOAD_TIMEOUT).")
@@ -214,22 +216,28 @@ def _render_facts(report: dict, console: Console) -> None:
               help="HF -> GGUF: keep a journal next to the temporary output, and continue from the "
               "tensors an interrupted --resume run of the same conversion completed.")
 @guarded
-def convert(src, out, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
+def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
             dry_run, no_progress, shard_size, read_timeout, connections, resume) -> None:
-    """Convert SRC (HF safetensors: folder, file or Hub repo) to GGUF at OUT, streamed; or a GGUF
-    SRC to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer).
+    """Convert SRC (HF safetensors: folder, file or Hub repo; a GGUF; or a ckpt folder) to GGUF
+    at OUT, to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer) or to the
+    uniform layout (--to ckpt), streamed.
 
     \b
     Examples:
       ckptkit convert examples/tiny-llama tiny.gguf --outtype q8_0
       ckptkit convert Qwen/Qwen3-0.6B qwen3.gguf --resume
       ckptkit convert tiny.gguf tiny-hf --outtype f32
-      ckptkit convert examples/tiny-llama tiny.gguf --dry-run"""
-    from .conversion import convert_to_gguf, source_is_gguf
-    if source_is_gguf(src, revision):
+      ckptkit convert examples/tiny-llama tiny.gguf --dry-run
+      ckptkit convert examples/tiny-llama tiny-ckpt --to ckpt"""
+    from .conversion import check_target, convert_to_gguf, default_target, source_kind
+    kind = source_kind(src, revision)
+    target = to or default_target(kind, out)
+    check_target(kind, target, out, outtype)
+    if target == "ckpt" or (target == "hf" and kind == "ckpt"):
+        from .cli_ckpt import convert_ckpt
+        return convert_ckpt(src, out, target, outtype, revision, shard_size, no_vocab, dry_run, no_progress)
+    if target == "hf":
         return _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress)
-    if os.path.isdir(out):
-        raise CkptError("is a folder; a GGUF output is a file (a folder is for GGUF -> HF)", out)
     from .render.text import human_bytes
     bar: dict = {}
 

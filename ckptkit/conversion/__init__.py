@@ -15,6 +15,7 @@ from ..errors import CkptError, UnsupportedError
 from ..formats.gguf_write import kv
 from ..journal import Journal, discard
 from ..sources.base import Source
+from ..sources.ckpt import NAME_KEY as CKPT_NAME_KEY
 from ..sources.digest import ChecksumError
 from ..sources.hub import HubSource
 from .family import family_for
@@ -23,7 +24,9 @@ from .family import family_for
 # importing a light part of the package (the tokenizer's pre-tokenizer table, for inspect) stays cheap
 if TYPE_CHECKING:
     from .plan import Plan
+    from .to_ckpt import CkptResult
     from .to_hf import HFResult
+    from .write_hf import HFFolderResult
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.I)
 
@@ -51,7 +54,9 @@ def build_plan(source: Source, outtype: str = "auto", keep_mtp: bool = True, fam
     plan = plan_gguf(index, fam, outtype, keep_mtp)
     plan.kvs.append(kv("general.file_type", _file_type(plan)))
     plan.kvs.append(kv("general.quantization_version", 2))
-    name = (index.config or {}).get("_name_or_path") or Path(source.label.rstrip("/")).name
+    # a ckpt folder names the model as its source did, so ckpt -> GGUF equals HF -> GGUF
+    name = ((index.config or {}).get("_name_or_path") or index.metadata.get(CKPT_NAME_KEY)
+            or Path(source.label.rstrip("/")).name)
     plan.kvs.insert(1, kv("general.name", str(name)))
     if vocab and _has_tokenizer(source):
         from .tokenizer import tokenizer_kvs
@@ -165,12 +170,60 @@ def _hub_of(source: Source) -> HubSource | None:
 
 def source_is_gguf(spec: str, revision: str | None = None) -> bool:
     """Whether ``spec`` holds a GGUF model (then ``convert`` goes GGUF -> HF)."""
+    return source_kind(spec, revision) == "gguf"
+
+
+TARGETS = ("gguf", "hf", "ckpt")
+
+
+def source_kind(spec: str, revision: str | None = None) -> str:
+    """"gguf", "ckpt" (a uniform-layout folder: manifest.json) or "hf" (safetensors)."""
     from ..api import find_checkpoint_files
+    from ..sources.ckpt import is_ckpt
     with open_source(spec, revision) as source:
-        return find_checkpoint_files(source)[0] == "gguf"
+        if is_ckpt(source.files()):
+            return "ckpt"
+        return "gguf" if find_checkpoint_files(source)[0] == "gguf" else "hf"
+
+
+def default_target(kind: str, out: str) -> str:
+    """``--to`` when not given: a .gguf output is GGUF; a GGUF or ckpt source goes to HF, an HF
+    source to GGUF."""
+    if str(out).endswith(".gguf"):
+        return "gguf"
+    return "gguf" if kind == "hf" else "hf"
+
+
+def check_target(kind: str, target: str, out: str, outtype: str) -> None:
+    """Refuse the pairs and outputs no converter makes, in one line."""
+    if target not in TARGETS:
+        raise CkptError(f"convert to {target!r}; known: {', '.join(TARGETS)}")
+    if target == "gguf" and kind == "gguf":
+        raise CkptError("converting to GGUF reads HF safetensors or a ckpt folder; this source is already GGUF")
+    if target == "hf" and kind == "hf":
+        raise CkptError("the source is already HF safetensors: convert it to GGUF (--to gguf) or to the "
+                        "uniform layout (--to ckpt)")
+    if target == "gguf" and os.path.isdir(out):
+        raise CkptError("is a folder; a GGUF output is a file", out)
+    if target != "gguf" and str(out).endswith(".gguf"):
+        raise CkptError(f"--to {target} writes a folder, not a .gguf file", out)
+    if target != "gguf" and outtype == "q8_0":
+        raise CkptError(f"--to {target} writes bf16, f16 or f32 safetensors (--outtype); q8_0 is for GGUF")
 
 
 def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16", **kw: Any) -> HFResult:
     """GGUF -> Hugging Face folder; see ckptkit.conversion.to_hf.convert_to_hf."""
     from .to_hf import convert_to_hf as run
+    return run(spec, out_dir, outtype, **kw)
+
+
+def convert_to_ckpt(spec: str, out_dir: str | os.PathLike, outtype: str = "auto", **kw: Any) -> CkptResult:
+    """Any checkpoint -> the uniform layout; see ckptkit.conversion.to_ckpt.convert_to_ckpt."""
+    from .to_ckpt import convert_to_ckpt as run
+    return run(spec, out_dir, outtype, **kw)
+
+
+def convert_ckpt_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "auto", **kw: Any) -> HFFolderResult:
+    """A ckpt folder (or HF safetensors) -> a Hugging Face folder; see conversion/write_hf.py."""
+    from .write_hf import convert_st_to_hf as run
     return run(spec, out_dir, outtype, **kw)

@@ -1,0 +1,83 @@
+"""The uniform layout's tensor names: one scheme for every architecture, from mappings/roles.toml.
+
+A tensor's canonical name is its role (a GGUF-style name, ``attn_q.weight``) placed by layer and
+expert, whatever the family or the source format spelled it:
+
+    token_embd.weight                 a global tensor: the role itself
+    blk.3.attn_q.weight               layer 3
+    blk.3.ffn_up_exps.7.weight        layer 3, expert 7: the number before the part
+    blk.3.ffn_down_exps.7.scale       its FP8 block scales (parts: weight, bias, scale,
+                                      input_scale, blocks, scales)
+    blk.5.ffn_gate_up_exps.blocks     stacked experts (gpt-oss MXFP4) keep no expert number
+    mtp.blk.0.attn_q.weight           a layer of a separate multi-token-prediction module
+    mtp.nextn.eh_proj.weight          (Qwen3-Next ``mtp.*``); DeepSeek's MTP layer is blk.N
+    extra.<source name>               a tensor no role names (vision tower, buffer): kept as is
+
+Pure functions; the per-source spelling comes from ``ckptkit.infer.names``."""
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from .. import mapdata
+from ..errors import FormatError
+from ..infer.names import NameInfo, tables
+
+SCHEME = "blk.{layer}.{role stem}.{expert}.{part}"
+EXTRA = "extra."
+MTP = "mtp."
+
+
+class Canonical(NamedTuple):
+    name: str
+    role: str | None          # None for an ``extra.`` tensor
+    layer: int | None
+    expert: int | None
+    mtp: bool = False         # in a separate MTP container (``mtp.``)
+
+
+def in_mtp_container(name: str) -> bool:
+    """Whether a source name lies in a multi-token-prediction container (``mtp.layers.0...``)."""
+    t = tables()
+    m = t.prefix.match(name)
+    return (name[m.end():] if m else name).startswith(t.mtp)
+
+
+def canonical_of(source_name: str, info: NameInfo) -> Canonical:
+    """The canonical name of a tensor the role tables parsed as ``info`` (see canonicalize)."""
+    if info.role is None or info.role in ("vision", "buffer"):
+        return Canonical(EXTRA + source_name, None, None, None)
+    stem, dot, part = info.role.rpartition(".")
+    if not dot:                         # a role without a part ("ssm_a")
+        stem, part = info.role, ""
+    name = stem + (f".{info.expert}" if info.expert is not None else "") + (f".{part}" if part else "")
+    if info.layer is not None:
+        name = f"blk.{info.layer}.{name}"
+    container = in_mtp_container(source_name)
+    return Canonical(MTP + name if container else name, info.role, info.layer, info.expert, container)
+
+
+_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+def parse_canonical(name: str) -> Canonical:
+    """A canonical name back to its role, layer and expert; FormatError for a name outside the
+    scheme or a role roles.toml does not know."""
+    if name.startswith(EXTRA) and len(name) > len(EXTRA):
+        return Canonical(name, None, None, None)
+    rest, mtp = (name[len(MTP):], True) if name.startswith(MTP) else (name, False)
+    layer = None
+    m = _LAYER.match(rest)
+    if m:
+        layer, rest = int(m[1]), m[2]
+    tokens = rest.split(".")
+    expert = None
+    digits = [i for i, tok in enumerate(tokens) if tok.isdigit()]
+    if len(digits) == 1 and 0 < digits[0] < len(tokens):
+        expert = int(tokens.pop(digits[0]))
+    elif digits:
+        raise FormatError(f"{name!r} is not a canonical tensor name ({SCHEME})")
+    role = ".".join(tokens)
+    if not mapdata.roles().is_role(role):
+        raise FormatError(f"{name!r}: {role!r} is not a role of mappings/roles.toml")
+    return Canonical(name, role, layer, expert, mtp)

@@ -1,0 +1,160 @@
+"""Readers of the canonical tensor stream: any source as a list of tensors in the Hugging Face
+convention (names, layout and values as transformers has them), each with a lazy chunk iterator.
+
+- HF safetensors (and a ckpt folder, which ``load_index`` presents under its HF names): the
+  stored bytes, passed through, or cast chunk by chunk for an explicit float ``outtype``.
+- GGUF: the GGUF -> HF plan (hf_plan.py: rotary permutation and norm offsets undone, split
+  tensors re-fused, stacked experts split), dequantised to ``outtype``.
+
+Writers (to_ckpt.py, write_hf.py) take the stream; nothing here holds more than one chunk."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CkptError, UnsupportedError
+from ..index import TensorIndex, TensorInfo
+from ..sources.base import Source
+from ..sources.files import is_pickle
+
+CHUNK_BYTES = 16 << 20
+MAX_SIDE_FILE = 64 << 20       # small files carried along (tokenizer, generation config, README)
+FLOAT_OUT = {"f32": "F32", "f16": "F16", "bf16": "BF16"}
+
+
+@dataclass(frozen=True)
+class StreamTensor:
+    name: str                          # the HF name
+    dtype: str                         # safetensors dtype written
+    shape: tuple[int, ...]
+    source: tuple[str, ...]            # the source tensor(s) it is made of
+    chunks: Callable[[Source], Iterator[bytes]]
+    stored_dtype: str = ""             # the source's dtype
+
+
+@dataclass
+class Stream:
+    format: str                        # "safetensors" | "gguf" (a ckpt folder reads as safetensors)
+    config: dict[str, Any]
+    tensors: list[StreamTensor]
+    side_files: dict[str, bytes]       # relative name -> bytes (tokenizer files, ...)
+    family: str | None = None          # the conversion family (mappings/convert), when known
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        from ..formats.safetensors_write import Entry
+        return sum(Entry(t.name, t.dtype, t.shape).nbytes for t in self.tensors)
+
+
+def raw_chunks(t: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Callable[[Source], Iterator[bytes]]:
+    def chunks(source: Source) -> Iterator[bytes]:
+        for a in range(0, t.nbytes, chunk_bytes):
+            yield source.read(t.file, t.offset + a, min(chunk_bytes, t.nbytes - a))
+    return chunks
+
+
+def cast_chunks(t: TensorInfo, dtype: str, chunk_bytes: int = CHUNK_BYTES) -> Callable[[Source], Iterator[bytes]]:
+    """A float tensor's values re-encoded as ``dtype``, whole rows at a time."""
+    from ..tensordata import decode, row_nbytes
+    from .hf_data import encode
+
+    def chunks(source: Source) -> Iterator[bytes]:
+        if len(t.shape) < 2:
+            yield encode(decode(source.read(t.file, t.offset, t.nbytes), t.dtype, t.shape), dtype)
+            return
+        rb = row_nbytes(t)
+        step = max(1, chunk_bytes // max(rb, 1))
+        for r0 in range(0, t.shape[0], step):
+            r1 = min(r0 + step, t.shape[0])
+            x = decode(source.read(t.file, t.offset + r0 * rb, (r1 - r0) * rb), t.dtype, (r1 - r0, *t.shape[1:]))
+            yield encode(x, dtype)
+    return chunks
+
+
+def side_files(source: Source, skip: set[str]) -> dict[str, bytes]:
+    """The small top-level files a model folder carries besides its weights (tokenizer files,
+    generation config, chat template, README), to be copied along."""
+    out = {}
+    for name, size in sorted(source.files().items()):
+        if ("/" in name or name.startswith(".") or name in skip or is_pickle(name)
+                or name.endswith((".safetensors", ".gguf", ".safetensors.index.json"))):
+            continue
+        if size is not None and size > MAX_SIDE_FILE:
+            continue
+        data = source.read_file(name)
+        if len(data) <= MAX_SIDE_FILE:
+            out[name] = data
+    return out
+
+
+def hf_stream(source: Source, index: TensorIndex, outtype: str = "auto",
+              origin: dict[str, str] | None = None) -> Stream:
+    """An HF-named safetensors index as the stream. ``origin`` maps HF names to the names the
+    tensors had in the source (a ckpt folder's canonical names)."""
+    from .family import family_for
+    if outtype not in ("auto", *FLOAT_OUT):
+        raise CkptError(f"--outtype for a safetensors source must be auto, {', '.join(FLOAT_OUT)}")
+    if index.config is None:
+        raise UnsupportedError("no config.json: the uniform layout keeps it so HF can be rebuilt")
+    try:
+        fam: str | None = family_for(index.config).name
+    except CkptError:
+        fam = None
+    if fam == "mistral_native":
+        raise UnsupportedError("a native Mistral checkpoint (params.json, consolidated.safetensors) does not hold "
+                               "the HF convention; convert the repo's HF-format files")
+    tensors = []
+    for name, t in index.tensors.items():
+        out = t.dtype
+        if outtype != "auto" and t.dtype in ("F32", "F16", "BF16", "F64"):
+            out = FLOAT_OUT[outtype]
+        chunks = raw_chunks(t) if out == t.dtype else cast_chunks(t, out)
+        tensors.append(StreamTensor(name, out, t.shape, ((origin or {}).get(name, name),), chunks, t.dtype))
+    skip = {"config.json", "params.json", "manifest.json"}
+    return Stream("safetensors", dict(index.config), tensors, side_files(source, skip), fam)
+
+
+def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True) -> Stream:
+    """A GGUF through the GGUF -> HF plan: HF names, HF convention, dequantised to ``outtype``
+    (auto: bf16); the tokenizer rebuilt as tokenizer.json/tokenizer_config.json."""
+    import json
+
+    from .hf_data import tensor_chunks
+    from .hf_plan import HFTensor, gguf_matrix, plan_hf
+    from .tokenizer.to_hf import tokenizer_files
+    plan = plan_hf(index, "bf16" if outtype == "auto" else outtype)
+    files: dict[str, bytes] = {}
+    if vocab:
+        docs, why = tokenizer_files(index.metadata, plan.config.get("max_position_embeddings"))
+        if why:
+            plan.notes.append(f"tokenizer not written: {why}")
+        files = {n: (json.dumps(d, indent=2, ensure_ascii=False) + "\n").encode() for n, d in docs.items()}
+
+    def origin(t: HFTensor) -> tuple[str, ...]:
+        out = []
+        for p in t.pieces:
+            whole = (p.r0, p.r1) == (0, gguf_matrix(p.src.shape)[0])
+            out.append(p.src.name if whole else f"{p.src.name}[rows {p.r0}:{p.r1}]")
+        return tuple(out)
+
+    def chunks_of(t: HFTensor) -> Callable[[Source], Iterator[bytes]]:
+        return lambda s: tensor_chunks(s, t)
+
+    tensors = [StreamTensor(t.entry.name, t.entry.dtype, t.entry.shape, origin(t), chunks_of(t),
+                            "+".join(dict.fromkeys(p.src.dtype for p in t.pieces)))
+               for t in plan.tensors]
+    return Stream("gguf", plan.config, tensors, files, plan.family.name, plan.notes)
+
+
+def read_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True) -> Stream:
+    """The stream of any source: GGUF through its HF plan, safetensors (or ckpt) as stored."""
+    if index.format == "gguf":
+        return gguf_stream(source, index, outtype, vocab)
+    from ..sources.ckpt import canonical_names, is_ckpt, read_manifest
+    origin = canonical_names(read_manifest(source)) if is_ckpt(source.files()) else None
+    stream = hf_stream(source, index, outtype, origin)
+    if not vocab:
+        stream.side_files = {}
+    return stream

@@ -1,0 +1,116 @@
+"""Reading a uniform-layout (``--to ckpt``) folder: its manifest.json, checked, and the folder
+presented as the Hugging Face checkpoint it stands for.
+
+The shards hold canonical names (ckptkit/conversion/canonical.py); the manifest gives each one
+its Hugging Face name and the original config.json. ``ckpt_index`` is the tensor index under
+those HF names, pointing at the canonical tensors' bytes, so everything that reads an HF
+checkpoint (inspect, validate, diff, HF -> GGUF, the HF writer) reads a ckpt folder unchanged."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import FormatError, UnsupportedError
+from ..index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo
+from .base import Source
+
+MANIFEST = "manifest.json"
+FORMAT = "ckptkit-ckpt"
+VERSION = 1
+# the __metadata__ key holding a model's name, for GGUF general.name (as the source's folder gave it)
+NAME_KEY = "ckpt.model_name"
+
+
+def is_ckpt(files: dict[str, int | None]) -> bool:
+    """Whether a source's files are a ckpt folder: a top-level manifest.json and no HF config."""
+    return MANIFEST in files and "config.json" not in files and "params.json" not in files
+
+
+def _fail(msg: str) -> FormatError:
+    return FormatError(msg, MANIFEST)
+
+
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+
+
+def check_manifest(doc: Any) -> dict[str, Any]:
+    """The manifest, after checking every field readers rely on (one-line errors)."""
+    if not isinstance(doc, dict):
+        raise _fail("not a JSON object")
+    if doc.get("format") != FORMAT:
+        raise _fail(f"format is {doc.get('format')!r}, not {FORMAT!r}: not a ckptkit uniform-layout folder")
+    ver = doc.get("format_version")
+    if not isinstance(ver, int) or isinstance(ver, bool):
+        raise _fail("format_version is not an integer")
+    if ver > VERSION:
+        raise UnsupportedError(f"format_version {ver} is newer than this ckptkit reads ({VERSION}); upgrade ckptkit",
+                               MANIFEST)
+    if not isinstance(doc.get("config"), dict):
+        raise _fail("config (the original config.json) is missing or not an object")
+    tensors = doc.get("tensors")
+    if not isinstance(tensors, list):
+        raise _fail("tensors is missing or not a list")
+    seen: set[str] = set()
+    hf: set[str] = set()
+    for i, t in enumerate(tensors):
+        if not isinstance(t, dict):
+            raise _fail(f"tensors[{i}] is not an object")
+        for key in ("name", "hf_name", "dtype", "file"):
+            if not isinstance(t.get(key), str) or not t[key]:
+                raise _fail(f"tensors[{i}].{key} is missing or not a string")
+        if not _int_list(t.get("shape")):
+            raise _fail(f"tensors[{i}].shape is not a list of non-negative integers")
+        if t["name"] in seen or t["hf_name"] in hf:
+            raise _fail(f"tensors[{i}]: {t['name']} (or its HF name {t['hf_name']}) is listed twice")
+        seen.add(t["name"])
+        hf.add(t["hf_name"])
+    return doc
+
+
+def read_manifest(source: Source) -> dict[str, Any]:
+    from ..api import read_json
+    return check_manifest(read_json(source, MANIFEST))
+
+
+def ckpt_index(source: Source, tokenizer: bool = False) -> TensorIndex:
+    """The folder's tensors under their HF names (manifest order), config.json from the
+    manifest; each tensor checked against its shard's header."""
+    from ..api import _read_tokenizer_file
+    from ..formats import safetensors as st
+    manifest = read_manifest(source)
+    have = source.files()
+    shards = sorted({t["file"] for t in manifest["tensors"]})
+    for f in shards:
+        if "/" in f or ".." in f or f not in have:
+            raise _fail(f"names shard {f!r}, which the folder does not hold")
+    raws = source.map(lambda p: st.fetch_header(source, p), shards)
+    stored: dict[str, TensorInfo] = {}
+    files, metadata = [], {}
+    for path, (raw, n, size) in zip(shards, raws, strict=True):
+        header = st.parse_header(raw, n, path, size)
+        files.append(FileInfo(path, size, "safetensors", header.data_start))
+        metadata.update(header.metadata)
+        stored.update((t.name, t) for t in header.tensors)
+    tensors: dict[str, TensorInfo] = {}
+    for t in manifest["tensors"]:
+        s = stored.get(t["name"])
+        if s is None or s.file != t["file"]:
+            raise _fail(f"{t['name']} is not in {t['file']}")
+        if s.dtype != t["dtype"] or list(s.shape) != t["shape"]:
+            raise _fail(f"{t['name']}: the manifest says {t['dtype']}{t['shape']}, "
+                        f"{t['file']} holds {s.dtype}{list(s.shape)}")
+        tensors[t["hf_name"]] = s._replace(name=t["hf_name"])
+    unlisted = set(stored) - {t["name"] for t in manifest["tensors"]}
+    if unlisted:
+        more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+        raise _fail(f"does not list {sorted(unlisted)[0]}{more}, which its shards hold")
+    name = (manifest.get("source") or {}).get("name")
+    if isinstance(name, str):
+        metadata[NAME_KEY] = name
+    tok = {p: _read_tokenizer_file(source, p) for p in TOKENIZER_FILES if tokenizer and p in have}
+    return TensorIndex("safetensors", files, tensors, manifest["config"], None, metadata, source.label, tok)
+
+
+def canonical_names(manifest: dict[str, Any]) -> dict[str, str]:
+    """HF name -> canonical name, from a checked manifest."""
+    return {t["hf_name"]: t["name"] for t in manifest["tensors"]}

@@ -1,0 +1,218 @@
+"""The uniform layout (`convert --to ckpt`): canonical names any safetensors reader sees, a
+manifest, and every direction through it — HF -> ckpt -> HF bit-exact and loadable by
+transformers, ckpt -> GGUF equal to HF -> GGUF byte for byte, GGUF(f32) -> ckpt -> HF bit-exact,
+`diff` across formats, one-line errors for a broken manifest."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ckptkit
+from ckptkit.conversion.canonical import parse_canonical
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "tiny-llama"
+# every tiny family HF -> ckpt -> HF is checked on (the layout is family-independent)
+HF_FAMILIES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+               "gemma3_text", "olmo2", "gpt_oss", "glm4_moe", "llama4_text", "qwen3_next", "smollm3", "gpt2"]
+# the families GGUF -> HF converts back (tests/test_convert_to_hf.py)
+GGUF_FAMILIES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
+                 "gemma3_text", "olmo2", "smollm3", "gpt2"]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "ckptkit", *map(str, args)], capture_output=True, text=True)
+
+
+def raw_tensors(folder: Path) -> dict[str, tuple[str, tuple, bytes]]:
+    """name -> (dtype, shape, raw bytes) of every tensor of a folder, read with plain safetensors."""
+    import torch
+    from safetensors import safe_open
+    out = {}
+    for shard in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(shard), "pt") as f:
+            for k in f.keys():
+                t = f.get_tensor(k)
+                out[k] = (str(t.dtype), tuple(t.shape), t.contiguous().view(torch.uint8).numpy().tobytes())
+    return out
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def ckpt_of(tiny_model, tmp_path_factory):
+    """family -> the uniform layout ckptkit wrote from the family's tiny HF model (cached)."""
+    cache = {}
+    d = tmp_path_factory.mktemp("ckpt_of")
+
+    def get(family):
+        if family not in cache:
+            out = d / family
+            ckptkit.convert(tiny_model(family), out, to="ckpt", shard_size=100_000)
+            cache[family] = out
+        return cache[family]
+    return get
+
+
+# ---- the layout itself -----------------------------------------------------------------------
+
+def test_example_round_trip_and_names(tmp_path):
+    """No torch needed: the example Llama to ckpt and back gives the same bytes, names parse."""
+    ck, back = tmp_path / "ck", tmp_path / "back"
+    files = ckptkit.convert(EXAMPLE, ck, to="ckpt")
+    assert ck / "manifest.json" in files and (ck / "tokenizer.json").exists()
+    assert not (ck / "config.json").exists()     # the config lives in the manifest
+    m = manifest(ck)
+    assert m["format"] == "ckptkit-ckpt" and m["format_version"] == 1
+    assert m["config"] == json.loads((EXAMPLE / "config.json").read_text())
+    assert m["family"]["conversion"] == "llama" and m["family"]["catalogue"]["family"] == "llama"
+    assert m["facts"]["num_layers"]["value"] == 2 and m["facts"]["num_layers"]["evidence"]
+    assert m["source"]["format"] == "safetensors" and m["source"]["name"] == "tiny-llama"
+    names = {t["name"] for t in m["tensors"]}
+    assert {"token_embd.weight", "output.weight", "output_norm.weight", "blk.0.attn_q.weight",
+            "blk.1.ffn_down.weight", "blk.1.ffn_norm.weight"} <= names
+    row = next(t for t in m["tensors"] if t["name"] == "blk.1.attn_k.weight")
+    assert row["hf_name"] == row["source"][0] == "model.layers.1.self_attn.k_proj.weight"
+    assert (row["role"], row["layer"], row["expert"], row["dtype"]) == ("attn_k.weight", 1, None, "BF16")
+    ckptkit.convert(ck, back)                     # a ckpt source goes to HF by default
+    assert json.loads((back / "config.json").read_text()) == m["config"]
+    assert raw_tensors(back) == raw_tensors(EXAMPLE)
+    assert (back / "tokenizer.json").read_bytes() == (EXAMPLE / "tokenizer.json").read_bytes()
+    assert not ckptkit.diff(EXAMPLE, ck).failed and not ckptkit.diff(ck, back).failed
+
+
+def test_names_follow_the_scheme_for_experts_and_mla(ckpt_of):
+    for family, want in (("qwen3_moe", {"blk.1.ffn_up_exps.3.weight", "blk.0.ffn_gate_inp.weight",
+                                        "blk.0.attn_q_norm.weight"}),
+                         ("deepseek_v3", {"blk.1.attn_kv_a_mqa.weight", "blk.1.attn_kv_b.weight",
+                                          "blk.1.ffn_down_shexp.weight", "blk.1.exp_probs_b.bias"}),
+                         ("gpt_oss", {"blk.0.ffn_gate_up_exps.weight", "blk.0.attn_sinks.weight"})):
+        ck = ckpt_of(family)
+        m = manifest(ck)
+        stored = raw_tensors(ck)
+        assert want <= set(stored), (family, sorted(set(want) - set(stored)))
+        assert set(stored) == {t["name"] for t in m["tensors"]}
+        for t in m["tensors"]:
+            c = parse_canonical(t["name"])
+            assert (c.role, c.layer, c.expert) == (t["role"], t["layer"], t["expert"]), t["name"]
+            assert list(stored[t["name"]][1]) == t["shape"]
+        experts = {t["expert"] for t in m["tensors"] if t["role"] == "ffn_up_exps.weight"}
+        if family != "gpt_oss":
+            assert experts == set(range(m["facts"]["num_experts"]["value"])) and len(experts) == 4
+
+
+# ---- HF -> ckpt -> HF -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_hf_ckpt_hf_is_bit_exact_and_loads(family, tiny_model, ckpt_of, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    src, ck, back = tiny_model(family), ckpt_of(family), tmp_path / "back"
+    ckptkit.convert(ck, back, to="hf", shard_size=100_000)
+    assert raw_tensors(back) == raw_tensors(src)
+    assert json.loads((back / "config.json").read_text()) == json.loads((src / "config.json").read_text())
+    model, info = AutoModelForCausalLM.from_pretrained(back, dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    for a, b in ((src, ck), (ck, back)):
+        r = run("diff", a, b)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- ckpt -> GGUF and GGUF -> ckpt ---------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "deepseek_v3", "gemma3_text", "gpt2", "gpt_oss"])
+def test_ckpt_to_gguf_equals_hf_to_gguf(family, tiny_model, ckpt_of, tmp_path):
+    a, b = tmp_path / "hf.gguf", tmp_path / "ckpt.gguf"
+    ckptkit.convert(tiny_model(family), a)
+    ckptkit.convert(ckpt_of(family), b)           # a .gguf output implies --to gguf
+    assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("family", GGUF_FAMILIES)
+def test_gguf_f32_ckpt_hf_is_bit_exact(family, tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    src, g, ck, back, direct = (tiny_model(family), tmp_path / "m.gguf", tmp_path / "ck", tmp_path / "back",
+                                tmp_path / "direct")
+    ckptkit.convert(src, g, outtype="f32")
+    ckptkit.convert(g, ck, to="ckpt", outtype="f32")
+    m = manifest(ck)
+    assert m["source"]["format"] == "gguf" and m["family"]["gguf_arch"]
+    assert all(t["source"][0].startswith(("blk.", "token_embd", "output")) for t in m["tensors"])
+    ckptkit.convert(ck, back)
+    ckptkit.convert(g, direct, outtype="f32")
+    assert raw_tensors(back) == raw_tensors(direct)
+    assert json.loads((back / "config.json").read_text()) == json.loads((direct / "config.json").read_text())
+    model, info = AutoModelForCausalLM.from_pretrained(back, dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    orig = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).state_dict()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, orig[k]), k
+    assert run("diff", src, ck).returncode == 0
+
+
+def test_ckpt_to_ckpt_keeps_the_tensors_and_the_origin(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ckptkit.convert(EXAMPLE, a, to="ckpt")
+    ckptkit.convert(a, b, to="ckpt", outtype="f32")
+    mb = manifest(b)
+    assert mb["source"]["format"] == "ckpt" and mb["source"]["origin"]["name"] == "tiny-llama"
+    assert {t["dtype"] for t in mb["tensors"]} == {"F32"}
+    assert [t["source"][0] for t in mb["tensors"]] == [t["name"] for t in mb["tensors"]]
+    assert run("diff", EXAMPLE, b).returncode == 0    # bf16 -> f32 is exact
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+def test_cli_to_and_defaults(tmp_path):
+    ck = tmp_path / "ck"
+    r = run("convert", EXAMPLE, ck, "--to", "ckpt", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = run("inspect", ck)
+    assert r.returncode == 0 and "Llama" in r.stdout, r.stdout + r.stderr
+    r = run("convert", ck, tmp_path / "x.gguf", "--no-progress")
+    assert r.returncode == 0 and (tmp_path / "x.gguf").is_file(), r.stderr
+    r = run("convert", tmp_path / "x.gguf", tmp_path / "y", "--to", "ckpt", "--no-progress", "--outtype", "f32")
+    assert r.returncode == 0 and (tmp_path / "y" / "manifest.json").is_file(), r.stderr
+    r = run("convert", ck, tmp_path / "plan", "--dry-run")
+    assert r.returncode == 0 and "model.layers.0.self_attn.q_proj.weight" in r.stdout
+    assert not (tmp_path / "plan").exists()
+    r = run("convert", EXAMPLE, tmp_path / "plan2", "--to", "ckpt", "--dry-run")
+    assert "blk.0.attn_q.weight" in r.stdout and not (tmp_path / "plan2").exists()
+    for args in (("--to", "gguf"), ("--to", "hf")):
+        r = run("convert", tmp_path / "x.gguf", tmp_path / "z.gguf", *args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _break(ck: Path, edit) -> None:
+    m = manifest(ck)
+    text = edit(m)
+    (ck / "manifest.json").write_text(text if isinstance(text, str) else json.dumps(m))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: "{not json", "not valid JSON"),
+    (lambda m: m.update(format="other"), "not a ckptkit"),
+    (lambda m: m.pop("config"), "config"),
+    (lambda m: m.update(format_version=99), "newer"),
+    (lambda m: m["tensors"][0].update(shape=[1, 2]), "holds"),
+    (lambda m: m["tensors"].pop(), "does not list"),
+    (lambda m: m["tensors"][0].update(file="../x.safetensors"), "shard"),
+    (lambda m: m["tensors"][1].update(hf_name=m["tensors"][0]["hf_name"]), "twice"),
+])
+def test_broken_manifest_is_one_line(edit, words, tmp_path):
+    ck = tmp_path / "ck"
+    ckptkit.convert(EXAMPLE, ck, to="ckpt")
+    broken = tmp_path / "broken"
+    shutil.copytree(ck, broken)
+    _break(broken, edit)
+    for cmd in (("inspect", broken, "--no-cache"), ("convert", broken, tmp_path / "o.gguf"),
+                ("diff", EXAMPLE, broken)):
+        r = run(*cmd)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and words in lines[0], (cmd, r.stderr)
+        assert "manifest.json" in lines[0]
