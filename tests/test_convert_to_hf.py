@@ -336,15 +336,27 @@ def test_mistral_native_gguf_comes_back_as_llama(tiny_model, tmp_path):
     assert _rel(_logits(orig), _logits(back)) < 1e-5
 
 
-def test_unsupported_families_fail_clearly(tiny_model, tmp_path):
-    """Families not mapped back stop before writing anything, naming what is missing."""
-    cases = {"glm4_moe": "glm4moe", "gpt_oss": "gpt-oss"}
-    for family, arch in cases.items():
-        g = tmp_path / f"{family}.gguf"
-        convert_to_gguf(str(tiny_model(family, tokenizer=False)), g, outtype="f32", vocab=False)
-        with pytest.raises(UnsupportedError, match=arch):
-            convert_to_hf(str(g), tmp_path / family)
-        assert not (tmp_path / family).exists()
+def test_unsupported_settings_fail_clearly(tiny_model, tmp_path):
+    """What is not mapped back (here Qwen3-Next's MTP layers) stops before writing anything,
+    naming what is missing."""
+    g = tmp_path / "q.gguf"
+    convert_to_gguf(str(tiny_model("qwen3_next", tokenizer=False)), g, outtype="f32", vocab=False)
+    r = gguf.GGUFReader(g)
+    w = gguf.GGUFWriter(str(tmp_path / "mtp.gguf"), "qwen3next")
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture":
+            continue
+        w.add_key_value(k, f.contents(), f.types[0], f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None)
+    w.add_uint32("qwen3next.nextn_predict_layers", 1)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UnsupportedError, match="multi-token-prediction"):
+        convert_to_hf(str(tmp_path / "mtp.gguf"), tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
 
 
 def test_mla_kv_b_re_fused_per_head(tiny_model, gguf_of, tmp_path):
@@ -402,9 +414,9 @@ def test_refusion_needs_every_part():
 
 def test_unmapped_settings_are_refused_by_name(gguf_of):
     """GGUF settings a family's mapping cannot express stop the conversion with a message
-    naming them: OLMo 3's sliding layers, DeepSeek's MTP layers."""
+    naming them: a rope scaling type config.json cannot take back, DeepSeek's MTP layers."""
     from ckptkit.conversion.to_hf import build_config, metadata_names, pick_target
-    for family, arch, extra, msg in (("olmo2", "olmo2", {"attention_sliding_window": 4096}, "OLMo 3"),
+    for family, arch, extra, msg in (("olmo2", "olmo2", {"rope_scaling_type": "longrope"}, "linear and YaRN"),
                                      ("deepseek_v2", "deepseek2", {"nextn_predict_layers": 1}, "multi-token")):
         with open_source(str(gguf_of(family))) as s:
             names = metadata_names(load_index(s), arch)

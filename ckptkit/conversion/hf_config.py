@@ -97,3 +97,49 @@ def flat_config(cfg: dict) -> dict:
             for k2, v2 in v.items():
                 out.setdefault(k2, v2)
     return out
+
+
+def llama3_rope_parameters(freqs: np.ndarray, theta: float, original: int | None,
+                           max_positions: int | None) -> dict[str, Any]:
+    """Llama 3-style rope scaling read back from GGUF ``rope_freqs`` (per-frequency divisors):
+    ``factor`` is the largest divisor; ``original_max_position_embeddings`` the GGUF's
+    rope.scaling.original_context_length (else max positions / factor); the low / high frequency
+    factors are Llama 3.1's 1 and 4 when they give the same divisors, else fitted to the
+    interpolated ones. Only a set that regenerates every divisor is returned."""
+    from .transforms import llama3_rope_factors
+    freqs = np.asarray(freqs, dtype=np.float32).reshape(-1)
+    factor = _f32_short(float(freqs.max()))
+    dim = 2 * len(freqs)
+    if original is None and max_positions:
+        original = int(round(max_positions / factor))
+    if not original or factor <= 1.0:
+        raise UnsupportedError("rope_freqs: cannot read Llama 3 rope scaling back (no factor above 1 or no "
+                               "original context length)")
+    cands = [(1.0, 4.0)]
+    inv_freq = 1.0 / (float(theta) ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    ratio = original * inv_freq / (2 * np.pi)            # original_context / wavelength
+    mid = (freqs > 1.0) & (freqs < np.float32(factor))
+    if mid.sum() >= 2:
+        smooth = (1.0 / freqs[mid].astype(np.float64) - 1.0 / factor) / (1.0 - 1.0 / factor)
+        slope, icpt = np.polyfit(ratio[mid], smooth, 1)   # smooth = (ratio - low) / (high - low)
+        low = -icpt / slope
+        cands.append((float(f"{low:.6g}"), float(f"{low + 1.0 / slope:.6g}")))
+    for low, high in cands:
+        again = llama3_rope_factors(dim, theta, factor, low, high, original)
+        if np.allclose(again, freqs, rtol=2e-6, atol=0):
+            return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                    "original_max_position_embeddings": int(original)}
+    raise UnsupportedError("rope_freqs: these divisors are not Llama 3-style rope scaling")
+
+
+def config_from_tensors(cfg: dict[str, Any], derived: dict[str, Any], read: Any) -> None:
+    """Fill in config.json facts a GGUF keeps as tensors (``derived``: role -> TensorInfo of
+    what the family generated): Llama 3 rope scaling from ``rope_freqs.weight``. ``read(t)``
+    gives a tensor's values as float32."""
+    t = derived.get("rope_freqs.weight")
+    if t is None:
+        return
+    rp = cfg.setdefault("rope_parameters", {})
+    theta = rp.get("rope_theta", 10000.0)
+    rp.update(llama3_rope_parameters(read(t), theta, rp.get("original_max_position_embeddings"),
+                                     cfg.get("max_position_embeddings")))

@@ -11,7 +11,7 @@ from ..errors import FormatError, UnsupportedError
 from ..index import TensorInfo
 from ..sources.base import Source
 from ..tensordata import decode
-from .hf_plan import HFPiece, HFTensor, gguf_matrix
+from .hf_pieces import HFPiece, HFTensor, gguf_matrix
 from .transforms import INVERSE_OPS
 
 CHUNK_BYTES = 32 << 20      # output bytes per chunk
@@ -69,7 +69,16 @@ def piece_chunks(source: Source, t: HFPiece, dtype: str, chunk_bytes: int = CHUN
 
 def piece_arrays(source: Source, t: HFPiece, chunk_bytes: int = CHUNK_BYTES) -> Iterator[np.ndarray]:
     """A piece's values as float32 arrays in HF layout (C order), in bounded chunks of whole row
-    quanta; ``chunk_bytes`` counts float32 output bytes."""
+    quanta; ``chunk_bytes`` counts float32 output bytes. A join is one block: each part read
+    whole, placed at its rows and columns."""
+    if t.join:
+        out = np.empty(t.join_shape, dtype=np.float32)
+        for jp in t.join:
+            x = np.concatenate(list(piece_arrays(source, jp.piece, 1 << 62)), axis=0)
+            x = x.reshape(-1, len(range(*jp.cols)))
+            out[jp.row0:jp.row0 + (x.shape[0] - 1) * jp.row_step + 1:jp.row_step, slice(*jp.cols)] = x
+        yield out
+        return
     src = t.src
     _, cols = gguf_matrix(src.shape)
     if len(src.shape) <= 1:
@@ -90,3 +99,9 @@ def piece_arrays(source: Source, t: HFPiece, chunk_bytes: int = CHUNK_BYTES) -> 
         for name, *args in t.ops:
             x = INVERSE_OPS[name](x, *args)
         yield x
+
+
+def read_tensor(source: Source, t: TensorInfo) -> np.ndarray:
+    """A small GGUF tensor's values, whole, as float32 (matrix form, gguf_matrix)."""
+    rows, cols = gguf_matrix(t.shape)
+    return dequantize_rows(source.read(t.file, t.offset, t.nbytes), t, rows, cols)

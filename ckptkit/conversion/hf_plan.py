@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from math import prod
 from typing import Any
 
 from .. import mapdata
@@ -13,9 +12,15 @@ from ..errors import CkptError, FormatError, UnsupportedError
 from ..formats.safetensors_write import Entry
 from ..index import TensorIndex, TensorInfo
 from ..infer.names import canonicalize
-from ..mapdata import Split, Target
+from ..mapdata import Target
 from .family import Family, family_for
 from .hf_config import build_config, flat_config, metadata_names, pick_target
+from .hf_pieces import HFPiece, HFTensor, InverseOp, JoinPart, gguf_matrix
+from .hf_refuse import inverse_splits, refuse_plan
+from .transforms import INVERSE_OF
+
+__all__ = ["OUTTYPES", "HFPiece", "HFPlan", "HFTensor", "InverseOp", "JoinPart", "gguf_matrix", "inverse_ops",
+           "plan_hf", "refuse_plan"]
 
 OUTTYPES = {"bf16": ("BF16", "bfloat16"), "f16": ("F16", "float16"), "f32": ("F32", "float32")}
 
@@ -34,36 +39,6 @@ def _role_spellings() -> dict[str, str]:
     return out
 
 
-# an inverse op: the name of a function in transforms.INVERSE_OPS, then its arguments after the array
-InverseOp = tuple[str, *tuple[float, ...]]
-
-
-@dataclass(frozen=True)
-class HFPiece:
-    """Rows [r0, r1) of a GGUF tensor seen as a matrix, with the inverse ops; chunks hold a
-    multiple of ``quantum`` rows."""
-    src: TensorInfo
-    r0: int
-    r1: int
-    ops: tuple[InverseOp, ...] = ()
-    quantum: int = 1
-
-
-@dataclass(frozen=True)
-class HFTensor:
-    """One HF output: its pieces' results concatenated (C order); one piece unless re-fused."""
-    entry: Entry
-    pieces: tuple[HFPiece, ...]
-
-    @property
-    def src(self) -> TensorInfo:
-        return self.pieces[0].src
-
-    @property
-    def ops(self) -> tuple[tuple[Any, ...], ...]:
-        return self.pieces[0].ops
-
-
 @dataclass
 class HFPlan:
     target: Target
@@ -71,42 +46,41 @@ class HFPlan:
     config: dict[str, Any]
     tensors: list[HFTensor]
     notes: list[str] = field(default_factory=list)
+    # GGUF tensors generated from config.json on the way in (rope_freqs), by role: their values
+    # go back into config.json, not into a tensor
+    derived: dict[str, TensorInfo] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         return sum(t.entry.nbytes for t in self.tensors)
 
 
-def gguf_matrix(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(rows, cols) as the HF -> GGUF plan sees a tensor: leading axes folded, 1-D a column."""
-    if len(shape) <= 1:
-        return (shape[0] if shape else 1), 1
-    return prod(shape[:-1]), shape[-1]
-
-
 def inverse_ops(fam: Family, role: str, cfg: dict, rows: int,
-                 split: bool = False) -> tuple[tuple[InverseOp, ...], int]:
-    """The family's transforms of a GGUF role undone, last first; and the chunk row quantum."""
-    if not split and any(sp.to_role == role for sp in fam.splits):
+                split: bool = False) -> tuple[tuple[InverseOp, ...], int]:
+    """The family's transforms of a GGUF role undone, last first (each op's inverse is declared
+    next to it: transforms.INVERSE_OF); and the chunk row quantum."""
+    if not split and any(sp.to_role == role for sp in inverse_splits(fam)):
         raise UnsupportedError(f"{fam.name}: {role} is split from a fused HF tensor; re-fusing is not supported yet")
     ops: list[InverseOp] = []
     quantum = 1
     for op in reversed(fam.transforms.get(role, ())):
-        name, vals = op.name, op.values(cfg)
-        if name == "permute_rope":
-            n_head = int(vals[0])
-            if not n_head or rows % n_head:
-                raise FormatError(f"{role}: {rows} rows do not split into {n_head} heads")
-            ops.append(("unpermute_rope", n_head, rows // n_head))
-            quantum = max(quantum, rows // n_head)
-        elif name == "add":
-            ops.append(("add", -float(vals[0])))
-        else:
-            raise UnsupportedError(f"{fam.name}: no inverse for the {name!r} transform of {role}")
+        inv = INVERSE_OF.get(op.name)
+        if inv is None:
+            raise UnsupportedError(f"{fam.name}: no inverse for the {op.name!r} transform of {role}")
+        try:
+            iop, q = inv(op.values(cfg), rows)
+        except FormatError as e:
+            raise FormatError(f"{role}: {e}") from None
+        ops.append(iop)
+        quantum = max(quantum, q)
     return tuple(ops), quantum
 
 
-def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
+def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) -> HFPlan:
+    """The HF folder a GGUF becomes: config.json and every tensor's pieces. Multi-token-prediction
+    layers stored after the trunk (GLM-4.5) are written back as their published layer, or left
+    out with ``keep_mtp=False``. Tensors a family generates from config.json (rope_freqs) are
+    not HF tensors: they are read back into config.json (hf_config.config_from_tensors)."""
     if index.format != "gguf":
         raise UnsupportedError("GGUF -> HF reads a GGUF file; this source is not GGUF")
     if outtype not in OUTTYPES:
@@ -118,7 +92,7 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
     names = metadata_names(index, arch)
     target = pick_target(arch, names)
     cfg = build_config(target, names, torch_dtype)
-    fam = family_for({"architectures": list(target.architectures)})
+    fam = family_for({"architectures": list(target.architectures)}, arch=arch)
     if fam.arch != arch:
         raise UnsupportedError(f"{target.architectures[0]} converts to GGUF arch {fam.arch}, not {arch}")
     ecfg = flat_config(cfg)
@@ -127,10 +101,19 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
     plan = HFPlan(target, fam, cfg, [])
     expect: dict[str, tuple[str, int | None, int | None]] = {}
     infos = canonicalize(index.tensors)
-    split_to = {sp.to_role for sp in fam.splits}
+    split_to = {sp.to_role for sp in inverse_splits(fam)}
+    generated = {g.to for g in fam.generate}
+    first_mtp = fam.mtp_from_layer.eval(ecfg) if fam.mtp_from_layer else None
+    dropped_mtp = 0
     fused: dict[tuple[str, int | None], dict[str, TensorInfo]] = {}
     for gname, t in index.tensors.items():
         info = infos[gname]
+        if info.role in generated and info.layer is None:
+            plan.derived[info.role] = t
+            continue
+        if first_mtp is not None and info.layer is not None and info.layer >= first_mtp and not keep_mtp:
+            dropped_mtp += 1
+            continue
         part = _split_part_of(gname, split_to)
         if part is not None:
             # GGUF-only roles (attn_k_b, ...): re-fused below, once every part is known
@@ -169,10 +152,21 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16") -> HFPlan:
         if hf in expect:
             raise CkptError(f"two GGUF tensors map to {hf}")
         expect[hf] = (from_role, layer, None)
-        shape, pieces = refuse_plan(fam, from_role, parts, ecfg)
+        want = target.shapes.get(from_role)
+        src_shape = None if want is None else tuple(int(v) for v in want.eval(ecfg))
+        shape, pieces = refuse_plan(fam, from_role, parts, ecfg, src_shape)
         plan.tensors.append(HFTensor(Entry(hf, st_dtype, shape), pieces))
+    if dropped_mtp:
+        plan.notes.append(f"{dropped_mtp} multi-token-prediction tensor(s) left out")
+        _drop_mtp_config(plan.config)
     _check_names(expect)
     return plan
+
+
+def _drop_mtp_config(cfg: dict) -> None:
+    for key in ("num_nextn_predict_layers",):
+        if key in cfg:
+            cfg[key] = 0
 
 
 def _split_part_of(gname: str, split_to: set[str]) -> tuple[str, int | None] | None:
@@ -184,65 +178,10 @@ def _split_part_of(gname: str, split_to: set[str]) -> tuple[str, int | None] | N
 
 
 def _split_from(fam: Family, role: str) -> str:
-    froms = {sp.from_role for sp in fam.splits if sp.to_role == role}
+    froms = {sp.from_role for sp in inverse_splits(fam) if sp.to_role == role}
     if len(froms) != 1:
         raise UnsupportedError(f"{fam.name}: {role} is split from {sorted(froms)}; cannot tell which to re-fuse")
     return froms.pop()
-
-
-# split ops the re-fusion can undo, and their inverses
-_SPLIT_INVERSE = {"transpose": "transpose"}
-
-
-def refuse_plan(fam: Family, from_role: str, parts: dict[str, TensorInfo],
-                cfg: dict) -> tuple[tuple[int, int], tuple[HFPiece, ...]]:
-    """The inverse of a family's [[split]] tables from ``from_role``: for each of ``groups`` row
-    groups, each split's share of the GGUF tensor (its rows for that group, inverse ops
-    applied), in the order of the split's ``start``. Returns the HF shape and the pieces."""
-    splits = sorted((sp for sp in fam.splits if sp.from_role == from_role), key=lambda sp: _start(sp, cfg))
-    missing = [sp.to_role for sp in splits if sp.to_role not in parts]
-    if missing:
-        raise FormatError(f"{from_role} is re-fused from {', '.join(sp.to_role for sp in splits)}, "
-                          f"but the GGUF lacks {', '.join(missing)}")
-    layout: list[tuple[TensorInfo, int, tuple[InverseOp, ...], int]] = []   # (src, rows per group, ops, quantum)
-    groups: int | None = None
-    cols: int | None = None
-    at = 0
-    for sp in splits:
-        if sp.segments or sp.step or sp.group_rows or sp.uses_src_shape or sp.count is None:
-            raise UnsupportedError(f"{fam.name}: re-fusing {sp.to_role} into {from_role} is not supported "
-                                   "(segmented, strided or shape-dependent split)")
-        g = int(sp.groups.eval(cfg)) if sp.groups else 1
-        start, count = _start(sp, cfg), int(sp.count.eval(cfg))
-        if groups not in (None, g) or start != at:
-            raise UnsupportedError(f"{fam.name}: the splits of {from_role} do not tile it; cannot re-fuse")
-        groups, at = g, at + count
-        t = parts[sp.to_role]
-        rows, c = gguf_matrix(t.shape)
-        if not g or rows % g:
-            raise FormatError(f"{t.name}: {rows} rows do not split into {g} groups")
-        per = rows // g
-        ops, quantum = inverse_ops(fam, sp.to_role, cfg, per, split=True)
-        out_rows, out_cols = per, c
-        for op in reversed(sp.ops):
-            if op.name not in _SPLIT_INVERSE:
-                raise UnsupportedError(f"{fam.name}: no inverse for the {op.name!r} op of the {sp.to_role} split")
-            ops += ((_SPLIT_INVERSE[op.name],),)
-            quantum = per
-            out_rows, out_cols = out_cols, out_rows
-        if out_rows != count or cols not in (None, out_cols):
-            raise FormatError(f"{t.name}: shape {list(t.shape)} does not fit {count} rows per group of {from_role}")
-        cols = out_cols
-        layout.append((t, per, ops, quantum))
-    if groups is None or cols is None:
-        raise UnsupportedError(f"{fam.name}: no split of {from_role} to re-fuse")
-    pieces = tuple(HFPiece(t, g * per, (g + 1) * per, ops, quantum)
-                   for g in range(groups) for t, per, ops, quantum in layout)
-    return (groups * at, cols), pieces
-
-
-def _start(sp: Split, cfg: dict) -> int:
-    return int(sp.start.eval(cfg)) if sp.start else 0
 
 
 def _stored_transposed(template: str) -> bool:

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..api import load_index, open_source
 from ..formats.safetensors_write import atomic_dir, write_sharded
-from .hf_config import build_config, flat_config, metadata_names, pick_target, targets
-from .hf_data import CHUNK_BYTES, dequantize_rows, encode, piece_arrays, piece_chunks, tensor_chunks
+from .hf_config import build_config, config_from_tensors, flat_config, metadata_names, pick_target, targets
+from .hf_data import CHUNK_BYTES, dequantize_rows, encode, piece_arrays, piece_chunks, read_tensor, tensor_chunks
 from .hf_plan import OUTTYPES, HFPiece, HFPlan, HFTensor, InverseOp, gguf_matrix, inverse_ops, plan_hf, refuse_plan
 from .tokenizer.to_hf import tokenizer_files
 from .transforms import INVERSE_OPS as OPS
@@ -50,6 +50,7 @@ def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16",
     with open_source(spec, revision) as source:
         index = load_index(source)
         plan = plan_hf(index, outtype)
+        config_from_tensors(plan.config, plan.derived, lambda t: read_tensor(source, t))
         files: dict[str, Any] = {}
         if vocab:
             files, why = tokenizer_files(index.metadata, plan.config.get("max_position_embeddings"))

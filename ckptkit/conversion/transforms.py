@@ -44,6 +44,27 @@ def neg_exp(x: np.ndarray) -> np.ndarray:
     return (-np.exp(x.astype(np.float64))).astype(np.float32)
 
 
+def log_neg(x: np.ndarray) -> np.ndarray:
+    """The inverse of ``neg_exp``: A -> A_log = log(-A), as the float32 nearest log(-A) whose
+    ``neg_exp`` gives back exactly A (several float32 A_log round to one A when |A_log| is small:
+    then the one nearest the exact logarithm)."""
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.log(-x.astype(np.float64)).astype(np.float32)
+    out = a.copy()
+    done = neg_exp(a) == x
+    up, down = a.copy(), a.copy()
+    for _ in range(8):
+        if done.all():
+            break
+        up, down = np.nextafter(up, np.float32(np.inf)), np.nextafter(down, np.float32(-np.inf))
+        for cand in (up, down):
+            hit = ~done & (neg_exp(cand) == x)
+            out[hit] = cand[hit]
+            done |= hit
+    return out
+
+
 def transpose(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.T)
 
@@ -120,9 +141,26 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "take_rows": take_rows,
     "col_range": col_range,
 }
-# the ops a GGUF -> HF plan uses: permute_rope is undone by unpermute_rope, add(v) by add(-v)
+# the ops a GGUF -> HF plan uses
 INVERSE_OPS: dict[str, Callable[..., np.ndarray]] = {"unpermute_rope": unpermute_rope, "add": add,
-                                                     "transpose": transpose}
+                                                     "transpose": transpose, "log_neg": log_neg}
+
+
+def _inverse_permute(args: tuple, rows: int) -> tuple[tuple, int]:
+    n_head = int(args[0])
+    if not n_head or rows % n_head:
+        raise FormatError(f"{rows} rows do not split into {n_head} heads")
+    return ("unpermute_rope", n_head, rows // n_head), rows // n_head
+
+
+# each forward op's inverse: (forward arguments, rows of the piece) -> (INVERSE_OPS op with its
+# arguments, row quantum). An op missing here makes GGUF -> HF refuse the family by name.
+INVERSE_OF: dict[str, Callable[[tuple, int], tuple[tuple, int]]] = {
+    "permute_rope": _inverse_permute,                       # undone by unpermute_rope
+    "add": lambda args, rows: (("add", -float(args[0])), 1),  # add(v) by add(-v)
+    "neg_exp": lambda args, rows: (("log_neg",), 1),         # A = -exp(A_log) by A_log = log(-A)
+    "transpose": lambda args, rows: (("transpose",), rows),  # its own inverse, on the whole piece
+}
 # ops that need the whole piece in one chunk
 WHOLE = {"transpose"}
 # ops that select rows only: applicable to MXFP4 blocks and scales as they are

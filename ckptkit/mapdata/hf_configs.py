@@ -3,7 +3,7 @@ config.json as expressions over the GGUF metadata, and HF tensor names."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..expr import Expr
@@ -32,6 +32,9 @@ class Target:
     when: Expr | None = None
     keep_null: frozenset[str] = frozenset()     # config keys written as null rather than left out
     required: tuple[str, ...] = DEFAULT_REQUIRED
+    # fused HF role -> its shape as an expression over config.json (re-fusing [[split]] tables
+    # whose expressions read src_shape)
+    shapes: Mapping[str, Expr] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class _Tables:
     names: dict[str, str]
     keep_null: tuple[str, ...]
     required: tuple[str, ...] | None
+    shapes: dict[str, Expr] = field(default_factory=dict)
 
 
 def load_targets(top: Table, roles: RoleTable) -> tuple[Target, ...]:
@@ -63,7 +67,7 @@ def load_targets(top: Table, roles: RoleTable) -> tuple[Target, ...]:
         t.done()
         out.append(Target(arch, architectures, model_type, frozen(merged.config), tuple(merged.checks.values()),
                           frozen(merged.names), when, frozenset(merged.keep_null),
-                          merged.required or DEFAULT_REQUIRED))
+                          merged.required or DEFAULT_REQUIRED, frozen(merged.shapes)))
     top.done()
     return tuple(out)
 
@@ -103,6 +107,14 @@ def _tables(t: Table, roles: RoleTable, base: _Tables | None) -> _Tables:
             nt.fail("must be a Hugging Face tensor name", repr(role))
         names[role] = tmpl
     nt.done()
+    shapes = dict(base.shapes) if base else {}
+    st = t.table("shapes")
+    for role, src in st.items(lambda k, v: v):
+        check_role(st, role, repr(role), roles)
+        if not isinstance(src, str):
+            st.fail("must be an expression (a string) giving the Hugging Face shape", repr(role))
+        shapes[role] = st.compile(src, repr(role))
+    st.done()
     keep_null = (base.keep_null if base else ()) + t.strs("keep_null", ())
     required = t.strs("required", None) if t.has("required") else (base.required if base else None)
-    return _Tables(config, checks, names, keep_null, required)
+    return _Tables(config, checks, names, keep_null, required, shapes)
