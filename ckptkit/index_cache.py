@@ -191,7 +191,8 @@ def entry_for(source: Source, tokenizer: bool) -> Entry | None:
     if type(source) is OnlyFiles:
         inner, only = source.inner, sorted(source.names)
     if type(inner) is HubSource:
-        sha = _hub_sha(inner)
+        # one HEAD names a branch's commit; the source's reads (and listing, on a miss) are pinned to it
+        sha = _hub_sha(inner, light=True)
         if sha is None:
             return None
         key = _digest("hub", inner.endpoint, inner.repo_id, sha, inner.subfolder, only, tokenizer)
@@ -213,9 +214,10 @@ def entry_for(source: Source, tokenizer: bool) -> Entry | None:
     return None
 
 
-def _hub_sha(src: HubSource) -> str | None:
+def _hub_sha(src: HubSource, light: bool = False) -> str | None:
     """The commit of ``src``: its revision when that is a full sha (no request), else what the
-    listing says; offline, the ref the HF cache or this cache last saw (as huggingface_hub)."""
+    listing says (``light``: what one HEAD says, the listing only when it says nothing); offline,
+    the ref the HF cache or this cache last saw (as huggingface_hub)."""
     rev = src.revision or "main"
     if _HEX40.fullmatch(rev):
         return rev
@@ -232,7 +234,7 @@ def _hub_sha(src: HubSource) -> str | None:
             if _HEX40.fullmatch(sha):
                 return sha
         return None
-    sha = src.commit_sha  # the listing request, needed anyway on a miss
+    sha = (src.light_commit() if light else None) or src.commit_sha
     try:
         known = refs.read_text().strip()
     except (OSError, UnicodeDecodeError):

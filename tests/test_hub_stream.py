@@ -93,6 +93,56 @@ def test_persistent_corruption_fails_and_writes_nothing(model, hub, hf_cache, tm
     assert _leftovers(out.parent) == []
 
 
+
+def test_digest_spills_out_of_order_pieces_to_disk_and_still_checks(tmp_path):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    ds = Digests(limit=100_000, spill_dir=str(tmp_path))
+    pieces = [(off, data[off:off + 65536]) for off in range(0, len(data), 65536)]
+    for off, piece in pieces[1:][::-1] + pieces[:1]:  # everything ahead of the hashed position first
+        ds.feed("w.safetensors", len(data), hashlib.sha256(data).hexdigest(), None, off, piece, "w")
+        assert ds._held <= 100_000 + 65536  # memory stays bounded: the rest went to the spill file
+    assert ds.verified == {"w.safetensors"}
+    bad = bytearray(data)
+    bad[700_000] ^= 1
+    ds2 = Digests(limit=100_000)
+    with pytest.raises(ChecksumError):
+        for off, _ in pieces[1:][::-1] + pieces[:1]:
+            ds2.feed("w.safetensors", len(data), hashlib.sha256(data).hexdigest(), None, off,
+                     bytes(bad[off:off + 65536]), "w")
+
+
+def test_bytes_of_dropped_tensors_are_fetched_and_checked(tiny_model, hub, hf_cache, tmp_path):
+    """A tensor the conversion drops (a vision tower) is still fetched once, so its shard is
+    checked whole: a corrupted byte there is caught, and the output equals a local conversion."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    src = tiny_model("llama")
+    d = tmp_path / "tower"  # the name the Hub conversion gives general.name too
+    d.mkdir()
+    for p in src.iterdir():
+        if p.is_file() and not p.name.endswith(".safetensors") and p.name != "model.safetensors.index.json":
+            (d / p.name).write_bytes(p.read_bytes())
+    tensors: dict = {}
+    for shard in _shards(src):
+        tensors.update(load_file(str(src / shard)))
+    tower = "vision_tower.encoder.weight"
+    tensors[tower] = np.arange(64 * 1024, dtype=np.float32).reshape(256, 256)
+    save_file(dict(sorted(tensors.items())), str(d / "model.safetensors"), {"format": "pt"})
+    hub.add_repo_from_dir("stream/tower", d)
+    local = tmp_path / "local.gguf"
+    convert_to_gguf(str(d), local, outtype="f16")
+    header = json.loads((d / "model.safetensors").read_bytes()[8:_data_start(d / "model.safetensors")])
+    at = _data_start(d / "model.safetensors") + header[tower]["data_offsets"][0] + 4096
+    fault = hub.fail("model.safetensors", "corrupt", after_bytes=at)
+    hub.reset_stats()
+    out = tmp_path / "remote.gguf"
+    convert_to_gguf("stream/tower", out, outtype="f16")
+    assert fault.hits == 1
+    assert hub.count("GET", "/api/models/stream/tower") == 2  # caught in the dropped bytes, fetched again
+    assert out.read_bytes() == local.read_bytes()
+
+
 # ---- stalls ------------------------------------------------------------------------------------------
 
 def test_stalled_bodies_cost_about_one_read_timeout(model, local_gguf, hub, hf_cache, tmp_path):

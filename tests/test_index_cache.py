@@ -86,8 +86,9 @@ def test_hub_second_inspect_reads_no_headers(tiny_model, hub, hf_cache, cache_di
     hub.reset_stats()
     second = _inspect_json("cache/llama")
     assert second == first
-    # only the listing that tells the commit; no header, config or tokenizer reads
-    assert [r.path for r in hub.requests] == ["/api/models/cache/llama"], hub.requests
+    # one small GET that names main's commit (no listing); no header or tokenizer reads
+    assert [(r.method, r.path) for r in hub.requests] == [("GET", "/cache/llama/resolve/main/config.json")], \
+        hub.requests
     assert not any(r.range for r in hub.requests)
     # a full sha needs no request at all, and the same index serves it
     _inspect_json(f"cache/llama@{sha}")
@@ -153,6 +154,18 @@ def test_new_commit_is_read_again(tiny_model, hub, hf_cache, cache_dir, reads):
     second = json.loads(_inspect_json("cache/moving"))
     assert reads == ["cache/moving", "cache/moving"]
     assert second["tensors"] == first["tensors"]
+
+
+def test_branch_commit_from_the_listing_when_head_names_none(tiny_model, hub, hf_cache, cache_dir, reads):
+    hub.add_repo_from_dir("cache/nohead", tiny_model("llama"))
+    first = _inspect_json("cache/nohead")
+    # that GET fails (no X-Repo-Commit): the listing names the commit and the cache still serves
+    hub.fail(r"/resolve/main/config\.json$", "status", status=403, times=None)
+    hub.reset_stats()
+    assert _inspect_json("cache/nohead") == first
+    assert "/api/models/cache/nohead" in [r.path for r in hub.requests]
+    assert not any(r.range for r in hub.requests)
+    assert reads == ["cache/nohead"]
 
 
 # ---- local folders -------------------------------------------------------------------------------

@@ -125,6 +125,8 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
         hub = _hub_of(source)
         if hub is not None and read_timeout is not None:
             hub.timeout = read_timeout
+        if hub is not None and Path(out).parent.is_dir():  # checksums' out-of-order bytes wait there
+            hub.digests.spill_dir = str(Path(out).parent)
         plan = build_plan(source, outtype, keep_mtp, family, vocab, pre)
         if on_plan:
             on_plan(plan)

@@ -193,7 +193,10 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
         js = tensor_jobs(t, chunk_bytes)
         counts.append(len(js))
         all_jobs.extend(js)
-    ahead = ReadAhead(source, [r for j in all_jobs for r in j.reads], connections) if read_ahead else None
+    # a fresh run fetches every byte of each file it reads, so each is checked against its
+    # published hash; a resumed run fetches only what is left and checks the files it reads whole
+    ahead = ReadAhead(source, [r for j in all_jobs for r in j.reads], connections,
+                      whole=skip == 0) if read_ahead else None
     with ahead or nullcontext(), resumable(journal) if journal is not None else nullcontext():
         stream = _ordered(all_jobs, ahead.view if ahead is not None else source.read, threads)
 

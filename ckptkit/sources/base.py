@@ -52,6 +52,11 @@ class Source(ABC):
         """A path on disk holding the file's bytes, when there is one (local files, HF cache)."""
         return None
 
+    def unverified(self, paths: Iterable[str]) -> list[str]:
+        """Those of ``paths`` whose source publishes a hash that the bytes read so far have not
+        been checked against (a remote file not read whole); empty for local files."""
+        return []
+
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``fn`` over ``items`` with this source's concurrency, results in order."""
         items = list(items)
@@ -92,6 +97,9 @@ class WrappedSource(Source):
 
     def local_path(self, path: str) -> Path | None:
         return self.inner.local_path(path)
+
+    def unverified(self, paths: Iterable[str]) -> list[str]:
+        return self.inner.unverified(paths)
 
     def close(self) -> None:
         self.inner.close()

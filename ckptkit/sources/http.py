@@ -23,6 +23,7 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_RETRIES = 5
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_HEX40 = re.compile(r"[0-9a-f]{40}")
 
 T = TypeVar("T")
 
@@ -196,3 +197,34 @@ def get_range(url: str, headers: dict[str, str], start: int, end: int | None,
             return total
 
     return retrying(attempt, policy, "reading", where, http_error, progress=lambda: got)
+
+
+
+def get_with_commit(url: str, headers: dict[str, str], policy: RetryPolicy, where: str,
+                    limit: int = 1 << 20) -> tuple[str | None, bytes | None]:
+    """One GET of a small file, redirects not followed: the commit the Hub names in its answer
+    (``X-Repo-Commit``; None when it names none, an error the caller's next request will report)
+    and the body when the file is there, whole and at most ``limit`` bytes (else None)."""
+    import httpx2
+    from huggingface_hub import get_session
+
+    timeout = httpx2.Timeout(policy.timeout)
+    headers = {**headers, "Accept-Encoding": "identity"}
+
+    def attempt() -> tuple[str | None, bytes | None]:
+        with get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=False) as r:
+            if r.status_code in RETRY_STATUS:
+                raise Retry(f"HTTP {r.status_code}", retry_after(r))
+            sha = (r.headers.get("X-Repo-Commit") or "").strip().lower()
+            if not _HEX40.fullmatch(sha):
+                return None, None
+            cl = r.headers.get("Content-Length") or ""
+            if r.status_code != 200 or not cl.isdigit() or int(cl) > limit:
+                return sha, None
+            body = r.read()
+            return sha, body if len(body) == int(cl) else None
+
+    try:
+        return retrying(attempt, policy, "asking for the commit", where, lambda e: NetworkError(str(e), where))
+    except NetworkError:
+        return None, None

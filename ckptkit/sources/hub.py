@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,6 +28,7 @@ from .http import (
     ENV_TIMEOUT,
     RetryPolicy,
     get_range,
+    get_with_commit,
     http_error,
     retrying,
 )
@@ -85,6 +86,8 @@ class HubSource(Source):
         self._remote_id = repo_id  # the name the server answers to (differs after a rename)
         self._entries: dict[str, tuple[int | None, str | None, str | None]] | None = None  # size, sha256, blob id
         self._offline_listing = False
+        self._pin: str | None = None  # the commit named before any listing (light_commit)
+        self._early: dict[str, bytes] = {}  # small files fetched with it, served to reads from memory
         #: checksums of files whose every byte this source has fetched (see digest.py)
         self.digests = Digests()
 
@@ -117,6 +120,23 @@ class HubSource(Source):
         assert self._sha is not None
         return self._sha
 
+    def light_commit(self) -> str | None:
+        """The commit the revision is at, from one GET of config.json instead of the listing
+        (which imports and runs ``HfApi``); later reads are pinned to it and config.json's bytes
+        are kept for them. None when the answer names no commit (the listing will say why)."""
+        if self._sha is not None:
+            return self._sha
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
+
+        full = self._full("config.json")
+        url = hf_hub_url(self.repo_id, full, revision=self.revision, endpoint=self.endpoint)
+        headers = build_hf_headers(token=self.token, library_name="ckptkit")
+        self._pin, body = get_with_commit(url, headers, self.policy, self.label)
+        if self._pin and body is not None:
+            self._early[full] = body
+        return self._pin
+
     def _resolve(self) -> None:
         if self._entries is not None:
             return
@@ -142,7 +162,8 @@ class HubSource(Source):
 
         def model_info():
             try:
-                return api.model_info(self.repo_id, revision=self.revision, files_metadata=True, timeout=self.timeout)
+                return api.model_info(self.repo_id, revision=self._pin or self.revision, files_metadata=True,
+                                      timeout=self.timeout)
             except (ValueError, KeyError, TypeError, AttributeError):  # JSON or fields not as the Hub sends
                 raise bad from None
 
@@ -233,6 +254,17 @@ class HubSource(Source):
         full, _ = self._entry(path)
         hit = self._cached(full)
         return Path(hit) if hit else None
+
+    def close(self) -> None:
+        self.digests.close()
+
+    def unverified(self, paths: Iterable[str]) -> list[str]:
+        out = []
+        for path in paths:
+            full, (size, sha256, blob_id) = self._entry(path)
+            if (sha256 or blob_id) and size and full not in self.digests.verified and self._cached(full) is None:
+                out.append(path)
+        return out
 
     def _need_network(self, path: str) -> None:
         if hub_offline():
@@ -352,6 +384,16 @@ class HubSource(Source):
         headers = build_hf_headers(token=self.token, library_name="ckptkit")
         where = self._where(path)
         sink = write
+        early = self._early.get(full)
+        if early is not None and (end if end is not None else len(early)) <= len(early):
+            # fetched by light_commit at the same commit: served from memory, and checked
+            size, sha256, blob_id = self._entries_of(full)
+            piece = early[start:end]
+            if check and piece:
+                self.digests.feed(full, size, sha256, blob_id, start, piece, where)
+            if piece:
+                sink(piece)
+            return len(early)
         if check:
             size, sha256, blob_id = self._entries_of(full)
             pos = start

@@ -105,15 +105,33 @@ def group(spans: list[list[int]], chunk: int, gap: int, window: int) -> list[tup
     return cut
 
 
+def _whole(spans: list[list[int]], size: int) -> list[list[int]]:
+    """``spans`` with the bytes between them, before the first and after the last added, each
+    filler needed when its neighbour is: the whole file is fetched (so its checksum is judged)."""
+    out: list[list[int]] = []
+    pos = 0
+    for a, b, t0, t1 in spans:
+        if a > pos:
+            out.append([pos, a, t0, t0])
+        out.append([a, b, t0, t1])
+        pos = b
+    if pos < size:
+        out.append([pos, size, spans[-1][3], spans[-1][3]])
+    return out
+
+
 def plan_units(reads: Sequence[Range], sizes: dict[str, int | None], chunk: int,
-               gap: int | None = None, window: int | None = None) -> list[Unit]:
-    """The ranged requests covering ``reads``, ordered by their first use."""
+               gap: int | None = None, window: int | None = None, whole: bool = False) -> list[Unit]:
+    """The ranged requests covering ``reads``, ordered by their first use; with ``whole``, every
+    byte of each file read (of known size) is fetched, including bytes no read needs."""
     gap = GAP if gap is None else gap
     window = 2 * chunk if window is None else window
     units: list[Unit] = []
     by_file: dict[str, list[Unit]] = {}
     for f, spans in _spans(reads).items():
         size = sizes.get(f)
+        if whole and size is not None:
+            spans = _whole(spans, size)
         if spans[0][0] <= gap:  # the header: lets a fully used file be checked
             spans[0][0] = 0
         if size is not None and size - spans[-1][1] <= gap:
@@ -154,12 +172,16 @@ class ReadAhead(WrappedSource):
     """``inner`` read through planned, concurrent, once-only ranged requests (see module doc)."""
 
     def __init__(self, inner: Source, reads: Sequence[Range], connections: int | None = None,
-                 chunk: int | None = None, budget: int | None = None):
+                 chunk: int | None = None, budget: int | None = None, whole: bool = True):
         super().__init__(inner)
         chunk = CHUNK if chunk is None else chunk
         sizes = inner.files()
         remote = [r for r in reads if inner.local_path(r[0]) is None]  # the HF cache is a disk
-        self.units = plan_units(remote, sizes, chunk)
+        # ``whole``: the bytes of a file no read needs (a dropped tower or MTP layer) are fetched
+        # too, so that every file read can be checked against its published hash
+        self.units = plan_units(remote, sizes, chunk, whole=whole)
+        self.files_read = sorted({r[0] for r in remote})
+        self.whole = whole
         self.budget = budget if budget is not None else chunk * (2 * (connections or BASE_CONNECTIONS) + 2)
         self._by_file: dict[str, list[Unit]] = {}
         for u in sorted(self.units, key=lambda u: (u.file, u.start)):
@@ -290,6 +312,12 @@ class ReadAhead(WrappedSource):
         for u in self.units:
             if u.error is not None:
                 raise u.error
+        if self.whole:
+            bad = self.inner.unverified(self.files_read)
+            if bad:
+                more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+                raise CkptError("could not check the bytes received against the published hash",
+                                bad[0] + more)
 
     def close(self) -> None:
         with self._cond:
