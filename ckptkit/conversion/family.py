@@ -16,13 +16,21 @@ def families() -> Mapping[str, Family]:
     return mapdata.convert_families()
 
 
-def family_for(config: dict | None, override: str | None = None) -> Family:
-    """The family that converts a checkpoint with this config.json."""
-    fams = families()
+def family_for(config: dict | None, override: str | None = None, arch: str | None = None) -> Family:
+    """The family that converts a checkpoint with this config.json. ``arch`` (GGUF -> HF: the
+    file's general.architecture) considers only the families writing that architecture, and
+    the only one when there is one (mistral3 writes a MistralForCausalLM as GGUF arch mistral3)."""
+    fams = dict(families())
     if override:
         if override not in fams:
             raise UnsupportedError(f"unknown family {override!r}; known: {', '.join(sorted(fams))}")
         return fams[override]
+    if arch is not None:
+        fams = {k: f for k, f in fams.items() if f.arch == arch}
+        if len(fams) == 1:
+            return next(iter(fams.values()))
+        if not fams:
+            raise UnsupportedError(f"no conversion family writes GGUF architecture {arch!r}")
     if not config:
         raise UnsupportedError("no config.json: cannot tell the model family (use --family)")
     archs = config.get("architectures") or []
