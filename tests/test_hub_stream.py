@@ -143,6 +143,33 @@ def test_bytes_of_dropped_tensors_are_fetched_and_checked(tiny_model, hub, hf_ca
     assert out.read_bytes() == local.read_bytes()
 
 
+
+def test_moe_experts_read_out_of_file_order_are_still_checked(tiny_model, hub, hf_cache, tmp_path, monkeypatch):
+    """Stacking experts reads each layer's shard out of file order: with a tiny memory bound the
+    waiting bytes go to disk, every shard is checked, and a flipped byte is caught."""
+    import ckptkit.sources.digest as digest
+
+    monkeypatch.setattr(digest, "PENDING_LIMIT", 4096)
+    spills = []
+    real_spill = digest.FileDigest.spill
+    monkeypatch.setattr(digest.FileDigest, "spill", lambda self: spills.append(1) or real_spill(self))
+    import shutil
+
+    src = shutil.copytree(tiny_model("qwen3_moe"), tmp_path / "moe")  # general.name as the repo's
+    hub.add_repo_from_dir("stream/moe", src)
+    local = tmp_path / "moe.gguf"
+    convert_to_gguf(str(src), local, outtype="f32")
+    shard = _shards(src)[0]
+    fault = hub.fail(shard, "corrupt", after_bytes=_data_start(src / shard) + 999)
+    out = tmp_path / "o" / "moe.gguf"
+    out.parent.mkdir()
+    convert_to_gguf("stream/moe", out, outtype="f32")
+    assert fault.hits == 1 and hub.count("GET", "/api/models/stream/moe") == 2
+    assert out.read_bytes() == local.read_bytes()
+    assert _leftovers(out.parent) == ["moe.gguf"]  # the spill file had no name and is gone
+    assert spills  # the bound was passed: bytes waited on disk
+
+
 # ---- stalls ------------------------------------------------------------------------------------------
 
 def test_stalled_bodies_cost_about_one_read_timeout(model, local_gguf, hub, hf_cache, tmp_path):

@@ -130,8 +130,8 @@ class Digests:
     with bytes that differ from the listing. ``spill_dir``: where waiting pieces go past
     ``limit`` (None: the system's temporary folder)."""
 
-    def __init__(self, limit: int = PENDING_LIMIT, spill_dir: str | None = None):
-        self.limit = limit
+    def __init__(self, limit: int | None = None, spill_dir: str | None = None):
+        self.limit = PENDING_LIMIT if limit is None else limit
         self.spill_dir = spill_dir
         self._files: dict[str, FileDigest] = {}
         self._held = 0
