@@ -148,8 +148,10 @@ def test_moe_experts_read_out_of_file_order_are_still_checked(tiny_model, hub, h
     """Stacking experts reads each layer's shard out of file order: with a tiny memory bound the
     waiting bytes go to disk, every shard is checked, and a flipped byte is caught."""
     import ckptkit.sources.digest as digest
+    import ckptkit.sources.readahead as readahead
 
     monkeypatch.setattr(digest, "PENDING_LIMIT", 4096)
+    monkeypatch.setattr(readahead, "CHUNK", 2048)  # ranges as small as a tiny expert's rows
     spills = []
     real_spill = digest.FileDigest.spill
     monkeypatch.setattr(digest.FileDigest, "spill", lambda self: spills.append(1) or real_spill(self))
