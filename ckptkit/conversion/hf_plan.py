@@ -108,8 +108,8 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) ->
     fused: dict[tuple[str, int | None], dict[str, TensorInfo]] = {}
     for gname, t in index.tensors.items():
         info = infos[gname]
-        if info.role in generated and info.layer is None:
-            plan.derived[info.role] = t
+        if gname in generated:
+            plan.derived[gname] = t
             continue
         if first_mtp is not None and info.layer is not None and info.layer >= first_mtp and not keep_mtp:
             dropped_mtp += 1

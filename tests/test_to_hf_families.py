@@ -1,0 +1,367 @@
+"""GGUF -> HF for the families with fused or transformed tensors (gpt-oss, GLM-4.5, Llama 4,
+Qwen3-Next), OLMo 3's sliding layers and rope scaling: tiny real transformers models go
+HF -> GGUF -> HF and must come back bit for bit, load in transformers with no missing,
+unexpected or mismatched keys, give the same logits, and keep their config.json settings."""
+import json
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ckptkit.cli import main
+from ckptkit.conversion import convert_to_gguf, convert_to_hf
+from ckptkit.conversion.hf_data import dequantize_rows
+from ckptkit.conversion.transforms import log_neg, neg_exp
+from ckptkit.index import TensorInfo
+
+TOKENS = [[1, 5, 9, 100, 200, 3, 77, 42, 300, 12]]
+FAMILIES = {"gpt_oss": "GptOssForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
+            "llama4_text": "Llama4ForCausalLM", "qwen3_next": "Qwen3NextForCausalLM"}
+
+
+@pytest.fixture(scope="module")
+def gguf_for(tiny_model, tmp_path_factory):
+    cache = {}
+    d = tmp_path_factory.mktemp("to_hf_families")
+
+    def get(family, outtype="f32"):
+        if (family, outtype) not in cache:
+            out = d / f"{family}-{outtype}.gguf"
+            convert_to_gguf(str(tiny_model(family)), out, outtype=outtype)
+            cache[family, outtype] = out
+        return cache[family, outtype]
+    return get
+
+
+def _load(path):
+    from transformers import AutoModelForCausalLM
+    model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    return model.eval()
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(torch.tensor(TOKENS)).logits[0].numpy()
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def _diff(a, b):
+    r = CliRunner().invoke(main, ["diff", str(a), str(b)])
+    return r.exit_code, r.output
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_f32_round_trip_is_bit_exact(family, tiny_model, gguf_for, tmp_path):
+    src = tiny_model(family)
+    out = tmp_path / "hf"
+    res = convert_to_hf(str(gguf_for(family)), out, outtype="f32", shard_size=100_000)
+    assert not res.notes or all("tokenizer" in n for n in res.notes)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == [FAMILIES[family]]
+    assert len(list(out.glob("model-*.safetensors"))) >= 2
+    orig, back = _load(src), _load(out)
+    _same_weights(orig, back)
+    a, b = _logits(orig), _logits(back)
+    assert np.array_equal(a, b) and float(np.std(a)) > 0
+    # the tensors transformers reads come back with their own names, shapes and bytes
+    code, text = _diff(src, out)
+    assert code == 0 and "SAME (exact)" in text, text
+    code, text = _diff(src, gguf_for(family))
+    assert code == 0 and "SAME (exact)" in text, text
+    want = json.loads((src / "config.json").read_text())
+    skip = {"dtype", "transformers_version", "attention_dropout", "use_cache", "initializer_range",
+            "output_router_logits", "router_aux_loss_coef", "router_jitter_noise"}
+    for k, v in cfg.items():
+        if k in want and k not in skip:
+            assert want[k] == v, (family, k, want[k], v)
+    assert not (set(want) - set(cfg) - skip), set(want) - set(cfg) - skip
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_q8_0_gguf_loads_close_to_the_original(family, tiny_model, gguf_for, tmp_path):
+    out = tmp_path / "hf"
+    convert_to_hf(str(gguf_for(family, "q8_0")), out, outtype="f32")
+    r = gguf.GGUFReader(gguf_for(family, "q8_0"))
+    assert sum(t.tensor_type == gguf.GGMLQuantizationType.Q8_0 for t in r.tensors) >= 4
+    a, b = _logits(_load(tiny_model(family))), _logits(_load(out))
+    rel = float(np.abs(a - b).max() / np.abs(a).max())
+    assert 0 < rel < 0.05, rel
+
+
+def test_gpt_oss_experts_re_interleaved(gguf_for, tmp_path):
+    """gate_up_proj [E, hidden, 2*inter] is gate and up interleaved column by column: each is
+    its GGUF expert transposed."""
+    from safetensors import safe_open
+    out = tmp_path / "hf"
+    convert_to_hf(str(gguf_for("gpt_oss")), out, outtype="f32")
+    r = gguf.GGUFReader(gguf_for("gpt_oss"))
+    t = {x.name: np.asarray(x.data) for x in r.tensors if x.name.startswith("blk.1.")}
+    wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    name = "model.layers.1.mlp.experts.gate_up_proj"
+    with safe_open(str(out / wm[name]), "np") as f:
+        gu = f.get_tensor(name)
+        bias = f.get_tensor(name + "_bias") if name + "_bias" in f.keys() else None
+    assert np.array_equal(gu[:, :, 0::2], t["blk.1.ffn_gate_exps.weight"].transpose(0, 2, 1))
+    assert np.array_equal(gu[:, :, 1::2], t["blk.1.ffn_up_exps.weight"].transpose(0, 2, 1))
+    if bias is not None:
+        assert np.array_equal(bias[:, 0::2], t["blk.1.ffn_gate_exps.bias"])
+
+
+def test_gpt_oss_mxfp4_experts_are_dequantised(gguf_for, tmp_path):
+    """A GGUF whose experts are MXFP4 (as published gpt-oss GGUFs are) comes back as floats
+    equal to gguf's own dequantisation of its blocks, and loads."""
+    from safetensors import safe_open
+    src = gguf.GGUFReader(gguf_for("gpt_oss"))
+    mx = tmp_path / "mx.gguf"
+    _rewrite(src, mx, lambda name, x: gguf.GGMLQuantizationType.MXFP4 if name.endswith("_exps.weight") else None)
+    out = tmp_path / "hf"
+    convert_to_hf(str(mx), out, outtype="f32")
+    r = gguf.GGUFReader(mx)
+    down = next(t for t in r.tensors if t.name == "blk.0.ffn_down_exps.weight")
+    assert down.tensor_type == gguf.GGMLQuantizationType.MXFP4
+    want = gguf.quants.dequantize(down.data, down.tensor_type)
+    wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    name = "model.layers.0.mlp.experts.down_proj"
+    with safe_open(str(out / wm[name]), "np") as f:
+        got = f.get_tensor(name)
+    assert np.array_equal(got, want.transpose(0, 2, 1))
+    _load(out)
+
+
+def test_qwen3_next_linear_attention_inverses(tiny_model, gguf_for, tmp_path):
+    """in_proj_qkvz is re-fused per key-head group from attn_qkv (all q, all k, all v) and
+    attn_gate; conv1d gets its [channels, 1, kernel] back; A_log = log(-ssm_a)."""
+    from safetensors import safe_open
+    out = tmp_path / "hf"
+    convert_to_hf(str(gguf_for("qwen3_next")), out, outtype="f32")
+    cfg = json.loads((out / "config.json").read_text())
+    nk, hk = cfg["linear_num_key_heads"], cfg["linear_key_head_dim"]
+    nv, hv = cfg["linear_num_value_heads"], cfg["linear_value_head_dim"]
+    r = gguf.GGUFReader(gguf_for("qwen3_next"))
+    t = {x.name: np.asarray(x.data) for x in r.tensors if x.name.startswith("blk.0.")}
+    wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    got = {}
+    for n in ("in_proj_qkvz.weight", "conv1d.weight", "A_log"):
+        name = "model.layers.0.linear_attn." + n
+        with safe_open(str(out / wm[name]), "np") as f:
+            got[n] = f.get_tensor(name)
+    qkvz = got["in_proj_qkvz.weight"].reshape(nk, 2 * hk + 2 * nv // nk * hv, -1)
+    qkv = t["blk.0.attn_qkv.weight"]
+    assert np.array_equal(qkvz[:, :hk].reshape(-1, qkv.shape[1]), qkv[:nk * hk])
+    assert np.array_equal(qkvz[:, hk:2 * hk].reshape(-1, qkv.shape[1]), qkv[nk * hk:2 * nk * hk])
+    assert np.array_equal(qkvz[:, 2 * hk + nv // nk * hv:].reshape(-1, qkv.shape[1]), t["blk.0.attn_gate.weight"])
+    assert got["conv1d.weight"].shape[1] == 1
+    assert np.array_equal(got["conv1d.weight"][:, 0], t["blk.0.ssm_conv1d.weight"])
+    assert np.array_equal(neg_exp(got["A_log"]), t["blk.0.ssm_a"])
+
+
+def test_log_neg_inverts_neg_exp():
+    """A = -exp(A_log) loses nothing for |A_log| not small; log_neg finds a float32 that gives A
+    back exactly, and the original wherever one exists uniquely."""
+    rng = np.random.default_rng(1)
+    a = np.log(rng.uniform(0.01, 16, 20000)).astype(np.float32)
+    back = log_neg(neg_exp(a))
+    assert np.array_equal(neg_exp(back), neg_exp(a))            # GGUF -> HF -> GGUF is exact
+    big = np.abs(a) > 1.0
+    assert np.array_equal(back[big], a[big])
+    assert np.abs(back - a).max() <= 4 * np.spacing(np.abs(a)).max()
+
+
+def test_glm4_moe_mtp_layer_kept_or_dropped(tiny_model, tmp_path):
+    """GLM-4.5's MTP module is an extra layer after the trunk (model.layers.N.*, with eh_proj,
+    enorm, hnorm, shared_head.norm): HF -> GGUF keeps it as blk.N; GGUF -> HF gives it back bit
+    for bit with num_nextn_predict_layers, or leaves it out (plan_hf keep_mtp=False)."""
+    from safetensors.torch import load_file, save_file
+
+    from ckptkit.api import load_index, open_source
+    from ckptkit.conversion.hf_plan import plan_hf
+    from modelgen import copy_model
+    src = copy_model(tiny_model("glm4_moe"), tmp_path / "src")
+    cfg = json.loads((src / "config.json").read_text())
+    n = cfg["num_hidden_layers"]
+    g = torch.Generator().manual_seed(5)
+    shard = sorted(src.glob("model-*.safetensors"))[-1]
+    sd = load_file(str(shard))
+    wm = json.loads((src / "model.safetensors.index.json").read_text())
+    extra = {}
+    for k, v in load_file(str(src / wm["weight_map"]["model.layers.1.self_attn.q_proj.weight"])).items():
+        if k.startswith("model.layers.1."):
+            extra[k.replace("model.layers.1.", f"model.layers.{n}.")] = torch.randn(v.shape, generator=g)
+    for k in list(wm["weight_map"]):
+        if k.startswith("model.layers.1.") and k.replace("model.layers.1.", f"model.layers.{n}.") not in extra:
+            with open_source(str(src)) as s:
+                shape = load_index(s).tensors[k].shape
+            extra[k.replace("model.layers.1.", f"model.layers.{n}.")] = torch.randn(shape, generator=g)
+    h = cfg["hidden_size"]
+    for k, shape in (("eh_proj.weight", (h, 2 * h)), ("enorm.weight", (h,)), ("hnorm.weight", (h,)),
+                     ("shared_head.norm.weight", (h,))):
+        extra[f"model.layers.{n}.{k}"] = torch.randn(shape, generator=g)
+    sd.update(extra)
+    save_file(sd, str(shard), metadata={"format": "pt"})
+    wm["weight_map"].update({k: shard.name for k in extra})
+    (src / "model.safetensors.index.json").write_text(json.dumps(wm))
+    cfg["num_nextn_predict_layers"] = 1
+    (src / "config.json").write_text(json.dumps(cfg))
+    gg = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), gg, outtype="f32")
+    r = gguf.GGUFReader(gg)
+    assert f"blk.{n}.nextn.eh_proj.weight" in {t.name for t in r.tensors}
+    out = tmp_path / "hf"
+    convert_to_hf(str(gg), out, outtype="f32")
+    got = json.loads((out / "config.json").read_text())
+    assert got["num_hidden_layers"] == n and got["num_nextn_predict_layers"] == 1
+    code, text = _diff(src, out)
+    assert code == 0 and "SAME (exact)" in text, text
+    back_wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert set(back_wm) == set(wm["weight_map"])
+    with open_source(str(gg)) as s:
+        plan = plan_hf(load_index(s), "f32", keep_mtp=False)
+    names = {t.entry.name for t in plan.tensors}
+    assert names == {k for k in wm["weight_map"] if not k.startswith(f"model.layers.{n}.")}
+    assert plan.config["num_nextn_predict_layers"] == 0 and plan.notes
+
+
+# ---- rope scaling and sliding windows: config.json settings round-trip ----------------------------
+
+def _make(tmp_path, model_type, cfg):
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from modelgen import TINY_FAMILIES
+    transformers.utils.logging.set_verbosity_error()
+    base = dict(TINY_FAMILIES["llama" if model_type == "llama" else "qwen3" if model_type == "qwen3" else "olmo2"]["config"])
+    base.update(cfg)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **base)).eval()
+    d = tmp_path / "src"
+    total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    model.save_pretrained(d, max_shard_size=total // 3 + 1)
+    return d
+
+
+ROPE_CASES = {
+    "llama3": ("llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                             "original_max_position_embeddings": 8192},
+                         "max_position_embeddings": 65536}),
+    # low/high frequency factors other than Llama 3.1's, read back from the interpolated divisors
+    "llama3_fitted": ("llama", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 16.0,
+                                                    "low_freq_factor": 1.0, "high_freq_factor": 32.0,
+                                                    "original_max_position_embeddings": 8192},
+                                "max_position_embeddings": 131072}),
+    "yarn": ("llama", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                           "original_max_position_embeddings": 64, "beta_fast": 32.0,
+                                           "beta_slow": 1.0}, "max_position_embeddings": 256}),
+    "qwen3_yarn": ("qwen3", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                                                 "original_max_position_embeddings": 64}}),
+    "linear": ("llama", {"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}}),
+    "olmo3_sliding": ("olmo3", {"num_hidden_layers": 4, "sliding_window": 4,
+                                "layer_types": ["sliding_attention", "full_attention",
+                                                "sliding_attention", "full_attention"]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROPE_CASES))
+def test_rope_scaling_and_sliding_round_trip(case, tmp_path):
+    model_type, cfg = ROPE_CASES[case]
+    src = _make(tmp_path, model_type, cfg)
+    gg = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), gg, outtype="f32")
+    out = tmp_path / "hf"
+    convert_to_hf(str(gg), out, outtype="f32")
+    want = json.loads((src / "config.json").read_text())
+    got = json.loads((out / "config.json").read_text())
+    assert got["model_type"] == want["model_type"] and got["architectures"] == want["architectures"]
+    keys = ("rope_parameters", "sliding_window", "max_position_embeddings") + (("layer_types",) if "sliding_window" in cfg else ())
+    for k in keys:
+        assert got.get(k) == want.get(k), (k, want.get(k), got.get(k))
+    orig, back = _load(src), _load(out)
+    _same_weights(orig, back)
+    a, b = _logits(orig), _logits(back)
+    assert np.array_equal(a, b)
+
+
+def test_olmo3_window_matters(tmp_path):
+    """The 10 test tokens reach past OLMo 3's window of 4: without the sliding layers the logits
+    differ, so the round trip above really carries the window."""
+    from transformers import AutoModelForCausalLM
+    src = _make(tmp_path, "olmo3", ROPE_CASES["olmo3_sliding"][1])
+    a = _logits(_load(src))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["layer_types"] = ["full_attention"] * cfg["num_hidden_layers"]
+    (src / "config.json").write_text(json.dumps(cfg))
+    m = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    assert float(np.abs(_logits(m) - a).max()) > 1e-4
+
+
+# ---- every type gguf can dequantise ---------------------------------------------------------------
+
+def _rewrite(r, dest, type_of):
+    """A copy of GGUF ``r`` with tensors re-encoded where ``type_of(name, array)`` names a type."""
+    w = gguf.GGUFWriter(str(dest), r.fields["general.architecture"].contents())
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture":
+            continue
+        sub = f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(k, f.contents(), f.types[0], sub)
+    for t in r.tensors:
+        x = np.asarray(t.data)
+        q = type_of(t.name, x) if t.tensor_type == gguf.GGMLQuantizationType.F32 and x.ndim >= 2 else None
+        if q is None:
+            w.add_tensor(t.name, x, raw_dtype=t.tensor_type)
+        else:
+            w.add_tensor(t.name, gguf.quants.quantize(x, q), raw_dtype=q)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _dequantisable():
+    return [t for t in gguf.GGMLQuantizationType if t in gguf.quants._type_traits]
+
+
+@pytest.mark.parametrize("qtype", [t.name for t in _dequantisable()])
+def test_every_gguf_quant_type_dequantises_like_gguf(qtype):
+    """dequantize_rows gives gguf.quants' own values for every type gguf can dequantise (random
+    block bytes: every code path of the format, NaN/inf scales included)."""
+    t = gguf.GGMLQuantizationType[qtype]
+    block, size = gguf.GGML_QUANT_SIZES[t]
+    cols = 256 if 256 % block == 0 else 4 * block
+    raw = np.random.default_rng(int(t)).integers(0, 256, 3 * cols // block * size, dtype=np.uint8)
+    info = TensorInfo("x", qtype, (3, cols), "f", 0, raw.size)
+    with np.errstate(all="ignore"):
+        got = dequantize_rows(raw.tobytes(), info, 3, cols)
+        want = gguf.quants.dequantize(raw.reshape(3, -1), t)
+    assert got.dtype == np.float32 and got.shape == (3, cols)
+    assert np.array_equal(got, want.astype(np.float32), equal_nan=True)
+
+
+def test_mixed_quant_gguf_converts_and_loads(tiny_model, gguf_for, tmp_path):
+    """A GGUF whose matrices use several quantised types comes back and loads; each tensor is
+    gguf's dequantisation of its blocks."""
+    from transformers import AutoModelForCausalLM
+    types = [gguf.GGMLQuantizationType[n] for n in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4")]
+    seen = []
+
+    def pick(name, x):
+        if x.shape[-1] % 32:
+            return None
+        seen.append(types[len(seen) % len(types)])
+        return seen[-1]
+    mixed = tmp_path / "mixed.gguf"
+    _rewrite(gguf.GGUFReader(gguf_for("glm4_moe")), mixed, pick)
+    assert set(seen) == set(types)
+    out = tmp_path / "hf"
+    convert_to_hf(str(mixed), out, outtype="bf16")
+    m = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    assert np.isfinite(_logits(m.eval())).all()
