@@ -31,7 +31,8 @@ def render_index(index: TensorIndex, console: Console, all_tensors: bool = False
     size_txt = human_bytes(sum(sizes)) if len(sizes) == len(index.files) else "?"
     console.print(f"  format      {index.format}, {len(index.files)} file(s), {size_txt}")
     console.print(f"  tensors     {len(index.tensors):,}")
-    console.print(f"  parameters  {total:,} ({human_count(total)})")
+    # every stored value, copies included; the model's own count is the "parameters" fact below
+    console.print(f"  values      {total:,} stored ({human_count(total)})")
     dtypes = ", ".join(f"{d} {100 * n / total:.1f}%" if total else d
                        for d, n in index.parameters_by_dtype().items())
     console.print(f"  dtypes      {dtypes}")
