@@ -217,3 +217,53 @@ def test_broken_manifest_is_one_line(edit, words, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and words in lines[0], (cmd, r.stderr)
         assert "manifest.json" in lines[0]
+
+
+# ---- from the Hub -----------------------------------------------------------------------------------
+
+def test_hub_source_is_recorded_with_commit_and_hashes(hub, hf_cache, tmp_path):
+    import hashlib
+    hub.add_repo("cktest/tiny-llama", {p.name: p.read_bytes() for p in EXAMPLE.iterdir()})
+    ck, back = tmp_path / "ck", tmp_path / "back"
+    ckptkit.convert("cktest/tiny-llama", ck, to="ckpt")
+    src = manifest(ck)["source"]
+    assert src["spec"] == "cktest/tiny-llama" and len(src["revision"]) == 40
+    shards = {f["name"]: f for f in src["files"]}
+    assert set(shards) == {p.name for p in EXAMPLE.glob("*.safetensors")}
+    for name, f in shards.items():
+        data = (EXAMPLE / name).read_bytes()
+        assert f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest()
+    ckptkit.convert(ck, back)
+    assert raw_tensors(back) == raw_tensors(EXAMPLE)
+
+
+# ---- streaming ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, outtype", [("example", "auto"), ("example", "f32"), ("gguf", "f32")])
+def test_tensors_stream_in_bounded_reads(spec, outtype, monkeypatch, tmp_path):
+    """Every tensor is read in chunks of about CHUNK_BYTES, never whole."""
+    from ckptkit.api import load_index, open_source
+    from ckptkit.conversion import stream
+    from ckptkit.conversion.to_ckpt import plan_ckpt, write_ckpt
+    from ckptkit.sources.base import WrappedSource
+    src = EXAMPLE
+    if spec == "gguf":
+        src = tmp_path / "m.gguf"
+        ckptkit.convert(EXAMPLE, src, outtype="f32")
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 2048)
+    sizes = []
+
+    class Counting(WrappedSource):
+        def read(self, path, offset, length):
+            sizes.append(length)
+            return super().read(path, offset, length)
+
+    with open_source(str(src)) as source:
+        index = load_index(source)
+        plan = plan_ckpt(stream.read_stream(source, index, outtype))
+        write_ckpt(plan, Counting(source), tmp_path / "ck", {}, {"spec": str(src)})
+    largest = max(t.nbytes for t in index.tensors.values())
+    # a GGUF is read in whole rotary heads at least: 16 rows of 64 f32 (4 KB) for q/k
+    bound = 4096 if spec == "gguf" else 2048
+    assert largest >= 24_000 and sizes and max(sizes) <= bound, (largest, max(sizes))
+    assert not ckptkit.diff(EXAMPLE, tmp_path / "ck").failed

@@ -48,15 +48,17 @@ class Stream:
         return sum(Entry(t.name, t.dtype, t.shape).nbytes for t in self.tensors)
 
 
-def raw_chunks(t: TensorInfo, chunk_bytes: int = CHUNK_BYTES) -> Callable[[Source], Iterator[bytes]]:
+def raw_chunks(t: TensorInfo) -> Callable[[Source], Iterator[bytes]]:
+    """A tensor's stored bytes, CHUNK_BYTES at a time."""
     def chunks(source: Source) -> Iterator[bytes]:
-        for a in range(0, t.nbytes, chunk_bytes):
-            yield source.read(t.file, t.offset + a, min(chunk_bytes, t.nbytes - a))
+        n = CHUNK_BYTES
+        for a in range(0, t.nbytes, n):
+            yield source.read(t.file, t.offset + a, min(n, t.nbytes - a))
     return chunks
 
 
-def cast_chunks(t: TensorInfo, dtype: str, chunk_bytes: int = CHUNK_BYTES) -> Callable[[Source], Iterator[bytes]]:
-    """A float tensor's values re-encoded as ``dtype``, whole rows at a time."""
+def cast_chunks(t: TensorInfo, dtype: str) -> Callable[[Source], Iterator[bytes]]:
+    """A float tensor's values re-encoded as ``dtype``, whole rows (about CHUNK_BYTES) at a time."""
     from ..tensordata import decode, row_nbytes
     from .hf_data import encode
 
@@ -65,7 +67,7 @@ def cast_chunks(t: TensorInfo, dtype: str, chunk_bytes: int = CHUNK_BYTES) -> Ca
             yield encode(decode(source.read(t.file, t.offset, t.nbytes), t.dtype, t.shape), dtype)
             return
         rb = row_nbytes(t)
-        step = max(1, chunk_bytes // max(rb, 1))
+        step = max(1, CHUNK_BYTES // max(rb, 1))
         for r0 in range(0, t.shape[0], step):
             r1 = min(r0 + step, t.shape[0])
             x = decode(source.read(t.file, t.offset + r0 * rb, (r1 - r0) * rb), t.dtype, (r1 - r0, *t.shape[1:]))
@@ -140,7 +142,7 @@ def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab
         return tuple(out)
 
     def chunks_of(t: HFTensor) -> Callable[[Source], Iterator[bytes]]:
-        return lambda s: tensor_chunks(s, t)
+        return lambda s: tensor_chunks(s, t, CHUNK_BYTES)
 
     tensors = [StreamTensor(t.entry.name, t.entry.dtype, t.entry.shape, origin(t), chunks_of(t),
                             "+".join(dict.fromkeys(p.src.dtype for p in t.pieces)))
