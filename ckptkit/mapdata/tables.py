@@ -106,9 +106,9 @@ def load_params_json(top: Table) -> ParamsJson:
 @dataclass(frozen=True)
 class PreStep:
     """One pre-tokenizer step as tokenizer.json spells it; unset fields take its defaults."""
-    type: str                       # "Split", "ByteLevel", "Digits"
+    type: str                       # "Split", "ByteLevel", "Digits", "Punctuation"
     regex: str | None = None
-    behavior: str = "Isolated"
+    behavior: str = "Isolated"      # Split's and Punctuation's
     invert: bool = False
     use_regex: bool = True
     add_prefix_space: bool = False
@@ -119,10 +119,22 @@ class PreStep:
         """The step with the keys the file wrote, as tokenizer.json would hold them."""
         return {"type": self.type, **{k: getattr(self, k) for k in sorted(self.given)}}
 
+    def tokenizer_json(self) -> dict[str, Any]:
+        """The step as a tokenizer.json pre_tokenizer holds it, every field written."""
+        if self.type == "Split":
+            return {"type": "Split", "pattern": {"Regex": self.regex}, "behavior": self.behavior,
+                    "invert": self.invert}
+        if self.type == "ByteLevel":
+            return {"type": "ByteLevel", "add_prefix_space": self.add_prefix_space, "trim_offsets": True,
+                    "use_regex": self.use_regex}
+        if self.type == "Digits":
+            return {"type": "Digits", "individual_digits": self.individual_digits}
+        return {"type": self.type, "behavior": self.behavior}
+
 
 _STEP_KEYS: dict[str, dict[str, type]] = {"Split": {"regex": str, "behavior": str, "invert": bool},
               "ByteLevel": {"use_regex": bool, "add_prefix_space": bool},
-              "Digits": {"individual_digits": bool}}
+              "Digits": {"individual_digits": bool}, "Punctuation": {"behavior": str}}
 
 
 @dataclass(frozen=True)
@@ -145,13 +157,24 @@ def load_pretokenizers(top: Table) -> PreTokenizers:
     lt = top.table("llama_cpp", required=True)
     accepted = frozenset(lt.strs("accepted"))
     lt.done()
-    entries = []
+    entries: list[PreTokenizer] = []
     for e in top.tables("pretokenizer"):
         name = e.text("name")
         if name not in accepted:
             e.fail(f"{name!r} is not a llama.cpp name ([llama_cpp] accepted)", "name")
-        raw = e.get("steps", (list,))
-        steps = tuple(_step(e, i, s) for i, s in enumerate(raw))
+        if any(x.name == name for x in entries):
+            e.fail(f"{name!r} is listed twice", "name")
+        like = e.text("like", None)
+        if like is not None:
+            if e.has("steps"):
+                e.fail("give steps or like, not both", "like")
+            earlier = next((x for x in entries if x.name == like), None)
+            if earlier is None:
+                e.fail(f"{like!r} is not an earlier entry", "like")
+            steps = earlier.steps
+        else:
+            raw = e.get("steps", (list,))
+            steps = tuple(_step(e, i, s) for i, s in enumerate(raw))
         entries.append(PreTokenizer(name, steps, e.text("normalizer", None), frozenset(e.strs("hints", ())),
                                     e.strs("code_modules", ()), e.flag("ignore_merges", False)))
         e.done()

@@ -88,8 +88,23 @@ def _canon_regex(r: str) -> str:
     return r.replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\t")
 
 
+# the regex of a ByteLevel step with use_regex (tokenizers' byte_level.rs)
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+
+def _step_keys(step: dict) -> tuple:
+    r"""One pre-tokenizer step reduced to what changes how text is split: a Digits step is the Split
+    it is (Rust's is_numeric is \p{N}), a ByteLevel step with use_regex (and no prefix space) its
+    regex's Split then a plain ByteLevel, so either spelling of one definition compares equal."""
+    key = _step_key(step)
+    if key[0] == "Digits":
+        return (("Split", r"\p{N}" if key[1] else r"\p{N}+", "Isolated", False),)
+    if key[0] == "ByteLevel" and key[1] and not key[2]:
+        return (("Split", GPT2_REGEX, "Isolated", False), ("ByteLevel", False, False))
+    return (key,)
+
+
 def _step_key(step: dict) -> tuple:
-    """One pre-tokenizer step reduced to what changes how text is split."""
     t = step.get("type")
     if t == "Split":
         pat = step.get("regex")
@@ -107,6 +122,8 @@ def _step_key(step: dict) -> tuple:
                 bool(step.get("add_prefix_space", False)))
     if t == "Digits":
         return ("Digits", bool(step.get("individual_digits", False)))
+    if t == "Punctuation":
+        return ("Punctuation", str(step.get("behavior", "Isolated")))
     rest = tuple(sorted((k, repr(v)) for k, v in step.items() if k != "type"))
     return (str(t),) + rest
 
@@ -121,7 +138,7 @@ def _canonical_steps(pre: Any) -> tuple:
         if not isinstance(subs, list):
             raise FormatError("Sequence pre_tokenizer without a list", "tokenizer.json")
         return tuple(k for s in subs for k in _canonical_steps(s))
-    return (_step_key(pre),)
+    return _step_keys(pre)
 
 
 def _normalizer_name(n: Any) -> str:
@@ -164,7 +181,7 @@ def _config_hints(config: dict | None) -> set[str]:
 def _table() -> dict:
     """mappings/pretokenizers.toml with each entry's steps reduced as tokenizer.json's are."""
     data = mapdata.pretokenizers()
-    entries = [{"name": e.name, "steps": tuple(_step_key(st.as_dict()) for st in e.steps),
+    entries = [{"name": e.name, "steps": tuple(k for st in e.steps for k in _step_keys(st.as_dict())),
                 "normalizer": e.normalizer,  # None: no preference
                 "hints": e.hints, "code_modules": e.code_modules} for e in data.entries]
     return {"accepted": data.accepted, "entries": entries}
