@@ -200,6 +200,8 @@ def _render_facts(report: dict, console: Console) -> None:
               help="Jobs reading, transforming and encoding chunks at once.")
 @click.option("--no-mtp", is_flag=True, help="Drop multi-token-prediction layers.")
 @click.option("--no-vocab", is_flag=True, help="Do not convert the tokenizer.")
+@click.option("--vocab-only", is_flag=True, help="HF -> GGUF: only the tokenizer and the architecture's "
+              "metadata, no tensors (llama.cpp loads it with vocab_only); SRC may hold just tokenizer files.")
 @click.option("--pre", help="Force the BPE pre-tokenizer name (tokenizer.ggml.pre).")
 @click.option("--family", help="Force the conversion family (a file stem in mappings/convert).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
@@ -217,7 +219,7 @@ def _render_facts(report: dict, console: Console) -> None:
               "tensors an interrupted --resume run of the same conversion completed.")
 @guarded
 def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
-            dry_run, no_progress, shard_size, read_timeout, connections, resume) -> None:
+            dry_run, no_progress, shard_size, read_timeout, connections, resume, vocab_only=False) -> None:
     """Convert SRC (HF safetensors: folder, file or Hub repo; a GGUF; or a ckpt folder) to GGUF
     at OUT, to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer) or to the
     uniform layout (--to ckpt), streamed.
@@ -227,10 +229,13 @@ def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no
       ckptkit convert examples/tiny-llama tiny.gguf --outtype q8_0
       ckptkit convert Qwen/Qwen3-0.6B qwen3.gguf --resume
       ckptkit convert tiny.gguf tiny-hf --outtype f32
+      ckptkit convert examples/tiny-llama tokenizer.gguf --vocab-only
       ckptkit convert examples/tiny-llama tiny.gguf --dry-run
       ckptkit convert examples/tiny-llama tiny-ckpt --to ckpt"""
     from .conversion import check_target, convert_to_gguf, default_target, source_kind
-    kind = source_kind(src, revision)
+    if vocab_only and no_vocab:
+        raise CkptError("--vocab-only and --no-vocab exclude each other")
+    kind = "hf" if vocab_only else source_kind(src, revision)   # a tokenizer-only folder has no weights
     target = to or default_target(kind, out)
     check_target(kind, target, out, outtype)
     if target == "ckpt" or (target == "hf" and kind == "ckpt"):
@@ -260,7 +265,7 @@ def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no
                               split_max_size=split_max_size, keep_mtp=not no_mtp, family=family,
                               vocab=not no_vocab, pre=pre, dry_run=dry_run, on_bytes=on_bytes,
                               on_plan=on_plan, read_timeout=read_timeout, connections=connections,
-                              resume=resume, on_fetched=on_fetched)
+                              resume=resume, on_fetched=on_fetched, vocab_only=vocab_only)
     finally:
         if "bar" in bar:
             bar["bar"].close()
@@ -301,7 +306,9 @@ def _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, n
             bar["bar"].close()
     for note in res.notes:
         click.echo(f"note: {note}", err=True)
-    if not dry_run:
+    if not dry_run and res.plan is None:
+        click.echo(f"wrote {res.out_dir} (tokenizer only: {', '.join(res.files)})", err=True)
+    elif not dry_run and res.plan is not None:
         click.echo(f"wrote {res.out_dir} ({human_bytes(res.plan.nbytes)} in {len(res.files)} files, "
                    f"{res.plan.target.architectures[0]})", err=True)
 

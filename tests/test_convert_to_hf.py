@@ -167,10 +167,18 @@ def test_tokenizer_round_trip(tiny_model, gguf_of, tmp_path):
     assert b.apply_chat_template(msgs, tokenize=False) == a.apply_chat_template(msgs, tokenize=False)
 
 
-def test_sentencepiece_vocab_is_skipped_with_a_note(gguf_of, tmp_path):
+def test_sentencepiece_vocab_comes_back(tiny_model, gguf_of, tmp_path):
+    """A SentencePiece vocabulary comes back as tokenizer.json and tokenizer.model (more in
+    tests/test_vocab_vectors.py)."""
+    from tokenizers import Tokenizer
+
+    from modelgen import corpus_text
     res = convert_to_hf(str(gguf_of("llama")), tmp_path / "hf", outtype="f32")
-    assert any("tokenizer not written" in n and "'llama'" in n for n in res.notes)
-    assert not (tmp_path / "hf" / "tokenizer.json").exists()
+    assert {"tokenizer.json", "tokenizer_config.json", "tokenizer.model"} <= set(res.files) and not res.notes
+    a = Tokenizer.from_file(str(tiny_model("llama") / "tokenizer.json"))
+    b = Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
+    text = corpus_text(30, seed=7)
+    assert b.encode(text).ids == a.encode(text).ids
 
 
 def test_output_is_strict_safetensors_and_sharded(gguf_of, tmp_path):

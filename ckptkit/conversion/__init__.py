@@ -45,7 +45,11 @@ class ConvertResult:
 
 
 def build_plan(source: Source, outtype: str = "auto", keep_mtp: bool = True, family: str | None = None,
-               vocab: bool = True, pre: str | None = None) -> Plan:
+               vocab: bool = True, pre: str | None = None, vocab_only: bool = False) -> Plan:
+    """The GGUF plan; ``vocab_only``: the tokenizer and the architecture's metadata, no tensors."""
+    if vocab_only:
+        from .vocab_only import vocab_only_plan
+        return vocab_only_plan(source, family, pre)
     index = load_index(source)
     if index.format != "safetensors":
         raise UnsupportedError("convert to GGUF reads safetensors checkpoints; this one is already GGUF")
@@ -92,7 +96,8 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
                     dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
                     on_plan: Callable[[Plan], None] | None = None,
                     read_timeout: float | None = None, connections: int | None = None,
-                    resume: bool = False, on_fetched: Callable[[int], None] | None = None) -> ConvertResult:
+                    resume: bool = False, on_fetched: Callable[[int], None] | None = None,
+                    vocab_only: bool = False) -> ConvertResult:
     """From the Hub: ``read_timeout`` is the seconds a read may receive nothing before it is
     abandoned and resumed (default: the source's, see HubSource); ``connections`` the ranged
     requests in flight at once (default: 4, more when the ranges are small). ``resume``: keep a
@@ -101,7 +106,7 @@ def convert_to_gguf(spec: str, out: str | os.PathLike, outtype: str = "auto", re
     they arrive (from reading threads; see ``execute``)."""
     run = partial(_convert_once, spec, out, outtype, revision, threads, split_max_size, keep_mtp,
                   family, vocab, pre, dry_run, on_bytes, read_timeout=read_timeout,
-                  connections=connections, resume=resume, on_fetched=on_fetched)
+                  connections=connections, resume=resume, on_fetched=on_fetched, vocab_only=vocab_only)
     try:
         return run(on_plan)
     except ChecksumError:
@@ -120,14 +125,14 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
                   pre: str | None, dry_run: bool, on_bytes: Callable[[int], None] | None,
                   on_plan: Callable[[Plan], None] | None, read_timeout: float | None = None,
                   connections: int | None = None, resume: bool = False,
-                  on_fetched: Callable[[int], None] | None = None) -> ConvertResult:
+                  on_fetched: Callable[[int], None] | None = None, vocab_only: bool = False) -> ConvertResult:
     with open_source(spec, revision) as source:
         hub = _hub_of(source)
         if hub is not None and read_timeout is not None:
             hub.timeout = read_timeout
         if hub is not None and Path(out).parent.is_dir():  # checksums' out-of-order bytes wait there
             hub.digests.spill_dir = str(Path(out).parent)
-        plan = build_plan(source, outtype, keep_mtp, family, vocab, pre)
+        plan = build_plan(source, outtype, keep_mtp, family, vocab, pre, vocab_only)
         if on_plan:
             on_plan(plan)
         if dry_run:

@@ -12,16 +12,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..api import load_index, open_source
 from ..formats.safetensors_write import atomic_dir, write_sharded
 from .hf_config import build_config, config_from_tensors, flat_config, metadata_names, pick_target, targets
 from .hf_data import CHUNK_BYTES, dequantize_rows, encode, piece_arrays, piece_chunks, read_tensor, tensor_chunks
 from .hf_plan import OUTTYPES, HFPiece, HFPlan, HFTensor, InverseOp, gguf_matrix, inverse_ops, plan_hf, refuse_plan
-from .tokenizer.to_hf import tokenizer_files
+from .tokenizer.to_hf import tokenizer_files, tokenizer_folder_files
 from .transforms import INVERSE_OPS as OPS
 from .transforms import unpermute_rope
+from .vocab_only import is_vocab_only, write_tokenizer_folder
 
 # the names this module held before its parts moved out, for existing callers
 __all__ = [
@@ -36,7 +36,7 @@ DEFAULT_SHARD_SIZE = 5 * 10**9
 
 @dataclass
 class HFResult:
-    plan: HFPlan
+    plan: HFPlan | None     # None: a vocabulary-only GGUF, converted to a tokenizer-only folder
     out_dir: Path | None
     files: list[str]
     notes: list[str]
@@ -49,13 +49,15 @@ def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16",
     """Convert the GGUF model at ``spec`` into a Hugging Face folder at ``out_dir``."""
     with open_source(spec, revision) as source:
         index = load_index(source)
+        if is_vocab_only(index):
+            folder, names, notes = write_tokenizer_folder(index, out_dir, dry_run)
+            return HFResult(None, folder, names, notes)
         plan = plan_hf(index, outtype)
         config_from_tensors(plan.config, plan.derived, lambda t: read_tensor(source, t))
-        files: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
         if vocab:
-            files, why = tokenizer_files(index.metadata, plan.config.get("max_position_embeddings"))
-            if why:
-                plan.notes.append(f"tokenizer not written: {why}")
+            files, why = tokenizer_folder_files(index.metadata, plan.config.get("max_position_embeddings"))
+            plan.notes += why
         if on_plan:
             on_plan(plan)
         if dry_run:
@@ -67,7 +69,7 @@ def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16",
             write_sharded(lambda name: open(tmp / name, "wb"), entries, data, shard_size,
                           {"format": "pt"}, on_bytes)
             (tmp / "config.json").write_text(json.dumps(plan.config, indent=2) + "\n")
-            for name, obj in files.items():
-                (tmp / name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+            for name, blob in files.items():
+                (tmp / name).write_bytes(blob)
             written = sorted(p.name for p in tmp.iterdir())
         return HFResult(plan, out, written, plan.notes)

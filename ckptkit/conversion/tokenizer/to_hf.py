@@ -1,94 +1,56 @@
-"""A GGUF byte-level BPE vocabulary -> tokenizer.json and tokenizer_config.json."""
+"""A GGUF vocabulary -> Hugging Face tokenizer files, for each tokenizer model llama.cpp writes:
+byte-level BPE "gpt2" (to_hf_bpe), SentencePiece "llama" with tokenizer.model where it can be
+rebuilt exactly (to_hf_spm, to_hf_spm_model), WordPiece "bert" (to_hf_wpm). What cannot be
+rebuilt faithfully (Unigram "t5": its normaliser is a compiled SentencePiece table that tokenizers
+applies differently; Gemma 4's "gemma4"; RWKV, PLaMo-2) is refused with the reason, never written
+approximately."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from ... import mapdata
+from ...errors import UnsupportedError
+from .to_hf_bpe import bpe_files, pretokenizer_steps
+from .to_hf_spm import spm_files
+from .to_hf_vocab import read_vocab
+from .to_hf_wpm import wpm_files
+
+__all__ = ["pretokenizer_steps", "tokenizer_files", "tokenizer_folder_files"]
+
+_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece", "bert": "WordPiece"}
 
 
-def pretokenizer_steps(pre: str) -> tuple[list[dict], str | None] | None:
-    """tokenizer.json pre_tokenizer steps and normalizer of a pre-tokenizer named in
-    mappings/pretokenizers.toml."""
-    for e in mapdata.pretokenizers().entries:
-        if e.name != pre:
-            continue
-        steps: list[dict] = []
-        for st in e.steps:
-            if st.type == "Split":
-                steps.append({"type": "Split", "pattern": {"Regex": st.regex},
-                              "behavior": st.behavior, "invert": st.invert})
-            elif st.type == "ByteLevel":
-                steps.append({"type": "ByteLevel", "add_prefix_space": st.add_prefix_space,
-                              "trim_offsets": True, "use_regex": st.use_regex})
-            else:
-                steps.append({"type": "Digits", "individual_digits": st.individual_digits})
-        return steps, (None if e.normalizer in (None, "none") else e.normalizer)
-    return None
+def _build(meta: dict[str, Any], max_length: int | None) -> tuple[dict[str, Any], list[str], str | None]:
+    model = meta.get("tokenizer.ggml.model")
+    if model is None or model == "none":
+        return {}, [], None
+    if model not in _KINDS:
+        known = ", ".join(f'{k} ({v})' for k, v in _KINDS.items())
+        return {}, [], f"tokenizer model {model!r} is not rebuilt as a Hugging Face tokenizer (only {known})"
+    try:
+        v = read_vocab(meta)
+        notes: list[str] = []
+        if model == "gpt2":
+            files = bpe_files(v, max_length)
+        elif model == "llama":
+            files, notes = spm_files(v, max_length)
+        else:
+            files = wpm_files(v, max_length)
+    except UnsupportedError as e:
+        return {}, [], e.message
+    return files, notes, None
 
 
 def tokenizer_files(meta: dict[str, Any], max_length: int | None) -> tuple[dict[str, Any], str | None]:
-    """tokenizer.json and tokenizer_config.json for a GGUF byte-level BPE vocabulary, or ({}, why not)."""
-    model = meta.get("tokenizer.ggml.model")
-    if model is None or model == "none":
-        return {}, None
-    if model != "gpt2":
-        return {}, f"tokenizer model {model!r} is not converted back (only byte-level BPE \"gpt2\" is)"
-    tokens, merges = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.merges")
-    types = meta.get("tokenizer.ggml.token_type") or []
-    if not isinstance(tokens, list) or not isinstance(merges, list):
-        return {}, "the GGUF BPE vocabulary lacks tokens or merges"
-    pre = meta.get("tokenizer.ggml.pre", "default")
-    found = pretokenizer_steps(pre)
-    if found is None:
-        return {}, f"pre-tokenizer {pre!r} has no tokenizer.json definition in mappings/pretokenizers.toml"
-    steps, norm = found
-    added = []
-    for i, tok in enumerate(tokens):
-        ty = types[i] if i < len(types) else 1
-        if ty in (3, 4):   # CONTROL, USER_DEFINED
-            added.append({"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": ty == 4, "special": ty == 3})
-    pairs = []
-    for m in merges:
-        a, sep, b = str(m).partition(" ")
-        if not sep:
-            return {}, f"malformed merge {m!r}"
-        pairs.append([a, b])
+    """tokenizer.json and tokenizer_config.json (JSON documents) for a GGUF vocabulary, or ({}, why not)."""
+    files, _, why = _build(meta, max_length)
+    return {k: d for k, d in files.items() if not isinstance(d, bytes)}, why
 
-    def tok_of(key: str) -> str | None:
-        i = meta.get(f"tokenizer.ggml.{key}_token_id")
-        return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
 
-    bos, eos, pad, unk = tok_of("bos"), tok_of("eos"), tok_of("padding"), tok_of("unknown")
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False)) and bos is not None
-    add_eos = bool(meta.get("tokenizer.ggml.add_eos_token", False)) and eos is not None
-    post = None
-    if add_bos or add_eos:
-        def seq(x):
-            return ([{"SpecialToken": {"id": bos, "type_id": 0}}] if add_bos else []) + \
-                   [{"Sequence": {"id": x, "type_id": 0}}] + \
-                   ([{"SpecialToken": {"id": eos, "type_id": 0}}] if add_eos else [])
-        specials = {t: {"id": t, "ids": [tokens.index(t)], "tokens": [t]} for t in
-                    ([bos] if add_bos else []) + ([eos] if add_eos else [])}
-        post = {"type": "TemplateProcessing", "single": seq("A"), "pair": seq("A") + seq("B"),
-                "special_tokens": specials}
-    tj = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
-        "normalizer": {"type": norm} if norm else None,
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": steps},
-        "post_processor": post,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                  "ignore_merges": False, "vocab": {t: i for i, t in enumerate(tokens)}, "merges": pairs},
-    }
-    tc: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": add_bos,
-                          "add_eos_token": add_eos, "clean_up_tokenization_spaces": False}
-    for key, val in (("bos_token", bos), ("eos_token", eos), ("pad_token", pad), ("unk_token", unk)):
-        if val is not None:
-            tc[key] = val
-    if max_length:
-        tc["model_max_length"] = max_length
-    if isinstance(meta.get("tokenizer.chat_template"), str):
-        tc["chat_template"] = meta["tokenizer.chat_template"]
-    return {"tokenizer.json": tj, "tokenizer_config.json": tc}, None
+def tokenizer_folder_files(meta: dict[str, Any], max_length: int | None) -> tuple[dict[str, bytes], list[str]]:
+    """Every tokenizer file of a GGUF vocabulary as bytes (tokenizer.model too, where it can be
+    rebuilt), and notes: why nothing, or a file, was not written."""
+    files, notes, why = _build(meta, max_length)
+    out = {name: d if isinstance(d, bytes) else (json.dumps(d, indent=2, ensure_ascii=False) + "\n").encode()
+           for name, d in files.items()}
+    return out, notes + ([f"tokenizer not written: {why}"] if why else [])
