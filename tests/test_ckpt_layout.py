@@ -204,6 +204,7 @@ def _break(ck: Path, edit) -> None:
     (lambda m: m["tensors"].pop(), "does not list"),
     (lambda m: m["tensors"][0].update(file="../x.safetensors"), "shard"),
     (lambda m: m["tensors"][1].update(hf_name=m["tensors"][0]["hf_name"]), "twice"),
+    (lambda m: (m["tensors"][0].update(name="blk.0.nonsense.weight"), m["tensors"][0].pop("hf_name")), "not a role"),
 ])
 def test_broken_manifest_is_one_line(edit, words, tmp_path):
     ck = tmp_path / "ck"
@@ -267,3 +268,17 @@ def test_tensors_stream_in_bounded_reads(spec, outtype, monkeypatch, tmp_path):
     bound = 4096 if spec == "gguf" else 2048
     assert largest >= 24_000 and sizes and max(sizes) <= bound, (largest, max(sizes))
     assert not ckptkit.diff(EXAMPLE, tmp_path / "ck").failed
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "gemma3_text", "deepseek_v3", "gpt2", "olmo2"])
+def test_ckpt_without_hf_names_is_named_by_its_family(family, tiny_model, ckpt_of, tmp_path):
+    """A manifest that gives only canonical names (another tool's ckpt): HF names come from the
+    family's GGUF -> HF names and roles.toml, and the model is the original again."""
+    ck, back = tmp_path / "ck", tmp_path / "back"
+    shutil.copytree(ckpt_of(family), ck)
+    m = manifest(ck)
+    for t in m["tensors"]:
+        del t["hf_name"]
+    (ck / "manifest.json").write_text(json.dumps(m))
+    ckptkit.convert(ck, back)
+    assert raw_tensors(back) == raw_tensors(tiny_model(family))

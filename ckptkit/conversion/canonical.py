@@ -81,3 +81,27 @@ def parse_canonical(name: str) -> Canonical:
     if not mapdata.roles().is_role(role):
         raise FormatError(f"{name!r}: {role!r} is not a role of mappings/roles.toml")
     return Canonical(name, role, layer, expert, mtp)
+
+
+def _first_spellings() -> dict[str, str]:
+    """Each role's first HF spelling in roles.toml as a full-name template (as GGUF -> HF names)."""
+    roles = mapdata.roles()
+    out = {role: "model." + names[0] for role, names in roles.global_roles.items() if names}
+    out.update((role, "model.layers.{layer}." + names[0].replace("*", "{expert}"))
+               for role, names in roles.layer_roles.items() if names)
+    return out
+
+
+def hf_name_for(c: Canonical, config: dict) -> str:
+    """The Hugging Face name of a canonical tensor for the model ``config`` describes: the GGUF ->
+    HF target's [names] for its architectures (mappings/hf_configs.toml), else the role's first
+    spelling in roles.toml. For a manifest without ``hf_name``."""
+    if c.role is None:
+        return c.name[len(EXTRA):]
+    archs = set(config.get("architectures") or ())
+    target = next((t for t in mapdata.hf_targets() if archs & set(t.architectures)), None)
+    template = (target.names.get(c.role) if target else None) or _first_spellings().get(c.role)
+    if template is None or c.mtp or ("{expert}" in template) != (c.expert is not None):
+        raise FormatError(f"{c.name}: no Hugging Face name for it in {', '.join(sorted(archs)) or 'this family'}; "
+                          "give it an hf_name in manifest.json")
+    return template.format(layer=c.layer, expert=c.expert)

@@ -55,6 +55,14 @@ def check_manifest(doc: Any) -> dict[str, Any]:
     for i, t in enumerate(tensors):
         if not isinstance(t, dict):
             raise _fail(f"tensors[{i}] is not an object")
+        if "hf_name" not in t:          # named from the family (conversion/canonical.py)
+            from ..conversion.canonical import hf_name_for, parse_canonical
+            if not isinstance(t.get("name"), str):
+                raise _fail(f"tensors[{i}].name is missing or not a string")
+            try:
+                t["hf_name"] = hf_name_for(parse_canonical(t["name"]), doc["config"])
+            except FormatError as e:
+                raise _fail(e.message) from None
         for key in ("name", "hf_name", "dtype", "file"):
             if not isinstance(t.get(key), str) or not t[key]:
                 raise _fail(f"tensors[{i}].{key} is missing or not a string")
