@@ -17,7 +17,7 @@ def _bar(total: int, enabled: bool) -> Any:
 
 
 def convert_ckpt(src: str, out: str, target: str, outtype: str, revision: str | None, shard_size: str,
-                 no_vocab: bool, dry_run: bool, no_progress: bool) -> None:
+                 no_vocab: bool, dry_run: bool, no_progress: bool, dequantize: bool = False) -> None:
     """``target`` "ckpt" (from any source) or "hf" (from a ckpt folder)."""
     from .conversion import convert_ckpt_to_hf, convert_to_ckpt, parse_size
     from .render.text import human_bytes
@@ -36,7 +36,7 @@ def convert_ckpt(src: str, out: str, target: str, outtype: str, revision: str | 
     run = convert_to_ckpt if target == "ckpt" else convert_ckpt_to_hf
     try:
         res: Any = run(src, out, outtype, revision=revision, shard_size=parse_size(shard_size), vocab=not no_vocab,
-                  dry_run=dry_run, on_bytes=on_bytes, on_plan=on_plan)
+                  dry_run=dry_run, on_bytes=on_bytes, on_plan=on_plan, dequantize=dequantize)
     finally:
         if state.get("bar") is not None:
             state["bar"].close()

@@ -79,7 +79,7 @@ def scaled_chunks(t: TensorInfo, scale: TensorInfo, block: tuple[int, int]) -> C
     return chunks
 
 
-def _fp8_scales(index: TensorIndex, cfg: dict) -> dict[str, tuple[TensorInfo, tuple[int, int]]]:
+def fp8_scales(index: TensorIndex, cfg: dict) -> dict[str, tuple[TensorInfo, tuple[int, int]]]:
     """FP8 weight name -> (its scale tensor, the block one scale covers), as HF -> GGUF reads them."""
     from .conversion.plan import checked_scale, scale_block, scale_block_of
     out = {}
@@ -106,7 +106,7 @@ def side_of(index: TensorIndex) -> Side:
         except CkptError:       # no conversion family: values are compared as stored
             fam = None
         cfg = effective_config(index.config)
-        scales = _fp8_scales(index, cfg)
+        scales = fp8_scales(index, cfg)
         tensors = {}
         for n, t in index.tensors.items():
             scaled = None

@@ -282,3 +282,45 @@ def test_ckpt_without_hf_names_is_named_by_its_family(family, tiny_model, ckpt_o
     (ck / "manifest.json").write_text(json.dumps(m))
     ckptkit.convert(ck, back)
     assert raw_tensors(back) == raw_tensors(tiny_model(family))
+
+
+# ---- quantised sources ------------------------------------------------------------------------------
+
+def test_fp8_stays_fp8_with_its_scales_unless_dequantized(tmp_path):
+    from test_diff import fp8_copy
+    q, d = "model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"
+    fp8 = fp8_copy(tmp_path / "fp8", [q, d])
+    ck, back, deq = tmp_path / "ck", tmp_path / "back", tmp_path / "deq"
+    ckptkit.convert(fp8, ck, to="ckpt")
+    rows = {t["name"]: t for t in manifest(ck)["tensors"]}
+    assert rows["blk.0.attn_q.weight"]["dtype"] == "F8_E4M3"
+    assert rows["blk.0.attn_q.scale"]["source"] == [q + "_scale_inv"]
+    assert rows["blk.1.ffn_down.scale"]["dtype"] == "F32"
+    ckptkit.convert(ck, back)
+    assert raw_tensors(back) == raw_tensors(fp8)
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    ckptkit.convert(fp8, a, outtype="f32")
+    ckptkit.convert(ck, b, outtype="f32")
+    assert a.read_bytes() == b.read_bytes()
+    # --dequantize: the weights times their scales, in f32 exactly what the GGUF converter computes
+    r = run("convert", fp8, deq, "--to", "ckpt", "--dequantize", "--outtype", "f32")
+    assert r.returncode == 0, r.stderr
+    m = manifest(deq)
+    rows = {t["name"]: t for t in m["tensors"]}
+    assert "blk.0.attn_q.scale" not in rows and rows["blk.0.attn_q.weight"]["dtype"] == "F32"
+    assert rows["blk.0.attn_q.weight"]["source"] == [q, q + "_scale_inv"]
+    assert "quantization_config" not in m["config"]
+    assert run("diff", a, deq).returncode == 0
+    r = run("diff", fp8, deq)
+    assert r.returncode == 0, r.stdout     # FP8 times its scales against the dequantised values
+
+
+def test_q8_0_gguf_is_dequantised_into_the_layout(tmp_path):
+    g, ck = tmp_path / "q8.gguf", tmp_path / "ck"
+    ckptkit.convert(EXAMPLE, g, outtype="q8_0")
+    ckptkit.convert(g, ck, to="ckpt", outtype="f32")
+    m = manifest(ck)
+    assert {t["source_dtype"] for t in m["tensors"]} == {"Q8_0", "F32"}
+    assert {t["dtype"] for t in m["tensors"]} == {"F32"}
+    assert not ckptkit.diff(g, ck).failed                       # the GGUF's own dequantisation, exactly
+    assert ckptkit.diff(EXAMPLE, ck).failed and not ckptkit.diff(EXAMPLE, ck, atol=1e-3).failed

@@ -91,10 +91,30 @@ def side_files(source: Source, skip: set[str]) -> dict[str, bytes]:
     return out
 
 
+def dequantized(index: TensorIndex, config: dict[str, Any], outtype: str) -> dict[str, StreamTensor]:
+    """FP8 weights times their block scales, as ``outtype`` (auto: bf16), by weight name; each
+    consumes its scale tensor."""
+    from ..tensordiff_sides import fp8_scales, scaled_chunks
+    from .family import effective_config
+    from .hf_data import encode
+    out_dtype = FLOAT_OUT.get(outtype, "BF16")
+    out = {}
+    for name, (scale, block) in fp8_scales(index, effective_config(config)).items():
+        t = index.tensors[name]
+
+        def chunks(source: Source, t: TensorInfo = t, scale: TensorInfo = scale,
+                   block: tuple[int, int] = block) -> Iterator[bytes]:
+            for x in scaled_chunks(t, scale, block)(source, CHUNK_BYTES):
+                yield encode(x, out_dtype)
+        out[name] = StreamTensor(name, out_dtype, t.shape, (name, scale.name), chunks, f"{t.dtype}×{scale.dtype}")
+    return out
+
+
 def hf_stream(source: Source, index: TensorIndex, outtype: str = "auto",
-              origin: dict[str, str] | None = None) -> Stream:
+              origin: dict[str, str] | None = None, dequantize: bool = False) -> Stream:
     """An HF-named safetensors index as the stream. ``origin`` maps HF names to the names the
-    tensors had in the source (a ckpt folder's canonical names)."""
+    tensors had in the source (a ckpt folder's canonical names). ``dequantize``: FP8 weights
+    times their scales, the scales and config.json's quantization_config dropped."""
     from .family import family_for
     if outtype not in ("auto", *FLOAT_OUT):
         raise CkptError(f"--outtype for a safetensors source must be auto, {', '.join(FLOAT_OUT)}")
@@ -107,15 +127,29 @@ def hf_stream(source: Source, index: TensorIndex, outtype: str = "auto",
     if fam == "mistral_native":
         raise UnsupportedError("a native Mistral checkpoint (params.json, consolidated.safetensors) does not hold "
                                "the HF convention; convert the repo's HF-format files")
+    config = dict(index.config)
+    fp8 = dequantized(index, config, outtype) if dequantize else {}
+    consumed = {st.source[1] for st in fp8.values()}
+    if dequantize:
+        if any(n.endswith("_blocks") for n in index.tensors):
+            raise UnsupportedError("--dequantize applies to FP8 weights; MXFP4 experts are kept as stored")
+        config.pop("quantization_config", None)
+        if isinstance(config.get("text_config"), dict):
+            config["text_config"] = {k: v for k, v in config["text_config"].items() if k != "quantization_config"}
     tensors = []
     for name, t in index.tensors.items():
+        if name in consumed:
+            continue
+        if name in fp8:
+            tensors.append(fp8[name])
+            continue
         out = t.dtype
         if outtype != "auto" and t.dtype in ("F32", "F16", "BF16", "F64"):
             out = FLOAT_OUT[outtype]
         chunks = raw_chunks(t) if out == t.dtype else cast_chunks(t, out)
         tensors.append(StreamTensor(name, out, t.shape, ((origin or {}).get(name, name),), chunks, t.dtype))
     skip = {"config.json", "params.json", "manifest.json"}
-    return Stream("safetensors", dict(index.config), tensors, side_files(source, skip), fam)
+    return Stream("safetensors", config, tensors, side_files(source, skip), fam)
 
 
 def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True) -> Stream:
@@ -150,13 +184,15 @@ def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab
     return Stream("gguf", plan.config, tensors, files, plan.family.name, plan.notes)
 
 
-def read_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True) -> Stream:
-    """The stream of any source: GGUF through its HF plan, safetensors (or ckpt) as stored."""
+def read_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True,
+                dequantize: bool = False) -> Stream:
+    """The stream of any source: GGUF through its HF plan (always dequantised), safetensors (or
+    ckpt) as stored, or with FP8 dequantised."""
     if index.format == "gguf":
         return gguf_stream(source, index, outtype, vocab)
     from ..sources.ckpt import canonical_names, is_ckpt, read_manifest
     origin = canonical_names(read_manifest(source)) if is_ckpt(source.files()) else None
-    stream = hf_stream(source, index, outtype, origin)
+    stream = hf_stream(source, index, outtype, origin, dequantize)
     if not vocab:
         stream.side_files = {}
     return stream

@@ -148,15 +148,16 @@ class CkptResult:
 def convert_to_ckpt(spec: str, out: str | os.PathLike, outtype: str = "auto", revision: str | None = None,
                     shard_size: int = DEFAULT_SHARD_SIZE, vocab: bool = True, dry_run: bool = False,
                     on_bytes: Callable[[int], None] | None = None,
-                    on_plan: Callable[[CkptPlan], None] | None = None) -> CkptResult:
-    """Any checkpoint (HF, GGUF, ckpt) at ``spec`` into a uniform-layout folder at ``out``."""
+                    on_plan: Callable[[CkptPlan], None] | None = None, dequantize: bool = False) -> CkptResult:
+    """Any checkpoint (HF, GGUF, ckpt) at ``spec`` into a uniform-layout folder at ``out``;
+    ``dequantize``: FP8 weights times their scales (stream.py)."""
     from ..api import load_index, open_source
     from ..infer import infer
     from ..sources.ckpt import is_ckpt, read_manifest
     from .stream import read_stream
     with open_source(spec, revision) as source:
         index = load_index(source, tokenizer=True)
-        stream = read_stream(source, index, outtype, vocab)
+        stream = read_stream(source, index, outtype, vocab, dequantize)
         plan = plan_ckpt(stream)
         if on_plan:
             on_plan(plan)

@@ -42,7 +42,7 @@ def write_hf_folder(stream: Stream, source: Source, out: str | os.PathLike, shar
 def convert_st_to_hf(spec: str, out: str | os.PathLike, outtype: str = "auto", revision: str | None = None,
                      shard_size: int = DEFAULT_SHARD_SIZE, vocab: bool = True, dry_run: bool = False,
                      on_bytes: Callable[[int], None] | None = None,
-                     on_plan: Callable[[Stream], None] | None = None) -> HFFolderResult:
+                     on_plan: Callable[[Stream], None] | None = None, dequantize: bool = False) -> HFFolderResult:
     """A ckpt folder (or an HF checkpoint) at ``spec`` as a Hugging Face folder at ``out``."""
     from ..api import load_index, open_source
     from .stream import read_stream
@@ -50,7 +50,7 @@ def convert_st_to_hf(spec: str, out: str | os.PathLike, outtype: str = "auto", r
         index = load_index(source)
         if index.format != "safetensors":
             raise UnsupportedError("this writer reads ckpt folders and HF safetensors; a GGUF goes through to_hf")
-        stream = read_stream(source, index, outtype, vocab)
+        stream = read_stream(source, index, outtype, vocab, dequantize)
         if on_plan:
             on_plan(stream)
         if dry_run:
