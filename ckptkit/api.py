@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import index_cache
+from . import index_cache, tp_slices
 from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
 from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable
@@ -208,7 +208,8 @@ def load_index(source: Source, progress: Progress | None = None,
         return cached
     before = entry.stamps()
     index = _read_index(source, progress, tokenizer)
-    entry.save(index, before)   # only after every strict check passed
+    if not index.joins:         # tensor-parallel joins are not cached (rare; rebuilt each time)
+        entry.save(index, before)   # only after every strict check passed
     return index
 
 
@@ -266,19 +267,20 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool) -> T
         return got
 
     raws = source.map(fetch, files)   # I/O on threads; parsing below on this one (it holds the GIL)
-    tensors: dict[str, TensorInfo] = {}
+    parsed: list[tuple[str, list[TensorInfo]]] = []
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}
     for path, (raw, n, size) in zip(files, raws, strict=True):
         header = st.parse_header(raw, n, path, size)
         infos.append(FileInfo(path, size, "safetensors", header.data_start))
         metadata.update(header.metadata)
-        for t in header.tensors:
-            if t.name in tensors:
-                raise FormatError(f"tensor {t.name!r} is in both {tensors[t.name].file} and {path}", source.label)
-            tensors[t.name] = t
+        parsed.append((path, header.tensors))
+    # a name in several files is an error, unless they are tensor-parallel slices (tp_slices.py)
+    tensors, joins = tp_slices.merge(parsed, config, source.label)
+    if joins:
+        tp_slices.attach(source, joins)
     return TensorIndex("safetensors", infos, tensors, config, shard_index, metadata, source.label,
-                       tok_docs)
+                       tok_docs, joins)
 
 
 def _load_gguf(source: Source, files: list[str], config: dict | None,

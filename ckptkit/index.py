@@ -58,6 +58,9 @@ class TensorIndex:
     # the tokenizer's small files (TOKENIZER_FILES) when they were read: JSON parsed, a .jinja
     # template as text, a file that could not be read as Unreadable
     tokenizer_files: dict[str, Any] = field(default_factory=dict)
+    # virtual file -> tp_slices.Join for tensors joined from tensor-parallel slices (their
+    # TensorInfo.file is that virtual file); empty for every other checkpoint
+    joins: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_parameters(self) -> int:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, TypeVar, cast
 
 from .catalogue import CatalogueFamily, KnownModel, load_family, load_models
-from .convert import ConvertFamily, Generate, MetaKey, Op, Split, load_families
+from .convert import ConvertFamily, Generate, MetaKey, Op, Split, TensorParallel, TPJoin, load_families
 from .hf_configs import ConfigKey, Target, load_targets
 from .roles import RoleGroup, RoleTable, load_roles
 from .schema import MappingError, frozen
@@ -33,7 +33,7 @@ from .tables import (
 
 __all__ = ["CatalogueFamily", "ConfigKey", "ConfigKeys", "ConvertFamily", "Generate", "KnownModel",
            "MappingData", "MappingError", "MetaKey", "Op", "ParamsJson", "PreStep", "PreTokenizer",
-           "PreTokenizers", "RoleGroup", "RoleTable", "Split", "Target", "ValidateTable",
+           "PreTokenizers", "RoleGroup", "RoleTable", "Split", "Target", "TensorParallel", "TPJoin", "ValidateTable",
            "catalogue_families", "config_keys", "convert_families", "hf_targets", "known_models",
            "load_all", "params_json", "pretokenizers", "roles", "validate_table"]
 

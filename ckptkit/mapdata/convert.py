@@ -3,6 +3,7 @@ transforms, splits, generated tensors, checks), merged over convert/_common.toml
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from .schema import Table, frozen
 
 GGUF_TYPES = ("u32", "i32", "f32", "bool", "str", "u64")
 _FAMILY_KEYS = ("arch", "architectures", "model_types", "options", "metadata", "required",
-                "checks", "transforms", "renames", "dtypes", "split")
+                "checks", "transforms", "renames", "dtypes", "split", "tensor_parallel")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,21 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class TPJoin:
+    """How a role's tensor-parallel slices join: along ``axis``, in rank order, to ``size``
+    (an expression over config.json; None: unchecked). Split along it to write them back."""
+    axis: int
+    size: Expr | None
+
+
+@dataclass(frozen=True)
+class TensorParallel:
+    """A [tensor_parallel] table: a checkpoint published as per-rank slices of the same names."""
+    rank_file: str                      # regular expression; its one group is the rank number
+    join: Mapping[str, TPJoin]          # role -> how its slices join
+
+
+@dataclass(frozen=True)
 class ConvertFamily:
     name: str                                   # file stem: "llama", "qwen3moe", ...
     arch: str                                   # GGUF general.architecture
@@ -86,6 +102,7 @@ class ConvertFamily:
     mtp_from_layer: Expr | None = None          # first layer that is an MTP module
     mtp_layer_offset: Expr | None = None        # GGUF layer of "mtp.layers.0"
     generate: tuple[Generate, ...] = ()
+    tensor_parallel: TensorParallel | None = None
 
 
 def load_families(common: Table, files: dict[str, Table], roles: RoleTable) -> dict[str, ConvertFamily]:
@@ -132,9 +149,30 @@ def _family(name: str, t: Table, c_meta: dict[str, MetaKey], c_req: tuple[str, .
     rt.done()
     f32 = c_f32 | _f32(t, roles)
     splits = tuple(_split(s, roles) for s in t.tables("split"))
+    tp = _tensor_parallel(t.table("tensor_parallel"), roles) if t.has("tensor_parallel") else None
     t.done()
     return ConvertFamily(name, arch, architectures, model_types, frozen(meta), required, frozen(transforms),
-                         f32, frozen(renames), checks, splits, mtp_from, mtp_off, generate)
+                         f32, frozen(renames), checks, splits, mtp_from, mtp_off, generate, tp)
+
+
+def _tensor_parallel(tt: Table, roles: RoleTable) -> TensorParallel:
+    pattern = tt.text("rank_file")
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as e:
+        tt.fail(f"not a regular expression: {e}", "rank_file")
+    if groups != 1:
+        tt.fail("must have exactly one group (the rank number)", "rank_file")
+    jt = tt.table("join", required=True)
+    join = {}
+    for role, v in jt.items(lambda k, v: v):
+        check_role(jt, role, repr(role), roles)
+        if not (isinstance(v, list) and len(v) == 2 and type(v[0]) is int and v[0] >= 0 and isinstance(v[1], str)):
+            jt.fail('must be [axis, "joined size expression"] (axis an integer >= 0, "" for no check)', repr(role))
+        join[role] = TPJoin(v[0], jt.compile(v[1], role) if v[1] else None)
+    jt.done()
+    tt.done()
+    return TensorParallel(pattern, frozen(join))
 
 
 def _why(t: Table, key: str, v: Any) -> str:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Self, TypeVar
+from types import MappingProxyType
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -22,6 +23,9 @@ class Source(ABC):
     concurrency: int = 1
     #: human-readable name used in messages ("org/name@rev", "/path/to/dir")
     label: str = ""
+    #: virtual file -> tensor joined from tensor-parallel slices, set by load_index on the
+    #: concrete source (ckptkit/tp_slices.py); its ``read`` serves those files
+    tp_joins: Mapping[str, Any] = MappingProxyType({})
 
     @abstractmethod
     def files(self) -> dict[str, int | None]:

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import FormatError, NetworkError, SourceError, UnsafeInputError
+from ..tp_slices import read_joined
 from .base import Source
 from .digest import Digests
 from .http import (
@@ -285,6 +286,8 @@ class HubSource(Source):
         return bytes(buf), total if total is not None else size
 
     def read(self, path: str, offset: int, length: int) -> bytes:
+        if path in self.tp_joins:  # a tensor joined from tensor-parallel slices (ckptkit/tp_slices.py)
+            return read_joined(self, self.tp_joins[path], offset, length)
         if offset < 0 or length < 0:
             raise ValueError("offset and length must be non-negative")
         full, (size, _, _) = self._entry(path)

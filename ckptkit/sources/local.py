@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from ..errors import FormatError, SourceError, UnsafeInputError
+from ..tp_slices import read_joined
 from .base import Source
 from .files import is_pickle
 
@@ -98,6 +99,8 @@ class LocalSource(Source):
         return fd
 
     def read(self, path: str, offset: int, length: int) -> bytes:
+        if path in self.tp_joins:  # a tensor joined from tensor-parallel slices (ckptkit/tp_slices.py)
+            return read_joined(self, self.tp_joins[path], offset, length)
         fd = self._fd(path)
         data = os.pread(fd, length, offset)
         while 0 < len(data) < length:  # a read may stop short of a large request
