@@ -176,38 +176,35 @@ def test_log_neg_inverts_neg_exp():
     assert np.abs(back - a).max() <= 4 * np.spacing(np.abs(a)).max()
 
 
-def test_glm4_moe_mtp_layer_kept_or_dropped(tiny_model, tmp_path):
-    """GLM-4.5's MTP module is an extra layer after the trunk (model.layers.N.*, with eh_proj,
-    enorm, hnorm, shared_head.norm): HF -> GGUF keeps it as blk.N; GGUF -> HF gives it back bit
-    for bit with num_nextn_predict_layers, or leaves it out (plan_hf keep_mtp=False)."""
-    from safetensors.torch import load_file, save_file
+@pytest.mark.parametrize("family", ["glm4_moe", "deepseek_v3"])
+def test_mtp_layer_kept_or_dropped(family, tiny_model, tmp_path):
+    """GLM-4.5's and DeepSeek-V3's MTP module is an extra layer after the trunk
+    (model.layers.N.*, with eh_proj, enorm, hnorm, shared_head): HF -> GGUF keeps it as blk.N;
+    GGUF -> HF gives it back bit for bit with num_nextn_predict_layers, or leaves it out
+    (plan_hf keep_mtp=False)."""
+    from safetensors.torch import save_file
 
     from ckptkit.api import load_index, open_source
     from ckptkit.conversion.hf_plan import plan_hf
     from modelgen import copy_model
-    src = copy_model(tiny_model("glm4_moe"), tmp_path / "src")
+    src = copy_model(tiny_model(family), tmp_path / "src")
     cfg = json.loads((src / "config.json").read_text())
-    n = cfg["num_hidden_layers"]
-    g = torch.Generator().manual_seed(5)
-    shard = sorted(src.glob("model-*.safetensors"))[-1]
-    sd = load_file(str(shard))
+    n, h, v = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]
     wm = json.loads((src / "model.safetensors.index.json").read_text())
-    extra = {}
-    for k, v in load_file(str(src / wm["weight_map"]["model.layers.1.self_attn.q_proj.weight"])).items():
-        if k.startswith("model.layers.1."):
-            extra[k.replace("model.layers.1.", f"model.layers.{n}.")] = torch.randn(v.shape, generator=g)
-    for k in list(wm["weight_map"]):
-        if k.startswith("model.layers.1.") and k.replace("model.layers.1.", f"model.layers.{n}.") not in extra:
-            with open_source(str(src)) as s:
-                shape = load_index(s).tensors[k].shape
-            extra[k.replace("model.layers.1.", f"model.layers.{n}.")] = torch.randn(shape, generator=g)
-    h = cfg["hidden_size"]
-    for k, shape in (("eh_proj.weight", (h, 2 * h)), ("enorm.weight", (h,)), ("hnorm.weight", (h,)),
-                     ("shared_head.norm.weight", (h,))):
+    with open_source(str(src)) as s:
+        shapes = {k: t.shape for k, t in load_index(s).tensors.items()}
+    g = torch.Generator().manual_seed(5)
+    last = f"model.layers.{n - 1}."                      # a MoE layer, copied as the MTP layer's block
+    extra = {k.replace(last, f"model.layers.{n}."): torch.randn(shapes[k], generator=g)
+             for k in wm["weight_map"] if k.startswith(last)}
+    more = {"eh_proj.weight": (h, 2 * h), "enorm.weight": (h,), "hnorm.weight": (h,), "shared_head.norm.weight": (h,)}
+    if family == "deepseek_v3":
+        more.update({"embed_tokens.weight": (v, h), "shared_head.head.weight": (v, h)})
+    for k, shape in more.items():
         extra[f"model.layers.{n}.{k}"] = torch.randn(shape, generator=g)
-    sd.update(extra)
-    save_file(sd, str(shard), metadata={"format": "pt"})
-    wm["weight_map"].update({k: shard.name for k in extra})
+    shard = "model-mtp.safetensors"
+    save_file(extra, str(src / shard), metadata={"format": "pt"})
+    wm["weight_map"].update({k: shard for k in extra})
     (src / "model.safetensors.index.json").write_text(json.dumps(wm))
     cfg["num_nextn_predict_layers"] = 1
     (src / "config.json").write_text(json.dumps(cfg))
