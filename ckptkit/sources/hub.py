@@ -252,6 +252,8 @@ class HubSource(Source):
         return hit if isinstance(hit, str) and os.path.isfile(hit) else None
 
     def local_path(self, path: str) -> Path | None:
+        if path in self.tp_joins:      # joined tensor-parallel slices: read from the repo's files
+            return None
         full, _ = self._entry(path)
         hit = self._cached(full)
         return Path(hit) if hit else None
@@ -261,6 +263,9 @@ class HubSource(Source):
 
     def unverified(self, paths: Iterable[str]) -> list[str]:
         out = []
+        # a joined tensor-parallel tensor is checked as the files holding its slices
+        paths = dict.fromkeys(f for x in paths for f in ([p.file for p in self.tp_joins[x].parts]
+                                                         if x in self.tp_joins else [x]))
         for path in paths:
             full, (size, sha256, blob_id) = self._entry(path)
             if (sha256 or blob_id) and size and full not in self.digests.verified and self._cached(full) is None:
