@@ -230,12 +230,13 @@ def test_mtp_layer_kept_or_dropped(family, tiny_model, tmp_path):
 # ---- rope scaling and sliding windows: config.json settings round-trip ----------------------------
 
 def _make(tmp_path, model_type, cfg):
+    """A tiny model of ``model_type``: its tiny family's config (olmo2's for olmo3) with ``cfg`` over it."""
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from modelgen import TINY_FAMILIES
     transformers.utils.logging.set_verbosity_error()
-    base = dict(TINY_FAMILIES["llama" if model_type == "llama" else "qwen3" if model_type == "qwen3" else "olmo2"]["config"])
+    base = dict(TINY_FAMILIES["olmo2" if model_type == "olmo3" else model_type]["config"])
     base.update(cfg)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **base)).eval()
@@ -261,6 +262,10 @@ ROPE_CASES = {
     "qwen3_yarn": ("qwen3", {"rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
                                                  "original_max_position_embeddings": 64}}),
     "linear": ("llama", {"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}}),
+    # Llama 4 Scout's scaling (factor 16), which llama.cpp's llama4 applies on its rope layers
+    "llama4_llama3": ("llama4_text", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 16.0,
+                                                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                          "original_max_position_embeddings": 64}}),
     "olmo3_sliding": ("olmo3", {"num_hidden_layers": 4, "sliding_window": 4,
                                 "layer_types": ["sliding_attention", "full_attention",
                                                 "sliding_attention", "full_attention"]}),
@@ -285,6 +290,8 @@ def test_rope_scaling_and_sliding_round_trip(case, tmp_path):
     _same_weights(orig, back)
     a, b = _logits(orig), _logits(back)
     assert np.array_equal(a, b)
+    code, text = _diff(src, gg)         # a generated rope_freqs is config, not a tensor to compare
+    assert code == 0 and "SAME (exact)" in text, text
 
 
 def test_olmo3_window_matters(tmp_path):

@@ -42,9 +42,11 @@ def metadata_names(index: TensorIndex, arch: str) -> dict[str, Any]:
     emb = index.tensors.get("token_embd.weight")
     names["n_vocab"] = emb.shape[0] if emb is not None else names.get("vocab_size")
     names["tied"] = "output.weight" not in index.tensors
-    for info in canonicalize(index.tensors).values():
+    for gname, info in canonicalize(index.tensors).items():
         if info.role:
             names["has_" + _name(info.role)] = True
+        elif not gname.startswith("blk."):     # a GGUF-only global tensor (rope_freqs.weight)
+            names["has_" + _name(gname)] = True
     return names
 
 
