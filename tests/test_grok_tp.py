@@ -21,6 +21,7 @@ from ckptkit import api, tp_slices
 from ckptkit.conversion import convert_to_gguf
 from ckptkit.errors import CkptError
 from ckptkit.infer import infer
+from ckptkit.sources.base import Counted
 from ckptkit.validate import validate
 from test_convert_families_c import GROK2_CONFIG, grok2_tensors
 
@@ -119,6 +120,12 @@ def test_joined_bytes_any_range(tiny_tp):
                 assert s.read(t.file, a, n) == want[a: a + n], (name, a, n)
             with pytest.raises(CkptError, match="past the end"):
                 s.read(t.file, t.nbytes - 4, 8)
+            # a range costs the slice bytes of the rows it touches, never the whole tensor
+            join = index.joins[t.file]
+            counted = Counted(s)
+            row = t.nbytes // t.shape[0]
+            assert tp_slices.read_joined(counted, join, 3 * row + 5, row) == want[3 * row + 5: 4 * row + 5]
+            assert counted.fetched <= 2 * row
 
 
 def test_converts_to_gguf_as_the_whole_model(tiny_tp, tmp_path):
@@ -188,6 +195,8 @@ def test_full_size_inspects_with_the_true_facts(grok25):
     inf = infer(index)
     assert inf.family["family"] == "grok" and inf.family["model"] == "Grok 2.5"
     assert inf.value("num_experts") == 8 and inf.value("num_layers") == 64
+    v = validate(str(grok25))
+    assert not v.findings, [f.to_json() for f in v.findings]
     out = subprocess.run([sys.executable, "-m", "ckptkit", "inspect", str(grok25), "--no-cache"],
                          capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
     assert out.returncode == 0, out.stderr
