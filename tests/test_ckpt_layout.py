@@ -236,6 +236,14 @@ def test_hub_source_is_recorded_with_commit_and_hashes(hub, hf_cache, tmp_path):
         assert f["size"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest()
     ckptkit.convert(ck, back)
     assert raw_tensors(back) == raw_tensors(EXAMPLE)
+    # a ckpt folder on the Hub is a source too; its tensor bytes come in a few large ranges
+    hub.add_repo("cktest/tiny-ckpt", {p.name: p.read_bytes() for p in ck.iterdir()})
+    hub.reset_stats()
+    ckptkit.convert("cktest/tiny-ckpt", tmp_path / "from-hub")
+    assert raw_tensors(tmp_path / "from-hub") == raw_tensors(EXAMPLE)
+    shards = [p.name for p in ck.glob("*.safetensors")]
+    gets = sum(hub.count("GET", s) for s in shards)
+    assert 0 < gets <= 2 * len(shards) + 2, gets      # headers and one range each, not one per tensor
 
 
 # ---- streaming ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ Writers (to_ckpt.py, write_hf.py) take the stream; nothing here holds more than 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class StreamTensor:
     source: tuple[str, ...]            # the source tensor(s) it is made of
     chunks: Callable[[Source], Iterator[bytes]]
     stored_dtype: str = ""             # the source's dtype
+    reads: tuple[tuple[str, int, int], ...] | None = None    # the source reads ``chunks`` makes, when known
 
 
 @dataclass
@@ -48,31 +50,52 @@ class Stream:
         return sum(Entry(t.name, t.dtype, t.shape).nbytes for t in self.tensors)
 
 
-def raw_chunks(t: TensorInfo) -> Callable[[Source], Iterator[bytes]]:
+Range = tuple[str, int, int]           # file, offset, length
+
+
+def raw_tensor(name: str, t: TensorInfo, origin: str) -> StreamTensor:
     """A tensor's stored bytes, CHUNK_BYTES at a time."""
+    n = CHUNK_BYTES
+    reads = tuple((t.file, t.offset + a, min(n, t.nbytes - a)) for a in range(0, t.nbytes, n))
+
     def chunks(source: Source) -> Iterator[bytes]:
-        n = CHUNK_BYTES
-        for a in range(0, t.nbytes, n):
-            yield source.read(t.file, t.offset + a, min(n, t.nbytes - a))
-    return chunks
+        for r in reads:
+            yield source.read(*r)
+    return StreamTensor(name, t.dtype, t.shape, (origin,), chunks, t.dtype, reads)
 
 
-def cast_chunks(t: TensorInfo, dtype: str) -> Callable[[Source], Iterator[bytes]]:
+def cast_tensor(name: str, t: TensorInfo, dtype: str, origin: str) -> StreamTensor:
     """A float tensor's values re-encoded as ``dtype``, whole rows (about CHUNK_BYTES) at a time."""
     from ..tensordata import decode, row_nbytes
     from .hf_data import encode
-
-    def chunks(source: Source) -> Iterator[bytes]:
-        if len(t.shape) < 2:
-            yield encode(decode(source.read(t.file, t.offset, t.nbytes), t.dtype, t.shape), dtype)
-            return
+    parts: list[tuple[Range, tuple[int, ...]]] = [((t.file, t.offset, t.nbytes), t.shape)]
+    if len(t.shape) >= 2:
         rb = row_nbytes(t)
         step = max(1, CHUNK_BYTES // max(rb, 1))
-        for r0 in range(0, t.shape[0], step):
-            r1 = min(r0 + step, t.shape[0])
-            x = decode(source.read(t.file, t.offset + r0 * rb, (r1 - r0) * rb), t.dtype, (r1 - r0, *t.shape[1:]))
-            yield encode(x, dtype)
-    return chunks
+        parts = [((t.file, t.offset + r0 * rb, (min(r0 + step, t.shape[0]) - r0) * rb),
+                  (min(r0 + step, t.shape[0]) - r0, *t.shape[1:])) for r0 in range(0, t.shape[0], step)]
+
+    def chunks(source: Source) -> Iterator[bytes]:
+        for r, shape in parts:
+            yield encode(decode(source.read(*r), t.dtype, shape), dtype)
+    return StreamTensor(name, dtype, t.shape, (origin,), chunks, t.dtype, tuple(r for r, _ in parts))
+
+
+@contextmanager
+def reading(source: Source, stream: Stream) -> Iterator[Source]:
+    """The source to read the stream's tensors from: from the Hub, a read-ahead that fetches the
+    planned reads once, in large ranges, several at a time (as HF -> GGUF does); else itself."""
+    from ..sources.readahead import ReadAhead
+    from . import _hub_of
+    reads = [r for t in stream.tensors for r in t.reads or ()]
+    if _hub_of(source) is None or not reads:
+        yield source
+        return
+    ahead = ReadAhead(source, reads, whole=False)
+    try:
+        yield ahead
+    finally:
+        ahead.close()
 
 
 def side_files(source: Source, skip: set[str]) -> dict[str, bytes]:
@@ -146,8 +169,8 @@ def hf_stream(source: Source, index: TensorIndex, outtype: str = "auto",
         out = t.dtype
         if outtype != "auto" and t.dtype in ("F32", "F16", "BF16", "F64"):
             out = FLOAT_OUT[outtype]
-        chunks = raw_chunks(t) if out == t.dtype else cast_chunks(t, out)
-        tensors.append(StreamTensor(name, out, t.shape, ((origin or {}).get(name, name),), chunks, t.dtype))
+        was = (origin or {}).get(name, name)
+        tensors.append(raw_tensor(name, t, was) if out == t.dtype else cast_tensor(name, t, out, was))
     skip = {"config.json", "params.json", "manifest.json"}
     return Stream("safetensors", config, tensors, side_files(source, skip), fam)
 

@@ -154,7 +154,7 @@ def convert_to_ckpt(spec: str, out: str | os.PathLike, outtype: str = "auto", re
     from ..api import load_index, open_source
     from ..infer import infer
     from ..sources.ckpt import is_ckpt, read_manifest
-    from .stream import read_stream
+    from .stream import read_stream, reading
     with open_source(spec, revision) as source:
         index = load_index(source, tokenizer=True)
         stream = read_stream(source, index, outtype, vocab, dequantize)
@@ -166,5 +166,6 @@ def convert_to_ckpt(spec: str, out: str | os.PathLike, outtype: str = "auto", re
         previous = read_manifest(source) if is_ckpt(source.files()) else None
         facts = infer(index).to_json()
         rec = source_record(spec, source, index, previous)
-        files = write_ckpt(plan, source, out, facts, rec, shard_size, on_bytes)
+        with reading(source, stream) as src:
+            files = write_ckpt(plan, src, out, facts, rec, shard_size, on_bytes)
         return CkptResult(plan, Path(out), files)

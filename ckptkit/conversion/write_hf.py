@@ -45,7 +45,7 @@ def convert_st_to_hf(spec: str, out: str | os.PathLike, outtype: str = "auto", r
                      on_plan: Callable[[Stream], None] | None = None, dequantize: bool = False) -> HFFolderResult:
     """A ckpt folder (or an HF checkpoint) at ``spec`` as a Hugging Face folder at ``out``."""
     from ..api import load_index, open_source
-    from .stream import read_stream
+    from .stream import read_stream, reading
     with open_source(spec, revision) as source:
         index = load_index(source)
         if index.format != "safetensors":
@@ -55,5 +55,6 @@ def convert_st_to_hf(spec: str, out: str | os.PathLike, outtype: str = "auto", r
             on_plan(stream)
         if dry_run:
             return HFFolderResult(stream, None, [])
-        files = write_hf_folder(stream, source, out, shard_size, on_bytes)
+        with reading(source, stream) as src:
+            files = write_hf_folder(stream, src, out, shard_size, on_bytes)
         return HFFolderResult(stream, Path(out), files)
