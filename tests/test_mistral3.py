@@ -231,3 +231,28 @@ def test_full_size_dry_run_plan(small_31, tmp_path):
     assert "mistral3.attention.sliding_window" not in kv
     vision = [n for n, _ in plan.dropped]
     assert len(vision) > 100 and all(n.startswith(("vision_tower.", "multi_modal_projector.")) for n in vision)
+
+
+def test_uniform_layout_keeps_the_vision_tower(tiny_mistral3, tmp_path):
+    """HF -> ckpt keeps the whole model (vision tower as extra.* tensors): ckpt -> HF gives the
+    Mistral3ForConditionalGeneration back bit for bit, and ckpt -> GGUF equals HF -> GGUF."""
+    import torch
+    from transformers import Mistral3ForConditionalGeneration
+
+    from ckptkit.conversion import convert_ckpt_to_hf, convert_to_ckpt
+    ck = tmp_path / "ckpt"
+    convert_to_ckpt(str(tiny_mistral3), ck)
+    manifest = json.loads((ck / "manifest.json").read_text())
+    names = {t["name"] for t in manifest["tensors"]}
+    assert "blk.1.attn_q.weight" in names and any(n.startswith("extra.vision_tower.") for n in names)
+    a, b = tmp_path / "hf.gguf", tmp_path / "ckpt.gguf"
+    convert_to_gguf(str(tiny_mistral3), a, outtype="f32")
+    convert_to_gguf(str(ck), b, outtype="f32")
+    assert a.read_bytes() == b.read_bytes()
+    back = tmp_path / "hf"
+    convert_ckpt_to_hf(str(ck), back)
+    m, info = Mistral3ForConditionalGeneration.from_pretrained(back, dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    orig = Mistral3ForConditionalGeneration.from_pretrained(tiny_mistral3, dtype=torch.float32)
+    so, sb = orig.state_dict(), m.state_dict()
+    assert so.keys() == sb.keys() and all(torch.equal(so[k], sb[k]) for k in so)
