@@ -345,25 +345,25 @@ def test_mistral_native_gguf_comes_back_as_llama(tiny_model, tmp_path):
 
 
 def test_unsupported_settings_fail_clearly(tiny_model, tmp_path):
-    """What is not mapped back (here Qwen3-Next's MTP layers) stops before writing anything,
-    naming what is missing."""
-    g = tmp_path / "q.gguf"
-    convert_to_gguf(str(tiny_model("qwen3_next", tokenizer=False)), g, outtype="f32", vocab=False)
+    """What is not mapped back (here a rope scaling type config.json has no form for) stops
+    before writing anything, naming what is missing."""
+    g = tmp_path / "o.gguf"
+    convert_to_gguf(str(tiny_model("olmo2", tokenizer=False)), g, outtype="f32", vocab=False)
     r = gguf.GGUFReader(g)
-    w = gguf.GGUFWriter(str(tmp_path / "mtp.gguf"), "qwen3next")
+    w = gguf.GGUFWriter(str(tmp_path / "rope.gguf"), "olmo2")
     for k, f in r.fields.items():
         if k.startswith("GGUF.") or k == "general.architecture":
             continue
         w.add_key_value(k, f.contents(), f.types[0], f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None)
-    w.add_uint32("qwen3next.nextn_predict_layers", 1)
+    w.add_string("olmo2.rope.scaling.type", "longrope")
     for t in r.tensors:
         w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(UnsupportedError, match="multi-token-prediction"):
-        convert_to_hf(str(tmp_path / "mtp.gguf"), tmp_path / "hf")
+    with pytest.raises(UnsupportedError, match="linear and YaRN"):
+        convert_to_hf(str(tmp_path / "rope.gguf"), tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
 
 

@@ -227,6 +227,51 @@ def test_mtp_layer_kept_or_dropped(family, tiny_model, tmp_path):
     assert plan.config["num_nextn_predict_layers"] == 0 and plan.notes
 
 
+def test_qwen3_next_mtp_container_kept_or_dropped(tiny_model, tmp_path):
+    """Qwen3-Next keeps its MTP module under "mtp." (mtp.fc, mtp.pre_fc_norm_*, mtp.norm,
+    mtp.layers.0.*): GGUF blocks after the trunk come back there bit for bit (the +1 of its
+    norms taken off again), transformers ignores them as it does the published ones, or they are
+    left out."""
+    from safetensors.torch import save_file
+
+    from ckptkit.api import load_index, open_source
+    from ckptkit.conversion.hf_plan import plan_hf
+    from modelgen import copy_model
+    src = copy_model(tiny_model("qwen3_next"), tmp_path / "src")
+    cfg = json.loads((src / "config.json").read_text())
+    n, h = cfg["num_hidden_layers"], cfg["hidden_size"]
+    wm = json.loads((src / "model.safetensors.index.json").read_text())
+    with open_source(str(src)) as s:
+        shapes = {k: t.shape for k, t in load_index(s).tensors.items()}
+    g = torch.Generator().manual_seed(7)
+    full = f"model.layers.{n - 1}."                       # the full-attention layer, as the MTP block
+    mtp = {"mtp.layers.0." + k[len(full):]: torch.randn(shapes[k], generator=g) * 0.02
+           for k in wm["weight_map"] if k.startswith(full)}
+    for k in [k for k in mtp if k.endswith("norm.weight")]:
+        mtp[k] = torch.zeros(mtp[k].shape)               # (1 + w) norms as initialised: exact through +1 -1
+    mtp.update({"mtp.fc.weight": torch.randn((h, 2 * h), generator=g), "mtp.pre_fc_norm_embedding.weight":
+                torch.zeros(h), "mtp.pre_fc_norm_hidden.weight": torch.zeros(h), "mtp.norm.weight": torch.zeros(h)})
+    save_file(mtp, str(src / "mtp.safetensors"), metadata={"format": "pt"})
+    wm["weight_map"].update({k: "mtp.safetensors" for k in mtp})
+    (src / "model.safetensors.index.json").write_text(json.dumps(wm))
+    gg = tmp_path / "m.gguf"
+    convert_to_gguf(str(src), gg, outtype="f32")
+    assert f"blk.{n}.nextn.eh_proj.weight" in {t.name for t in gguf.GGUFReader(gg).tensors}
+    out = tmp_path / "hf"
+    convert_to_hf(str(gg), out, outtype="f32")
+    got = json.loads((out / "config.json").read_text())
+    assert got["num_hidden_layers"] == n and got["layer_types"] == cfg["layer_types"]
+    code, text = _diff(src, out)
+    assert code == 0 and "SAME (exact)" in text, text
+    assert set(json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]) == set(wm["weight_map"])
+    from transformers import AutoModelForCausalLM
+    m, info = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    with open_source(str(gg)) as s:
+        plan = plan_hf(load_index(s), "f32", keep_mtp=False)
+    assert {t.entry.name for t in plan.tensors} == {k for k in wm["weight_map"] if not k.startswith("mtp.")}
+
+
 # ---- rope scaling and sliding windows: config.json settings round-trip ----------------------------
 
 def _make(tmp_path, model_type, cfg):

@@ -104,6 +104,10 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) ->
     split_to = {sp.to_role for sp in inverse_splits(fam)}
     generated = {g.to for g in fam.generate}
     first_mtp = fam.mtp_from_layer.eval(ecfg) if fam.mtp_from_layer else None
+    # MTP modules kept in their own container (Qwen3-Next "mtp.*"): GGUF blocks from this one on
+    mtp_offset = int(fam.mtp_layer_offset.eval(ecfg)) if fam.mtp_layer_offset else None
+    if first_mtp is None:
+        first_mtp = mtp_offset
     dropped_mtp = 0
     fused: dict[tuple[str, int | None], dict[str, TensorInfo]] = {}
     for gname, t in index.tensors.items():
@@ -122,7 +126,11 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) ->
         if info.role is None:
             raise UnsupportedError(f"GGUF tensor {gname} has no Hugging Face name in {target.architectures[0]}")
         role = renamed_from.get(info.role, info.role)
-        template = target.names.get(role) or spellings.get(role)
+        layer = info.layer
+        if mtp_offset is not None and layer is not None and layer >= mtp_offset:
+            template, layer = _mtp_template(role, layer - mtp_offset, target.names.get(role) or spellings.get(role))
+        else:
+            template = target.names.get(role) or spellings.get(role)
         if template is None:
             raise UnsupportedError(f"no Hugging Face name for role {role} ({gname})")
         rows, cols = gguf_matrix(t.shape)
@@ -138,10 +146,10 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) ->
             ops, quantum = ops + (("transpose",),), unit_rows
             hf_shape = tuple(reversed(hf_shape))
         for e in range(n_exp):
-            hf = template.format(layer=info.layer, expert=e)
+            hf = template.format(layer=layer, expert=e)
             if hf in expect:
                 raise CkptError(f"two GGUF tensors map to {hf}")
-            expect[hf] = (role, info.layer, e if per_expert else None)
+            expect[hf] = (role, layer, e if per_expert else None)
             plan.tensors.append(HFTensor(Entry(hf, st_dtype, tuple(hf_shape)),
                                          (HFPiece(t, e * unit_rows, (e + 1) * unit_rows, ops, quantum),)))
     for (from_role, layer), parts in fused.items():
@@ -161,6 +169,18 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) ->
         _drop_mtp_config(plan.config)
     _check_names(expect)
     return plan
+
+
+def _mtp_template(role: str, index: int, template: str | None) -> tuple[str | None, int | None]:
+    """The HF name template of a GGUF block that is MTP module ``index`` in its own container:
+    the container's globals (mtp.fc, mtp.norm, ...: roles.toml [mtp_global]) or its layer."""
+    container = mapdata.roles().mtp_containers[0]
+    glob = mapdata.roles().mtp_global_roles.get(role)
+    if glob:
+        return f"{container}.{glob[0]}", None
+    if template is None or not template.startswith("model.layers.{layer}."):
+        return None, index
+    return f"{container}.layers.{{layer}}." + template[len("model.layers.{layer}."):], index
 
 
 def _drop_mtp_config(cfg: dict) -> None:
