@@ -4,7 +4,8 @@ A GGUF goes through the GGUF -> HF plan (convert/hf_plan.py), which undoes its f
 (rotary permutation, norm offsets, split tensors, stacked experts); a safetensors checkpoint is
 read as stored, with FP8 weights also offered times their block scales (for a side without
 them). A side in another family's layout of the same GGUF arch (Mistral's native q/k rows) is
-brought into the other's convention through the families' transforms."""
+brought into the other's convention through the families' transforms. A uniform-layout (ckpt)
+folder is read by ``load_index`` under its HF names (sources/ckpt.py), so it is a safetensors side."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
