@@ -340,3 +340,22 @@ def test_from_the_hub_as_from_disk(tiny_tp, hub, hf_cache, tmp_path):
     ta = {t.name: t for t in gguf.GGUFReader(local).tensors}
     tb = {t.name: t for t in gguf.GGUFReader(remote).tensors}
     assert ta.keys() == tb.keys() and all(np.array_equal(ta[n].data, tb[n].data) for n in ta)
+
+
+def test_diff_and_uniform_layout_see_the_joined_model(tiny_tp, tmp_path):
+    """ckptkit diff proves the TP-sliced files hold the whole model's weights; the uniform
+    layout written from them holds whole tensors and converts to the same GGUF tensors."""
+    from ckptkit.conversion import convert_to_ckpt
+    from ckptkit.tensordiff import diff
+    tp, whole, ts = tiny_tp
+    res = diff(str(tp), str(whole))
+    assert not res.failed and len(res.tensors) == len(ts)
+    assert all(t.status == "exact" for t in res.tensors), [t.to_json() for t in res.tensors if t.status != "exact"]
+    ck = tmp_path / "ckpt"
+    convert_to_ckpt(str(tp), ck)
+    a, b = tmp_path / "ckpt.gguf", tmp_path / "whole.gguf"
+    convert_to_gguf(str(ck), a, outtype="f32", vocab=False)
+    convert_to_gguf(str(whole), b, outtype="f32", vocab=False)
+    ta = {t.name: t for t in gguf.GGUFReader(a).tensors}
+    tb = {t.name: t for t in gguf.GGUFReader(b).tensors}
+    assert ta.keys() == tb.keys() and all(np.array_equal(ta[n].data, tb[n].data) for n in ta)
