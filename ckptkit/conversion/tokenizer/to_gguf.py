@@ -17,10 +17,13 @@ from .pretokenizer import check_pre_name, is_sentencepiece_style
 from .sentencepiece import apply_added_tokens, hf_spm_vocab, parse_sentencepiece, spm_vocab
 from .tiktoken import tiktoken_vocab
 from .vocab import Vocab, added_tokens, read_json
+from .wordpiece import is_wordpiece, normalizer_kvs, wordpiece_vocab
 
 _SPECIAL_KINDS = ("bos", "eos", "unk", "pad")
 _KEY_OF_KIND = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id",
-                "pad": "padding_token_id"}
+                "pad": "padding_token_id", "sep": "seperator_token_id", "cls": "cls_token_id",
+                "mask": "mask_token_id"}
+_BERT_KINDS = ("sep", "cls", "mask")    # written for WordPiece vocabularies (gguf-py's spelling "seperator")
 
 
 def has_tokenizer(source: Source) -> bool:
@@ -51,7 +54,9 @@ def tokenizer_kvs(source: Source, config: dict | None, vocab_size: int,
         if data[:1] == b"\x0a":  # field 1, length-delimited: a SentencePiece ModelProto
             spm = parse_sentencepiece(data, "tokenizer.model")
 
-    if tj is not None and not is_sentencepiece_style(tj):
+    if tj is not None and is_wordpiece(tj):
+        vocab = wordpiece_vocab(tj, vocab_size)
+    elif tj is not None and not is_sentencepiece_style(tj):
         vocab = bpe_vocab(tj, config, vocab_size, pre_override)
     elif spm is not None:
         vocab = spm_vocab(spm, vocab_size)
@@ -76,9 +81,13 @@ def tokenizer_kvs(source: Source, config: dict | None, vocab_size: int,
         out.append(kv("tokenizer.ggml.merges", vocab.merges, VT.ARRAY, VT.STRING))
     if vocab.add_space_prefix is not None:
         out.append(kv("tokenizer.ggml.add_space_prefix", vocab.add_space_prefix))
+    if vocab.model == "bert" and tj is not None:
+        out += normalizer_kvs(tj)
 
     ids, adds = special_tokens(source, tj, tok_config, config, vocab)
-    for kind in _SPECIAL_KINDS:
+    if vocab.model == "bert" and "cls" in ids:
+        ids.setdefault("bos", ids["cls"])       # llama.cpp's WordPiece starts a sequence with BOS
+    for kind in _SPECIAL_KINDS + (_BERT_KINDS if vocab.model == "bert" else ()):
         if kind in ids:
             out.append(kv(f"tokenizer.ggml.{_KEY_OF_KIND[kind]}", ids[kind], VT.UINT32))
     for kind in ("bos", "eos"):
@@ -113,7 +122,7 @@ def special_tokens(source: Source, tj: dict | None, tok_config: dict, config: di
         lookup[a["content"]] = a["id"]
 
     ids: dict[str, int] = {}
-    names = {"bos": "bos_token", "eos": "eos_token", "unk": "unk_token", "pad": "pad_token"}
+    names = {k: f"{k}_token" for k in _SPECIAL_KINDS + _BERT_KINDS}
     for kind, name in names.items():
         for src in (tok_config, stmap):
             text = _content(src.get(name)) if isinstance(src, dict) else None
