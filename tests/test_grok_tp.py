@@ -359,3 +359,25 @@ def test_diff_and_uniform_layout_see_the_joined_model(tiny_tp, tmp_path):
     ta = {t.name: t for t in gguf.GGUFReader(a).tensors}
     tb = {t.name: t for t in gguf.GGUFReader(b).tensors}
     assert ta.keys() == tb.keys() and all(np.array_equal(ta[n].data, tb[n].data) for n in ta)
+
+
+# ---- the [tensor_parallel] table is checked when the mapping data loads -------------------------
+
+@pytest.mark.parametrize("old, new, parts", [
+    ("rank_file = '-TP-(\\d+)\\.safetensors$'", "rank_file = '-TP-\\d+\\.safetensors$'",
+     ("[tensor_parallel] rank_file", "exactly one group")),
+    ("rank_file = '-TP-(\\d+)\\.safetensors$'", "rank_file = '-TP-(\\d+\\.safetensors$'",
+     ("[tensor_parallel] rank_file", "not a regular expression")),
+    ('"ffn_down_exps.weight" = [1, ', '"ffn_down_exp.weight" = [1, ', ("'ffn_down_exp.weight'", "unknown role")),
+    ('"ffn_down_exps.weight" = [1, ', '"ffn_down_exps.weight" = [-1, ', ("'ffn_down_exps.weight'", "must be [axis")),
+    ('[0, "moe_intermediate_size"]', '[0, "moe_intermediate_size +"]', ("'ffn_gate_exps.weight'", "bad expression")),
+    ("rank_file = '", "ranks = 8\nrank_file = '", ("[tensor_parallel] ranks", "unknown key")),
+])
+def test_broken_tensor_parallel_table_is_refused(tmp_path, old, new, parts):
+    from importlib.resources import files
+
+    from test_mappings import _copy, _edit, _refused
+    root = tmp_path / "mappings"
+    _copy(files("ckptkit.mappings"), root)
+    _edit(root, "convert/grok.toml", old, new)
+    _refused(root, "mappings/convert/grok.toml", *parts)
