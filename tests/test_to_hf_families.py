@@ -311,6 +311,10 @@ ROPE_CASES = {
     "llama4_llama3": ("llama4_text", {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 16.0,
                                                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                           "original_max_position_embeddings": 64}}),
+    # Gemma 3 4B-style: linear scaling on the global layers only, its own base on the local ones
+    "gemma3_linear": ("gemma3_text", {"rope_parameters": {
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}}),
     "olmo3_sliding": ("olmo3", {"num_hidden_layers": 4, "sliding_window": 4,
                                 "layer_types": ["sliding_attention", "full_attention",
                                                 "sliding_attention", "full_attention"]}),
@@ -328,7 +332,8 @@ def test_rope_scaling_and_sliding_round_trip(case, tmp_path):
     want = json.loads((src / "config.json").read_text())
     got = json.loads((out / "config.json").read_text())
     assert got["model_type"] == want["model_type"] and got["architectures"] == want["architectures"]
-    keys = ("rope_parameters", "sliding_window", "max_position_embeddings") + (("layer_types",) if "sliding_window" in cfg else ())
+    keys = ("rope_parameters", "sliding_window", "max_position_embeddings") + \
+        (("layer_types",) if "sliding_window" in cfg or model_type == "gemma3_text" else ())
     for k in keys:
         assert got.get(k) == want.get(k), (k, want.get(k), got.get(k))
     orig, back = _load(src), _load(out)
