@@ -208,6 +208,9 @@ def _render_facts(report: dict, console: Console) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--dequantize", is_flag=True, help="--to ckpt or hf from safetensors: FP8 weights times their "
               "scales, as --outtype (auto: bf16); by default FP8 and MXFP4 are kept as stored.")
+@click.option("--experts", type=click.Choice(["split", "stacked"]), default="split", show_default=True,
+              help="--to ckpt: per-expert tensors as the source has them, or each layer's experts of a role "
+              "stacked into one tensor.")
 @click.option("--shard-size", default="5GB", show_default=True,
               help="--to hf or ckpt: largest safetensors shard (e.g. 5GB, 500MB).")
 @click.option("--read-timeout", type=click.FloatRange(0.05, None, min_open=False), default=None,
@@ -222,7 +225,7 @@ def _render_facts(report: dict, console: Console) -> None:
 @guarded
 def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
             dry_run, no_progress, shard_size, read_timeout, connections, resume, vocab_only=False,
-            dequantize=False) -> None:
+            dequantize=False, experts="split") -> None:
     """Convert SRC (HF safetensors: folder, file or Hub repo; a GGUF; or a ckpt folder) to GGUF
     at OUT, to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer) or to the
     uniform layout (--to ckpt), streamed.
@@ -244,7 +247,7 @@ def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no
     if target == "ckpt" or (target == "hf" and kind == "ckpt"):
         from .cli_ckpt import convert_ckpt
         return convert_ckpt(src, out, target, outtype, revision, shard_size, no_vocab, dry_run, no_progress,
-                            dequantize)
+                            dequantize, experts)
     if target == "hf":
         return _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress)
     from .render.text import human_bytes

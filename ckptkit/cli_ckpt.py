@@ -17,7 +17,8 @@ def _bar(total: int, enabled: bool) -> Any:
 
 
 def convert_ckpt(src: str, out: str, target: str, outtype: str, revision: str | None, shard_size: str,
-                 no_vocab: bool, dry_run: bool, no_progress: bool, dequantize: bool = False) -> None:
+                 no_vocab: bool, dry_run: bool, no_progress: bool, dequantize: bool = False,
+                 experts: str = "split") -> None:
     """``target`` "ckpt" (from any source) or "hf" (from a ckpt folder)."""
     from .conversion import convert_ckpt_to_hf, convert_to_ckpt, parse_size
     from .render.text import human_bytes
@@ -33,10 +34,11 @@ def convert_ckpt(src: str, out: str, target: str, outtype: str, revision: str | 
         if state.get("bar") is not None:
             state["bar"].update(n)
 
-    run = convert_to_ckpt if target == "ckpt" else convert_ckpt_to_hf
+    run: Any = convert_to_ckpt if target == "ckpt" else convert_ckpt_to_hf
+    extra = {"experts": experts} if target == "ckpt" else {}
     try:
         res: Any = run(src, out, outtype, revision=revision, shard_size=parse_size(shard_size), vocab=not no_vocab,
-                  dry_run=dry_run, on_bytes=on_bytes, on_plan=on_plan, dequantize=dequantize)
+                       dry_run=dry_run, on_bytes=on_bytes, on_plan=on_plan, dequantize=dequantize, **extra)
     finally:
         if state.get("bar") is not None:
             state["bar"].close()

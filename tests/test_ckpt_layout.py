@@ -332,3 +332,37 @@ def test_q8_0_gguf_is_dequantised_into_the_layout(tmp_path):
     assert {t["dtype"] for t in m["tensors"]} == {"F32"}
     assert not ckptkit.diff(g, ck).failed                       # the GGUF's own dequantisation, exactly
     assert ckptkit.diff(EXAMPLE, ck).failed and not ckptkit.diff(EXAMPLE, ck, atol=1e-3).failed
+
+
+# ---- experts stacked on request ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "deepseek_v3", "mixtral"])
+def test_stacked_experts_round_trip(family, tiny_model, ckpt_of, tmp_path):
+    src, st, back, split = tiny_model(family), tmp_path / "st", tmp_path / "back", tmp_path / "split"
+    r = run("convert", src, st, "--to", "ckpt", "--experts", "stacked", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    m = manifest(st)
+    rows = {t["name"]: t for t in m["tensors"]}
+    up = rows["blk.1.ffn_up_exps.weight"]
+    assert up["expert"] is None and up["stacked_experts"] == 4 and up["shape"][0] == 4
+    assert "{expert}" in up["hf_name"] and len(up["source"]) == 4
+    assert not any(t["expert"] is not None for t in m["tensors"])
+    stored = raw_tensors(st)
+    # expert 2's bytes are the third quarter of the stack, as plain safetensors reads it
+    orig = raw_tensors(src)
+    quarter = len(stored["blk.1.ffn_up_exps.weight"][2]) // 4
+    assert stored["blk.1.ffn_up_exps.weight"][2][2 * quarter:3 * quarter] == orig[up["hf_name"].replace("{expert}", "2")][2]
+    ckptkit.convert(st, back)
+    assert raw_tensors(back) == orig
+    assert run("diff", src, st).returncode == 0
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    ckptkit.convert(src, a)
+    ckptkit.convert(st, b)
+    assert a.read_bytes() == b.read_bytes()
+    ckptkit.convert(st, split, to="ckpt")                  # stacked -> split: the default layout again
+    assert raw_tensors(split) == raw_tensors(ckpt_of(family))
+    for t in m["tensors"]:                                # and named from the family alone
+        del t["hf_name"]
+    (st / "manifest.json").write_text(json.dumps(m))
+    ckptkit.convert(st, tmp_path / "named")
+    assert raw_tensors(tmp_path / "named") == orig

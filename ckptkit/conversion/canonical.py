@@ -92,16 +92,17 @@ def _first_spellings() -> dict[str, str]:
     return out
 
 
-def hf_name_for(c: Canonical, config: dict) -> str:
+def hf_name_for(c: Canonical, config: dict, stacked: bool = False) -> str:
     """The Hugging Face name of a canonical tensor for the model ``config`` describes: the GGUF ->
     HF target's [names] for its architectures (mappings/hf_configs.toml), else the role's first
-    spelling in roles.toml. For a manifest without ``hf_name``."""
+    spelling in roles.toml. For a manifest without ``hf_name``; ``stacked``: a stacked-experts
+    tensor, whose name keeps ``{expert}``."""
     if c.role is None:
         return c.name[len(EXTRA):]
     archs = set(config.get("architectures") or ())
     target = next((t for t in mapdata.hf_targets() if archs & set(t.architectures)), None)
     template = (target.names.get(c.role) if target else None) or _first_spellings().get(c.role)
-    if template is None or c.mtp or ("{expert}" in template) != (c.expert is not None):
+    if template is None or c.mtp or ("{expert}" in template) != (c.expert is not None or stacked):
         raise FormatError(f"{c.name}: no Hugging Face name for it in {', '.join(sorted(archs)) or 'this family'}; "
                           "give it an hf_name in manifest.json")
-    return template.format(layer=c.layer, expert=c.expert)
+    return template.replace("{layer}", str(c.layer)).replace("{expert}", "{expert}" if stacked else str(c.expert))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,19 +49,60 @@ class CkptPlan:
         return sum(t.entry.nbytes for t in self.tensors)
 
 
-def plan_ckpt(stream: Stream) -> CkptPlan:
-    """Each stream tensor's canonical name; two tensors may not share one."""
+EXPERTS = ("split", "stacked")
+
+
+def plan_ckpt(stream: Stream, experts: str = "split") -> CkptPlan:
+    """Each stream tensor's canonical name; two tensors may not share one. ``experts``:
+    "split" keeps per-expert tensors as the source has them, "stacked" joins each layer's
+    experts of a role into one tensor [experts, ...] at the place of its expert 0."""
+    if experts not in EXPERTS:
+        raise CkptError(f"--experts must be one of {', '.join(EXPERTS)}")
     infos = canonicalize(t.name for t in stream.tensors)
     out: list[CkptTensor] = []
     seen: dict[str, str] = {}
+    groups: dict[str, list[tuple[int, StreamTensor]]] = {}
     for t in stream.tensors:
         info = infos[t.name]
         c = canonical_of(t.name, info)
-        if c.name in seen:
-            raise CkptError(f"{seen[c.name]} and {t.name} both have the canonical name {c.name}")
-        seen[c.name] = t.name
-        out.append(CkptTensor(c, t, info.transposed and len(t.shape) == 2))
+        if experts == "stacked" and c.expert is not None:
+            c = canonical_of(t.name, info._replace(expert=None))
+            if c.name not in groups:
+                groups[c.name] = []
+                out.append(CkptTensor(c, t))     # stands for the stack until every expert is known
+            groups[c.name].append((info.expert or 0, t))
+        elif c.name in seen or c.name in groups:
+            raise CkptError(f"{seen.get(c.name, c.name)} and {t.name} both have the canonical name {c.name}")
+        else:
+            seen[c.name] = t.name
+            out.append(CkptTensor(c, t, info.transposed and len(t.shape) == 2))
+    for i, ct in enumerate(out):
+        if ct.canonical.name in groups:
+            if ct.canonical.name in seen:
+                raise CkptError(f"{seen[ct.canonical.name]} and the stacked experts both are {ct.canonical.name}")
+            out[i] = CkptTensor(ct.canonical, _stacked(ct.canonical.name, groups[ct.canonical.name]))
     return CkptPlan(stream, out, list(stream.notes))
+
+
+def _stacked(name: str, members: list[tuple[int, StreamTensor]]) -> StreamTensor:
+    """One layer's experts of a role as one tensor: their bytes one after the other, expert 0
+    first; its HF name is a template with ``{expert}``."""
+    members = sorted(members, key=lambda m: m[0])
+    ids = [e for e, _ in members]
+    first = members[0][1]
+    if ids != list(range(len(ids))) or any((t.dtype, t.shape) != (first.dtype, first.shape) for _, t in members):
+        raise CkptError(f"{name}: experts {ids[0]}..{ids[-1]} are not 0..{len(ids) - 1} of one dtype and shape; "
+                        "cannot stack them")
+    templates = {t.name.replace(f".experts.{e}.", ".experts.{expert}.") for e, t in members}
+    if len(templates) != 1 or "{expert}" not in next(iter(templates)):
+        raise CkptError(f"{name}: the experts' HF names do not differ by their number only; cannot stack them")
+
+    def chunks(source: Source) -> Iterator[bytes]:
+        for _, t in members:
+            yield from t.chunks(source)
+    reads = None if any(t.reads is None for _, t in members) else tuple(r for _, t in members for r in t.reads or ())
+    return StreamTensor(templates.pop(), first.dtype, (len(members), *first.shape),
+                        tuple(s for _, t in members for s in t.source), chunks, first.stored_dtype, reads)
 
 
 def source_record(spec: str, source: Source, index: TensorIndex, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -108,6 +149,8 @@ def manifest(plan: CkptPlan, facts: dict[str, Any], source: dict[str, Any],
                                "expert": c.expert, "dtype": st.dtype, "shape": list(st.shape),
                                "file": weight_map[c.name], "source": list(st.source),
                                "source_dtype": st.stored_dtype}
+        if "{expert}" in st.name:
+            row["stacked_experts"] = st.shape[0]      # hf_name is a template: one HF tensor per expert
         if c.mtp:
             row["mtp"] = True
         if t.transposed:
@@ -148,9 +191,10 @@ class CkptResult:
 def convert_to_ckpt(spec: str, out: str | os.PathLike, outtype: str = "auto", revision: str | None = None,
                     shard_size: int = DEFAULT_SHARD_SIZE, vocab: bool = True, dry_run: bool = False,
                     on_bytes: Callable[[int], None] | None = None,
-                    on_plan: Callable[[CkptPlan], None] | None = None, dequantize: bool = False) -> CkptResult:
+                    on_plan: Callable[[CkptPlan], None] | None = None, dequantize: bool = False,
+                    experts: str = "split") -> CkptResult:
     """Any checkpoint (HF, GGUF, ckpt) at ``spec`` into a uniform-layout folder at ``out``;
-    ``dequantize``: FP8 weights times their scales (stream.py)."""
+    ``dequantize``: FP8 weights times their scales (stream.py); ``experts``: split or stacked."""
     from ..api import load_index, open_source
     from ..infer import infer
     from ..sources.ckpt import is_ckpt, read_manifest
@@ -158,7 +202,7 @@ def convert_to_ckpt(spec: str, out: str | os.PathLike, outtype: str = "auto", re
     with open_source(spec, revision) as source:
         index = load_index(source, tokenizer=True)
         stream = read_stream(source, index, outtype, vocab, dequantize)
-        plan = plan_ckpt(stream)
+        plan = plan_ckpt(stream, experts)
         if on_plan:
             on_plan(plan)
         if dry_run:

@@ -60,7 +60,7 @@ def check_manifest(doc: Any) -> dict[str, Any]:
             if not isinstance(t.get("name"), str):
                 raise _fail(f"tensors[{i}].name is missing or not a string")
             try:
-                t["hf_name"] = hf_name_for(parse_canonical(t["name"]), doc["config"])
+                t["hf_name"] = hf_name_for(parse_canonical(t["name"]), doc["config"], "stacked_experts" in t)
             except FormatError as e:
                 raise _fail(e.message) from None
         for key in ("name", "hf_name", "dtype", "file"):
@@ -68,11 +68,24 @@ def check_manifest(doc: Any) -> dict[str, Any]:
                 raise _fail(f"tensors[{i}].{key} is missing or not a string")
         if not _int_list(t.get("shape")):
             raise _fail(f"tensors[{i}].shape is not a list of non-negative integers")
-        if t["name"] in seen or t["hf_name"] in hf:
+        n = t.get("stacked_experts")
+        if n is not None and (not _int_list([n]) or not n or not t["shape"] or t["shape"][0] != n
+                              or "{expert}" not in t["hf_name"]):
+            raise _fail(f"tensors[{i}].stacked_experts must be the first dimension, with {{expert}} in hf_name")
+        if n is None and "{expert}" in t["hf_name"]:
+            raise _fail(f"tensors[{i}].hf_name is a template ({{expert}}) without stacked_experts")
+        names = hf_names(t)
+        if t["name"] in seen or any(h in hf for h in names):
             raise _fail(f"tensors[{i}]: {t['name']} (or its HF name {t['hf_name']}) is listed twice")
         seen.add(t["name"])
-        hf.add(t["hf_name"])
+        hf.update(names)
     return doc
+
+
+def hf_names(t: dict[str, Any]) -> list[str]:
+    """The HF tensors of a manifest row: one, or one per expert of a stacked row."""
+    n = t.get("stacked_experts")
+    return [t["hf_name"]] if n is None else [t["hf_name"].replace("{expert}", str(e)) for e in range(n)]
 
 
 def read_manifest(source: Source) -> dict[str, Any]:
@@ -107,7 +120,11 @@ def ckpt_index(source: Source, tokenizer: bool = False) -> TensorIndex:
         if s.dtype != t["dtype"] or list(s.shape) != t["shape"]:
             raise _fail(f"{t['name']}: the manifest says {t['dtype']}{t['shape']}, "
                         f"{t['file']} holds {s.dtype}{list(s.shape)}")
-        tensors[t["hf_name"]] = s._replace(name=t["hf_name"])
+        names = hf_names(t)
+        per = s.nbytes // len(names)
+        shape = s.shape if len(names) == 1 and "stacked_experts" not in t else s.shape[1:]
+        for e, h in enumerate(names):           # a stacked row: each expert's bytes are contiguous
+            tensors[h] = s._replace(name=h, shape=shape, offset=s.offset + e * per, nbytes=per)
     unlisted = set(stored) - {t["name"] for t in manifest["tensors"]}
     if unlisted:
         more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
@@ -120,5 +137,9 @@ def ckpt_index(source: Source, tokenizer: bool = False) -> TensorIndex:
 
 
 def canonical_names(manifest: dict[str, Any]) -> dict[str, str]:
-    """HF name -> canonical name, from a checked manifest."""
-    return {t["hf_name"]: t["name"] for t in manifest["tensors"]}
+    """HF name -> canonical name (with ``[expert]`` in a stacked tensor), from a checked manifest."""
+    out: dict[str, str] = {}
+    for t in manifest["tensors"]:
+        names = hf_names(t)
+        out.update((h, t["name"] if "stacked_experts" not in t else f"{t['name']}[{e}]") for e, h in enumerate(names))
+    return out
