@@ -13,6 +13,7 @@ from ...errors import FormatError, UnsupportedError
 from ...formats.gguf_write import KV, VT, kv
 from ...sources.base import Source
 from .bpe import bpe_vocab
+from .gemma4 import gemma4_vocab, is_gemma4
 from .pretokenizer import check_pre_name, is_sentencepiece_style
 from .sentencepiece import apply_added_tokens, hf_spm_vocab, parse_sentencepiece, spm_vocab
 from .tiktoken import tiktoken_vocab
@@ -56,6 +57,9 @@ def tokenizer_kvs(source: Source, config: dict | None, vocab_size: int,
 
     if tj is not None and is_wordpiece(tj):
         vocab = wordpiece_vocab(tj, vocab_size)
+    elif tj is not None and spm is None and is_gemma4(tj, config):
+        vocab = gemma4_vocab(tj, vocab_size)
+        apply_added_tokens(vocab, source, tj, tok_config, vocab_size)
     elif tj is not None and not is_sentencepiece_style(tj):
         vocab = bpe_vocab(tj, config, vocab_size, pre_override)
     elif spm is not None:
