@@ -19,7 +19,7 @@ HF_FAMILIES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "de
                "gemma3_text", "olmo2", "gpt_oss", "glm4_moe", "llama4_text", "qwen3_next", "smollm3", "gpt2"]
 # the families GGUF -> HF converts back (tests/test_convert_to_hf.py)
 GGUF_FAMILIES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
-                 "gemma3_text", "olmo2", "smollm3", "gpt2"]
+                 "gemma3_text", "olmo2", "smollm3", "gpt2", "gpt_oss", "glm4_moe", "llama4_text", "qwen3_next"]
 
 
 def run(*args):
@@ -124,7 +124,7 @@ def test_hf_ckpt_hf_is_bit_exact_and_loads(family, tiny_model, ckpt_of, tmp_path
 
 # ---- ckpt -> GGUF and GGUF -> ckpt ---------------------------------------------------------------
 
-@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "deepseek_v3", "gemma3_text", "gpt2", "gpt_oss"])
+@pytest.mark.parametrize("family", HF_FAMILIES)
 def test_ckpt_to_gguf_equals_hf_to_gguf(family, tiny_model, ckpt_of, tmp_path):
     a, b = tmp_path / "hf.gguf", tmp_path / "ckpt.gguf"
     ckptkit.convert(tiny_model(family), a)
