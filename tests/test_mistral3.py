@@ -208,6 +208,9 @@ def test_full_size_inspect(small_31):
     assert p["total"] == index.total_parameters == text + p["vision"]
     assert 23.5e9 < text < 24.0e9 and 0.4e9 < p["vision"] < 0.45e9    # "24B" text, Pixtral vision tower
     assert inf.value("head_dim") == 128 and inf.value("num_key_value_heads") == 8
+    from ckptkit.validate import validate
+    v = validate(str(small_31))
+    assert not v.findings, [f.to_json() for f in v.findings]
 
 
 def test_full_size_dry_run_plan(small_31, tmp_path):
