@@ -199,6 +199,8 @@ def _render_facts(report: dict, console: Console) -> None:
 @click.option("--threads", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Jobs reading, transforming and encoding chunks at once.")
 @click.option("--no-mtp", is_flag=True, help="Drop multi-token-prediction layers.")
+@click.option("--keep-mxfp4", is_flag=True, help="GGUF -> HF: MXFP4 experts (gpt-oss) written as the published "
+              "HF MXFP4 blocks and scales, bit for bit, instead of dequantised to --outtype.")
 @click.option("--no-vocab", is_flag=True, help="Do not convert the tokenizer.")
 @click.option("--vocab-only", is_flag=True, help="HF -> GGUF: only the tokenizer and the architecture's "
               "metadata, no tensors (llama.cpp loads it with vocab_only); SRC may hold just tokenizer files.")
@@ -225,7 +227,7 @@ def _render_facts(report: dict, console: Console) -> None:
 @guarded
 def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no_vocab, pre, family,
             dry_run, no_progress, shard_size, read_timeout, connections, resume, vocab_only=False,
-            dequantize=False, experts="split") -> None:
+            dequantize=False, experts="split", keep_mxfp4=False) -> None:
     """Convert SRC (HF safetensors: folder, file or Hub repo; a GGUF; or a ckpt folder) to GGUF
     at OUT, to a Hugging Face folder OUT (sharded safetensors, config.json, tokenizer) or to the
     uniform layout (--to ckpt), streamed.
@@ -249,7 +251,8 @@ def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no
         return convert_ckpt(src, out, target, outtype, revision, shard_size, no_vocab, dry_run, no_progress,
                             dequantize, experts)
     if target == "hf":
-        return _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress)
+        return _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress,
+                              keep_mtp=not no_mtp, keep_mxfp4=keep_mxfp4)
     from .render.text import human_bytes
     bar: dict = {}
 
@@ -282,7 +285,8 @@ def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no
                        f"arch {res.plan.arch})", err=True)
 
 
-def _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress) -> None:
+def _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, no_progress,
+                   keep_mtp=True, keep_mxfp4=False) -> None:
     from .conversion import convert_to_hf, parse_size
     from .render.text import human_bytes
     if outtype == "q8_0":
@@ -307,7 +311,7 @@ def _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, n
         res = convert_to_hf(src, out, "bf16" if outtype == "auto" else outtype, revision=revision,
                             shard_size=parse_size(shard_size), vocab=not no_vocab, dry_run=dry_run,
                             on_bytes=lambda n: bar["bar"].update(n) if "bar" in bar else None,
-                            on_plan=on_plan)
+                            on_plan=on_plan, keep_mtp=keep_mtp, keep_mxfp4=keep_mxfp4)
     finally:
         if "bar" in bar:
             bar["bar"].close()

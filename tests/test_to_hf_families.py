@@ -134,7 +134,34 @@ def test_gpt_oss_mxfp4_experts_are_dequantised(gguf_for, tmp_path):
     with safe_open(str(out / wm[name]), "np") as f:
         got = f.get_tensor(name)
     assert np.array_equal(got, want.transpose(0, 2, 1))
-    _load(out)
+    deq = _logits(_load(out))
+    # --keep-mxfp4: the published HF layout (U8 blocks and exponents, gate/up rows interleaved),
+    # bit for bit: HF -> GGUF gives back the very same MXFP4 bytes, and transformers loads it
+    keep = tmp_path / "keep"
+    r2 = CliRunner().invoke(main, ["convert", str(mx), str(keep), "--outtype", "f32", "--keep-mxfp4", "--no-progress"])
+    assert r2.exit_code == 0, r2.output
+    cfg = json.loads((keep / "config.json").read_text())
+    assert cfg["quantization_config"]["quant_method"] == "mxfp4"
+    wm = json.loads((keep / "model.safetensors.index.json").read_text())["weight_map"]
+    e, inter, hidden = cfg["num_local_experts"], cfg["intermediate_size"], cfg["hidden_size"]
+    with safe_open(str(keep / wm["model.layers.0.mlp.experts.gate_up_proj_blocks"]), "np") as f:
+        assert f.get_tensor("model.layers.0.mlp.experts.gate_up_proj_blocks").shape == (e, 2 * inter, hidden // 32, 16)
+    assert not any(k.endswith(("gate_up_proj", "down_proj")) for k in wm)
+    again = tmp_path / "again.gguf"
+    convert_to_gguf(str(keep), again, outtype="auto", vocab=False)
+    a = {t.name: t for t in gguf.GGUFReader(mx).tensors}
+    b = {t.name: t for t in gguf.GGUFReader(again).tensors}
+    exps = [n for n in a if n.endswith("_exps.weight")]
+    assert len(exps) == 6
+    for n in exps:
+        assert b[n].tensor_type == gguf.GGMLQuantizationType.MXFP4
+        assert np.array_equal(np.asarray(a[n].data), np.asarray(b[n].data)), n
+    from transformers import AutoModelForCausalLM, Mxfp4Config
+    m, info = AutoModelForCausalLM.from_pretrained(keep, dtype=torch.float32, output_loading_info=True,
+                                                   quantization_config=Mxfp4Config(dequantize=True))
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    kept = _logits(m.eval())
+    assert float(np.abs(kept - deq).max() / np.abs(deq).max()) < 1e-2
 
 
 def test_qwen3_next_linear_attention_inverses(tiny_model, gguf_for, tmp_path):

@@ -12,7 +12,7 @@ from ..index import TensorInfo
 from ..sources.base import Source
 from ..tensordata import decode
 from .hf_pieces import HFPiece, HFTensor, gguf_matrix
-from .transforms import INVERSE_OPS
+from .transforms import INVERSE_OPS, RAW_OPS
 
 CHUNK_BYTES = 32 << 20      # output bytes per chunk
 
@@ -42,6 +42,8 @@ def dequantize_rows(raw: bytes, t: TensorInfo, rows: int, cols: int) -> np.ndarr
 
 
 def encode(x: np.ndarray, dtype: str) -> bytes:
+    if dtype == "U8":                     # MXFP4 blocks / exponents kept as stored (RAW_OPS)
+        return np.ascontiguousarray(x, dtype=np.uint8).tobytes()
     x = np.ascontiguousarray(x, dtype=np.float32)
     if dtype == "F32":
         return x.astype("<f4", copy=False).tobytes()
@@ -72,11 +74,14 @@ def piece_arrays(source: Source, t: HFPiece, chunk_bytes: int = CHUNK_BYTES) -> 
     quanta; ``chunk_bytes`` counts float32 output bytes. A join is one block: each part read
     whole, placed at its rows and columns."""
     if t.join:
-        out = np.empty(t.join_shape, dtype=np.float32)
+        out: np.ndarray | None = None
         for jp in t.join:
             x = np.concatenate(list(piece_arrays(source, jp.piece, 1 << 62)), axis=0)
             x = x.reshape(-1, len(range(*jp.cols)))
+            if out is None:
+                out = np.empty(t.join_shape, dtype=x.dtype)
             out[jp.row0:jp.row0 + (x.shape[0] - 1) * jp.row_step + 1:jp.row_step, slice(*jp.cols)] = x
+        assert out is not None
         yield out
         return
     src = t.src
@@ -92,10 +97,14 @@ def piece_arrays(source: Source, t: HFPiece, chunk_bytes: int = CHUNK_BYTES) -> 
     rb = _row_bytes(src, cols)
     q = max(t.quantum, 1)
     step = max(q, (chunk_bytes // max(cols * 4, 1)) // q * q)
+    raw_ops = bool(t.ops) and t.ops[0][0] in RAW_OPS
     for a in range(t.r0, t.r1, step):
         b = min(a + step, t.r1)
         raw = source.read(src.file, src.offset + a * rb, (b - a) * rb)
-        x = dequantize_rows(raw, src, b - a, cols)
+        if raw_ops:
+            x = np.frombuffer(raw, dtype=np.uint8).reshape(b - a, rb)
+        else:
+            x = dequantize_rows(raw, src, b - a, cols)
         for name, *args in t.ops:
             x = INVERSE_OPS[name](x, *args)
         yield x

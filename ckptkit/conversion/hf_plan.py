@@ -15,6 +15,7 @@ from ..infer.names import canonicalize
 from ..mapdata import Target
 from .family import Family, family_for
 from .hf_config import build_config, flat_config, metadata_names, pick_target
+from .hf_mxfp4 import QUANTIZATION_CONFIG, mxfp4_source, mxfp4_tensors
 from .hf_pieces import HFPiece, HFTensor, InverseOp, JoinPart, gguf_matrix
 from .hf_refuse import inverse_splits, refuse_plan
 from .transforms import INVERSE_OF
@@ -76,11 +77,13 @@ def inverse_ops(fam: Family, role: str, cfg: dict, rows: int,
     return tuple(ops), quantum
 
 
-def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) -> HFPlan:
+def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True, keep_mxfp4: bool = False) -> HFPlan:
     """The HF folder a GGUF becomes: config.json and every tensor's pieces. Multi-token-prediction
     layers stored after the trunk (GLM-4.5) are written back as their published layer, or left
     out with ``keep_mtp=False``. Tensors a family generates from config.json (rope_freqs) are
-    not HF tensors: they are read back into config.json (hf_config.config_from_tensors)."""
+    not HF tensors: they are read back into config.json (hf_config.config_from_tensors).
+    MXFP4 experts are dequantised to ``outtype``, or with ``keep_mxfp4`` written as the
+    published HF MXFP4 layout (blocks and scales, bit for bit; hf_mxfp4)."""
     if index.format != "gguf":
         raise UnsupportedError("GGUF -> HF reads a GGUF file; this source is not GGUF")
     if outtype not in OUTTYPES:
@@ -110,6 +113,7 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) ->
         first_mtp = mtp_offset
     dropped_mtp = 0
     fused: dict[tuple[str, int | None], dict[str, TensorInfo]] = {}
+    mxfp4: dict[tuple[str, int | None], dict[str, TensorInfo]] = {}
     for gname, t in index.tensors.items():
         info = infos[gname]
         if gname in generated:
@@ -117,6 +121,9 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) ->
             continue
         if first_mtp is not None and info.layer is not None and info.layer >= first_mtp and not keep_mtp:
             dropped_mtp += 1
+            continue
+        if keep_mxfp4 and t.dtype == "MXFP4" and info.role is not None:
+            mxfp4.setdefault((mxfp4_source(fam, info.role)[0], info.layer), {})[info.role] = t
             continue
         part = _split_part_of(gname, split_to)
         if part is not None:
@@ -164,6 +171,14 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True) ->
         src_shape = None if want is None else tuple(int(v) for v in want.eval(ecfg))
         shape, pieces = refuse_plan(fam, from_role, parts, ecfg, src_shape)
         plan.tensors.append(HFTensor(Entry(hf, st_dtype, shape), pieces))
+    for (from_role, layer), parts in mxfp4.items():
+        for ht in mxfp4_tensors(fam, dict(target.names), layer, parts):
+            if ht.entry.name in expect:
+                raise CkptError(f"two GGUF tensors map to {ht.entry.name}")
+            expect[ht.entry.name] = (from_role[: -len(".blocks")] + "." + ht.entry.name.rsplit("_", 1)[1], layer, None)
+            plan.tensors.append(ht)
+    if mxfp4:
+        cfg["quantization_config"] = dict(QUANTIZATION_CONFIG)
     if dropped_mtp:
         plan.notes.append(f"{dropped_mtp} multi-token-prediction tensor(s) left out")
         _drop_mtp_config(plan.config)

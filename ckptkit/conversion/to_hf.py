@@ -45,14 +45,16 @@ class HFResult:
 def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16",
                   shard_size: int = DEFAULT_SHARD_SIZE, revision: str | None = None, vocab: bool = True,
                   dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
-                  on_plan: Callable[[HFPlan], None] | None = None) -> HFResult:
-    """Convert the GGUF model at ``spec`` into a Hugging Face folder at ``out_dir``."""
+                  on_plan: Callable[[HFPlan], None] | None = None, keep_mtp: bool = True,
+                  keep_mxfp4: bool = False) -> HFResult:
+    """Convert the GGUF model at ``spec`` into a Hugging Face folder at ``out_dir``; MTP layers
+    kept unless ``keep_mtp`` is false, MXFP4 experts dequantised unless ``keep_mxfp4``."""
     with open_source(spec, revision) as source:
         index = load_index(source)
         if is_vocab_only(index):
             folder, names, notes = write_tokenizer_folder(index, out_dir, dry_run)
             return HFResult(None, folder, names, notes)
-        plan = plan_hf(index, outtype)
+        plan = plan_hf(index, outtype, keep_mtp=keep_mtp, keep_mxfp4=keep_mxfp4)
         config_from_tensors(plan.config, plan.derived, lambda t: read_tensor(source, t))
         files: dict[str, bytes] = {}
         if vocab:

@@ -122,6 +122,18 @@ def mxfp4_to_ggml(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return out.reshape(rows, groups * 17)
 
 
+def ggml_to_mxfp4(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of ``mxfp4_to_ggml``: GGML ``block_mxfp4`` rows, uint8 (rows, G * 17) -> HF
+    blocks uint8 (rows, G * 16) and E8M0 exponents uint8 (rows, G); only bits move."""
+    rows = raw.shape[0]
+    b = np.ascontiguousarray(raw, dtype=np.uint8).reshape(rows, -1, 17)
+    vals = np.empty((rows, b.shape[1], 32), dtype=np.uint8)
+    vals[..., :16] = b[..., 1:] & 0x0F
+    vals[..., 16:] = b[..., 1:] >> 4
+    blocks = vals[..., 0::2] | (vals[..., 1::2] << 4)
+    return blocks.reshape(rows, -1), np.ascontiguousarray(b[..., 0])
+
+
 def mxfp4_dequant(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """HF/OpenAI MXFP4 rows -> float32 (rows, G * 32): E2M1 value times 2**(exponent - 127)."""
     rows, groups = scales.shape
@@ -142,8 +154,14 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "col_range": col_range,
 }
 # the ops a GGUF -> HF plan uses
-INVERSE_OPS: dict[str, Callable[..., np.ndarray]] = {"unpermute_rope": unpermute_rope, "add": add,
-                                                     "transpose": transpose, "log_neg": log_neg}
+INVERSE_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "unpermute_rope": unpermute_rope, "add": add, "transpose": transpose, "log_neg": log_neg,
+    # raw GGML MXFP4 rows (uint8) -> HF blocks or exponents, not dequantised (RAW_OPS)
+    "mxfp4_blocks": lambda raw: ggml_to_mxfp4(raw)[0],
+    "mxfp4_scales": lambda raw: ggml_to_mxfp4(raw)[1],
+}
+# inverse ops that take a piece's stored bytes (uint8 rows) rather than its dequantised values
+RAW_OPS = {"mxfp4_blocks", "mxfp4_scales"}
 
 
 def _inverse_permute(args: tuple, rows: int) -> tuple[tuple, int]:
