@@ -5,6 +5,7 @@
 - GGUF -> HF: ckptkit's tokenizer.json, loaded with ``tokenizers``, gives every expected id list
   (and SentencePiece's own library, loading the rebuilt tokenizer.model, too);
 - back with --vocab-only: llama.cpp (vocab_only, in a child) gives them again;
+- nomic-bert-moe's Unigram, which has no .out: llama.cpp on the original file is the reference;
 - the tiny fixtures' tokenizers: tokenizer.json -> GGUF -> tokenizer.json tokenizes a multilingual
   text exactly as the original.
 """
@@ -30,10 +31,6 @@ SEP = "\n__ggml_vocab_test__\n"      # test-tokenizer-0.cpp's separator between 
 # every vocabulary of the sdist with test vectors
 NAMES = ["bert-bge", "command-r", "deepseek-coder", "deepseek-llm", "falcon", "gemma-4", "gpt-2", "llama-bpe",
          "llama-spm", "mpt", "phi-3", "qwen2", "qwen35", "refact", "starcoder"]
-# what cannot be rebuilt faithfully is refused (none of the 15 with test vectors): nomic-bert-moe's
-# Unigram ("t5"), whose normaliser is a compiled SentencePiece table with llama.cpp's own whitespace
-# handling around it
-REFUSED = {"nomic-bert-moe": "tokenizer model 't5' is not rebuilt"}
 
 MULTILINGUAL = ("Hello world! Ünïcödé café naïve résumé — 日本語のテキスト、中文字符，한국어 문장, русский текст, "
                 "العربية, हिन्दी, ελληνικά 🙂🚀\n"
@@ -111,7 +108,7 @@ def _mismatches(texts, want, got) -> list[str]:
     return [f"{t!r}: want {w} got {g}" for t, w, g in zip(texts, want, got, strict=True) if w != g]
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in REFUSED])
+@pytest.mark.parametrize("name", NAMES)
 def test_gguf_to_hf_tokenizer_gives_the_test_vectors(hf_folder, name):
     from tokenizers import Tokenizer
     gguf, out = hf_folder(name)
@@ -127,7 +124,7 @@ def test_gguf_to_hf_tokenizer_gives_the_test_vectors(hf_folder, name):
         assert not bad, "tokenizer.model: " + "\n".join(bad[:5])
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in REFUSED])
+@pytest.mark.parametrize("name", NAMES)
 def test_back_with_vocab_only_llama_cpp_gives_them_again(hf_folder, name, tmp_path):
     from tokenizers import Tokenizer
     llama_child.require()
@@ -146,13 +143,39 @@ def test_back_with_vocab_only_llama_cpp_gives_them_again(hf_folder, name, tmp_pa
         [e.ids for e in tok.encode_batch(texts[:3], add_special_tokens=True)]
 
 
-@pytest.mark.parametrize("name", sorted(REFUSED))
-def test_what_cannot_be_rebuilt_is_refused(vectors, name, tmp_path):
-    gguf = vectors / f"ggml-vocab-{name}.gguf"
+def test_unigram_without_vectors_tokenizes_as_llama_cpp(vectors, tmp_path):
+    """nomic-bert-moe's Unigram ("t5", a compiled SentencePiece normaliser) has no .out: llama.cpp on
+    the original file is the reference, over every test string of the other vocabularies."""
+    from tokenizers import Tokenizer
+    llama_child.require()
+    gguf = vectors / "ggml-vocab-nomic-bert-moe.gguf"
     if not gguf.exists():
         pytest.skip(f"{gguf.name} is not in this sdist")
-    with pytest.raises(UnsupportedError, match=REFUSED[name]):
-        convert_to_hf(str(gguf), tmp_path / "out")
+    texts = list(dict.fromkeys(t for p in sorted(vectors.glob("*.gguf.inp")) for t in read_vectors(p.with_suffix(""))[0]))
+    texts += [MULTILINGUAL, *MULTILINGUAL.splitlines(), "  lead and trail  ", "\t\ttabs\tand\u3000ideographic space"]
+    want = llama_child.tokenize(gguf, texts)
+    res = convert_to_hf(str(gguf), tmp_path / "hf")
+    assert res.plan is None and "tokenizer.json" in res.files
+    tok = Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
+    bad = _mismatches(texts, want, [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)])
+    assert not bad, f"{len(bad)}/{len(texts)} differ:\n" + "\n".join(bad[:5])
+    back = tmp_path / "back.gguf"
+    convert_to_gguf(str(tmp_path / "hf"), back, vocab_only=True, family="llama")
+    bad = _mismatches(texts, want, llama_child.tokenize(back, texts))
+    assert not bad, "back: " + "\n".join(bad[:5])
+    assert llama_child.tokenize(back, texts[:3], add_special=True) == \
+        [e.ids for e in tok.encode_batch(texts[:3], add_special_tokens=True)]
+
+
+def test_what_cannot_be_rebuilt_is_refused(tmp_path):
+    """A tokenizer model with no Hugging Face counterpart here (RWKV's) is refused in one line, and
+    a vocabulary-only file then writes nothing."""
+    from ckptkit.formats.gguf_write import VT, kv, write_gguf
+    path = tmp_path / "ggml-vocab-rwkv.gguf"
+    write_gguf(path, [kv("general.architecture", "rwkv6"), kv("tokenizer.ggml.model", "rwkv"),
+                      kv("tokenizer.ggml.tokens", ["a", "b"], VT.ARRAY, VT.STRING)], [], iter(()))
+    with pytest.raises(UnsupportedError, match="tokenizer model 'rwkv' is not rebuilt"):
+        convert_to_hf(str(path), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -17,6 +17,7 @@ from .gemma4 import gemma4_vocab, is_gemma4
 from .pretokenizer import check_pre_name, is_sentencepiece_style
 from .sentencepiece import apply_added_tokens, hf_spm_vocab, parse_sentencepiece, spm_vocab
 from .tiktoken import tiktoken_vocab
+from .unigram import is_t5_style, t5_vocab
 from .vocab import Vocab, added_tokens, read_json
 from .wordpiece import is_wordpiece, normalizer_kvs, wordpiece_vocab
 
@@ -55,8 +56,12 @@ def tokenizer_kvs(source: Source, config: dict | None, vocab_size: int,
         if data[:1] == b"\x0a":  # field 1, length-delimited: a SentencePiece ModelProto
             spm = parse_sentencepiece(data, "tokenizer.model")
 
+    extra: list[KV] = []       # keys of the tokenizer model's own (t5: the normaliser)
     if tj is not None and is_wordpiece(tj):
         vocab = wordpiece_vocab(tj, vocab_size)
+    elif tj is not None and is_t5_style(tj):
+        vocab, extra = t5_vocab(tj, vocab_size)
+        apply_added_tokens(vocab, source, tj, tok_config, vocab_size)
     elif tj is not None and spm is None and is_gemma4(tj, config):
         vocab = gemma4_vocab(tj, vocab_size)
         apply_added_tokens(vocab, source, tj, tok_config, vocab_size)
@@ -87,6 +92,7 @@ def tokenizer_kvs(source: Source, config: dict | None, vocab_size: int,
         out.append(kv("tokenizer.ggml.add_space_prefix", vocab.add_space_prefix))
     if vocab.model == "bert" and tj is not None:
         out += normalizer_kvs(tj)
+    out += extra
 
     ids, adds = special_tokens(source, tj, tok_config, config, vocab)
     if vocab.model == "bert" and "cls" in ids:

@@ -1,8 +1,7 @@
 """A GGUF vocabulary -> Hugging Face tokenizer files, for each tokenizer model llama.cpp writes:
 byte-level BPE "gpt2" (to_hf_bpe), SentencePiece "llama" with tokenizer.model where it can be
 rebuilt exactly (to_hf_spm, to_hf_spm_model), WordPiece "bert" (to_hf_wpm), Gemma 4's "gemma4"
-(to_hf_gemma4). What cannot be rebuilt faithfully (Unigram "t5": its normaliser is a compiled
-SentencePiece table whose whitespace handling llama.cpp reimplements; RWKV, PLaMo-2) is refused
+(to_hf_gemma4), Unigram "t5" (to_hf_ugm). What cannot be rebuilt (RWKV, PLaMo-2, ...) is refused
 with the reason, never written approximately."""
 from __future__ import annotations
 
@@ -13,12 +12,14 @@ from ...errors import UnsupportedError
 from .to_hf_bpe import bpe_files, pretokenizer_steps
 from .to_hf_gemma4 import gemma4_files
 from .to_hf_spm import spm_files
+from .to_hf_ugm import ugm_files
 from .to_hf_vocab import read_vocab
 from .to_hf_wpm import wpm_files
 
 __all__ = ["pretokenizer_steps", "tokenizer_files", "tokenizer_folder_files"]
 
-_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece", "bert": "WordPiece", "gemma4": "Gemma 4 BPE"}
+_KINDS = {"gpt2": "byte-level BPE", "llama": "SentencePiece", "bert": "WordPiece", "gemma4": "Gemma 4 BPE",
+          "t5": "Unigram"}
 
 
 def _build(meta: dict[str, Any], max_length: int | None) -> tuple[dict[str, Any], list[str], str | None]:
@@ -37,6 +38,8 @@ def _build(meta: dict[str, Any], max_length: int | None) -> tuple[dict[str, Any]
             files, notes = spm_files(v, max_length)
         elif model == "gemma4":
             files = gemma4_files(v, max_length)
+        elif model == "t5":
+            files = ugm_files(v, max_length)
         else:
             files = wpm_files(v, max_length)
     except UnsupportedError as e:
