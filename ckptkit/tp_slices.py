@@ -185,6 +185,16 @@ def attach(source: Source, joins: Mapping[str, Join]) -> None:
     s.tp_joins = {**s.tp_joins, **joins}
 
 
+def real_files(source: Source, file: str) -> list[str]:
+    """The files holding ``file``'s bytes: its slices' files for a joined tensor's virtual file."""
+    from .sources.base import Source
+    s = source
+    while isinstance(getattr(s, "inner", None), Source):
+        s = s.inner  # type: ignore[attr-defined]
+    j = s.tp_joins.get(file)
+    return [file] if j is None else list(dict.fromkeys(p.file for p in j.parts))
+
+
 def read_joined(source: Source, j: Join, offset: int, length: int) -> bytes:
     """Bytes [offset, offset + length) of the joined tensor (C order), from its slices: one
     contiguous read per slice; for a join along an inner axis, whole outer rows interleaved."""

@@ -381,3 +381,22 @@ def test_broken_tensor_parallel_table_is_refused(tmp_path, old, new, parts):
     _copy(files("ckptkit.mappings"), root)
     _edit(root, "convert/grok.toml", old, new)
     _refused(root, "mappings/convert/grok.toml", *parts)
+
+
+def test_resume_keys_on_the_slice_files(tiny_tp, tmp_path):
+    """--resume on a TP checkpoint: the journal's key names the rank files (sizes, mtimes), so a
+    resumed run gives the same file and a changed slice file is not mixed into an old output."""
+    import shutil
+
+    from ckptkit.conversion import _resume_key, build_plan
+    tp = shutil.copytree(tiny_tp[0], tmp_path / "tp")
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    convert_to_gguf(str(tp), a, outtype="f32", vocab=False)
+    convert_to_gguf(str(tp), b, outtype="f32", vocab=False, resume=True)
+    assert a.read_bytes() == b.read_bytes()
+    with api.open_source(str(tp)) as s:
+        plan = build_plan(s, "f32", vocab=False)
+        before = _resume_key(plan, s, None)
+        st = (tp / rank_file(3)).stat()
+        os.utime(tp / rank_file(3), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        assert _resume_key(plan, s, None) != before

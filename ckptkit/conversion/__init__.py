@@ -154,7 +154,8 @@ def _resume_key(plan: Plan, source: Source, split: int | None) -> str:
     from .. import __version__
     from ..formats.gguf_write import DEFAULT_ALIGNMENT, header_bytes
     hub = _hub_of(source)
-    files = sorted({p.src.file for t in plan.tensors for p in t.pieces if p.gen is None})
+    from ..tp_slices import real_files
+    files = sorted({f for t in plan.tensors for p in t.pieces if p.gen is None for f in real_files(source, p.src.file)})
     if hub is not None:
         ident: object = hub.commit_sha
     else:
