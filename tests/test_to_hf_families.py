@@ -297,6 +297,10 @@ def test_qwen3_next_mtp_container_kept_or_dropped(tiny_model, tmp_path):
     with open_source(str(gg)) as s:
         plan = plan_hf(load_index(s), "f32", keep_mtp=False)
     assert {t.entry.name for t in plan.tensors} == {k for k in wm["weight_map"] if not k.startswith("mtp.")}
+    r = CliRunner().invoke(main, ["convert", str(gg), str(tmp_path / "no-mtp"), "--no-mtp", "--no-progress"])
+    assert r.exit_code == 0 and "multi-token-prediction" in r.output, r.output
+    no = json.loads((tmp_path / "no-mtp" / "model.safetensors.index.json").read_text())["weight_map"]
+    assert set(no) == {k for k in wm["weight_map"] if not k.startswith("mtp.")}
 
 
 # ---- rope scaling and sliding windows: config.json settings round-trip ----------------------------
