@@ -178,20 +178,22 @@ def check_join(name: str, spec: TPJoin, parts: list[TensorInfo], cfg: Mapping[st
 def attach(source: Source, joins: Mapping[str, Join]) -> None:
     """Let ``source`` (and every wrapper around the same concrete source) read the joined
     tensors' virtual files."""
+    s = _concrete(source)
+    s.tp_joins = {**s.tp_joins, **joins}
+
+
+def _concrete(source: Source) -> Source:
+    """The source under every wrapper (the one whose ``read`` serves the virtual files)."""
     from .sources.base import Source
     s = source
     while isinstance(getattr(s, "inner", None), Source):
         s = s.inner  # type: ignore[attr-defined]
-    s.tp_joins = {**s.tp_joins, **joins}
+    return s
 
 
 def real_files(source: Source, file: str) -> list[str]:
     """The files holding ``file``'s bytes: its slices' files for a joined tensor's virtual file."""
-    from .sources.base import Source
-    s = source
-    while isinstance(getattr(s, "inner", None), Source):
-        s = s.inner  # type: ignore[attr-defined]
-    j = s.tp_joins.get(file)
+    j = _concrete(source).tp_joins.get(file)
     return [file] if j is None else list(dict.fromkeys(p.file for p in j.parts))
 
 
