@@ -202,3 +202,50 @@ def test_tiny_tokenizers_round_trip(tokenizer_dir, kind, tmp_path):
     assert b.encode(MULTILINGUAL).ids[0] == a.encode(MULTILINGUAL).ids[0] == 1     # BOS added alike
     if llama_child.installed():
         assert llama_child.tokenize(gguf, texts) == got
+
+
+def test_cli_vocab_only_both_ways(vectors, tmp_path):
+    """The command line: a vocabulary-only GGUF to a tokenizer folder, and back with --vocab-only
+    (which refuses a folder of tokenizer files alone without --family, in one line)."""
+    import subprocess
+    import sys
+
+    import gguf as gguf_py
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ckptkit", *args], capture_output=True, text=True)
+    src = vectors / "ggml-vocab-llama-spm.gguf"
+    if not src.exists():
+        pytest.skip(f"{src.name} is not in this sdist")
+    out = tmp_path / "tok"
+    r = cli("convert", str(src), str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["tokenizer.json", "tokenizer.model", "tokenizer_config.json"]
+    assert "tokenizer only" in r.stderr
+    r = cli("convert", str(out), str(tmp_path / "x.gguf"), "--vocab-only")
+    assert r.returncode != 0 and "--family" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("convert", str(out), str(tmp_path / "x.gguf"), "--vocab-only", "--family", "llama")
+    assert r.returncode == 0, r.stderr
+    back = gguf_py.GGUFReader(str(tmp_path / "x.gguf"))
+    orig = gguf_py.GGUFReader(str(src))
+    assert len(back.tensors) == 0 and back.fields["general.architecture"].contents() == "llama"
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+                "tokenizer.ggml.token_type", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.add_bos_token"):
+        assert back.fields[key].contents() == orig.fields[key].contents(), key
+
+
+def test_vocab_only_of_a_model_keeps_its_metadata(tiny_model, tmp_path):
+    """--vocab-only on a model folder: the full conversion's header without the tensors."""
+    import gguf as gguf_py
+    src = tiny_model("llama")
+    full, tok = tmp_path / "full.gguf", tmp_path / "tok.gguf"
+    convert_to_gguf(str(src), full, outtype="f32")
+    res = convert_to_gguf(str(src), tok, vocab_only=True)
+    assert res.plan.tensors == []
+    a, b = gguf_py.GGUFReader(str(full)), gguf_py.GGUFReader(str(tok))
+    assert len(b.tensors) == 0
+    want = {k: f.contents() for k, f in a.fields.items() if not k.startswith("GGUF.") and k != "general.file_type"}
+    assert {k: f.contents() for k, f in b.fields.items() if not k.startswith("GGUF.")} == want
+    if llama_child.installed():
+        assert llama_child.tokenize(tok, [MULTILINGUAL]) == llama_child.tokenize(full, [MULTILINGUAL])
