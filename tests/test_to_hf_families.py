@@ -15,6 +15,7 @@ from ckptkit.conversion import convert_to_gguf, convert_to_hf
 from ckptkit.conversion.hf_data import dequantize_rows
 from ckptkit.conversion.transforms import log_neg, neg_exp
 from ckptkit.index import TensorInfo
+from test_convert_families_c import gpt_oss_mxfp4  # noqa: F401  (fixture: gpt-oss as published)
 
 TOKENS = [[1, 5, 9, 100, 200, 3, 77, 42, 300, 12]]
 FAMILIES = {"gpt_oss": "GptOssForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
@@ -162,6 +163,35 @@ def test_gpt_oss_mxfp4_experts_are_dequantised(gguf_for, tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     kept = _logits(m.eval())
     assert float(np.abs(kept - deq).max() / np.abs(deq).max()) < 1e-2
+
+
+def test_published_mxfp4_layout_round_trips(gpt_oss_mxfp4, tmp_path):  # noqa: F811  (fixture)
+    """gpt-oss as published (MXFP4 *_blocks/*_scales) -> GGUF (MXFP4 kept) -> HF: with
+    --keep-mxfp4 every tensor comes back byte for byte in the published layout; without, the
+    experts are the published blocks dequantised (equal to transformers' own dequantisation)."""
+    from safetensors import safe_open
+    mx_dir, deq_dir, _ = gpt_oss_mxfp4
+    gg = tmp_path / "m.gguf"
+    convert_to_gguf(str(mx_dir), gg, outtype="auto", vocab=False)
+    assert any(t.tensor_type == gguf.GGMLQuantizationType.MXFP4 for t in gguf.GGUFReader(gg).tensors)
+    keep = tmp_path / "keep"
+    convert_to_hf(str(gg), keep, outtype="f32", keep_mxfp4=True)
+    want = {}
+    for f in mx_dir.glob("*.safetensors"):
+        with safe_open(str(f), "np") as h:
+            want.update({k: h.get_tensor(k) for k in h.keys()})
+    wm = json.loads((keep / "model.safetensors.index.json").read_text())["weight_map"]
+    assert set(wm) == set(want)
+    for k, file in wm.items():
+        with safe_open(str(keep / file), "np") as h:
+            got = h.get_tensor(k)
+        assert got.dtype == want[k].dtype and np.array_equal(got, want[k]), k
+    assert json.loads((keep / "config.json").read_text())["quantization_config"] == \
+        json.loads((mx_dir / "config.json").read_text())["quantization_config"]
+    deq = tmp_path / "deq"
+    convert_to_hf(str(gg), deq, outtype="f32")
+    code, text = _diff(deq_dir, deq)
+    assert code == 0 and "SAME (exact)" in text, text
 
 
 def test_qwen3_next_linear_attention_inverses(tiny_model, gguf_for, tmp_path):
