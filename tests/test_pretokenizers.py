@@ -34,6 +34,9 @@ from ckptkit.sources.local import LocalSource
 
 ENTRIES = {e.name: e for e in mapdata.pretokenizers().entries}
 ORDER = list(ENTRIES)
+# every definition in the table: each entry's steps, and its other spellings ("also") as "name~also1"
+VARIANTS = {**{n: (e, e.steps) for n, e in ENTRIES.items()},
+            **{f"{n}~also{j + 1}": (e, alt) for n, e in ENTRIES.items() for j, alt in enumerate(e.also)}}
 
 # one text per trait a pre-tokenizer treats differently (all NFC: llama.cpp applies no normalizer)
 TEXTS = {
@@ -71,18 +74,18 @@ def corpus() -> list[str]:
     return base * 3 + lines
 
 
-def pre_json(entry) -> dict:
-    return {"type": "Sequence", "pretokenizers": [st.tokenizer_json() for st in entry.steps]}
+def pre_json(entry, steps=None) -> dict:
+    return {"type": "Sequence", "pretokenizers": [st.tokenizer_json() for st in steps or entry.steps]}
 
 
 def normalizer_json(entry) -> dict | None:
     return None if entry.normalizer in (None, "none") else {"type": entry.normalizer}
 
 
-def train(entry) -> Tokenizer:
+def train(entry, steps=None) -> Tokenizer:
     """A byte-level BPE trained with the entry's definition, ignore_merges as the entry says."""
     tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
-          "normalizer": normalizer_json(entry), "pre_tokenizer": pre_json(entry), "post_processor": None,
+          "normalizer": normalizer_json(entry), "pre_tokenizer": pre_json(entry, steps), "post_processor": None,
           "decoder": None, "model": {"type": "BPE", "vocab": {}, "merges": []}}
     tok = Tokenizer.from_str(json.dumps(tj))
     tok.decoder = decoders.ByteLevel()
@@ -108,7 +111,7 @@ def expected_name(entry) -> str:
     the same definition and this one has no hints ("named only from GGUF" in the table)."""
     if entry.hints:
         return entry.name
-    same = [e for e in ENTRIES.values() if e.steps == entry.steps]
+    same = [e for e in ENTRIES.values() if e.steps == entry.steps or entry.steps in e.also]
     norm = entry.normalizer or "none"
     return next((e.name for e in same if e.normalizer == norm), same[0].name)
 
@@ -121,11 +124,12 @@ ARCH = [kv("general.architecture", "llama"), kv("llama.context_length", 64), kv(
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, dict]:
-    """Per entry: the trained tokenizer, ckptkit's name for it, and its vocab-only GGUF."""
+    """Per definition: the trained tokenizer, ckptkit's name for it, and its vocab-only GGUF
+    (named as the entry, whatever identify_pre says)."""
     root = tmp_path_factory.mktemp("pretok")
     out = {}
-    for name, entry in ENTRIES.items():
-        tok = train(entry)
+    for name, (entry, steps) in VARIANTS.items():
+        tok = train(entry, steps)
         d = root / name
         d.mkdir()
         tok.save(str(d / "tokenizer.json"))
@@ -192,25 +196,27 @@ def llama_ids(built) -> dict[str, dict]:
 
 # ---- per entry ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ORDER)
-def test_entry_is_identified_from_its_definition(built, name):
-    assert built[name]["named"] == expected_name(ENTRIES[name])
-    if built[name]["named"] != name:      # an alias: same definition, llama.cpp tokenizes it alike
-        assert same_definition(ENTRIES[built[name]["named"]], ENTRIES[name])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_entry_is_identified_from_its_definition(built, variant):
+    entry = VARIANTS[variant][0]
+    assert built[variant]["named"] == expected_name(entry)
+    if built[variant]["named"] != entry.name:   # an alias: same definition, llama.cpp tokenizes it alike
+        assert same_definition(ENTRIES[built[variant]["named"]], entry)
 
 
 @pytest.mark.skipif(not llama_child.installed(), reason=llama_child.SKIP_REASON)
-@pytest.mark.parametrize("name", ORDER)
-def test_llama_cpp_tokenizes_entry_like_tokenizers(built, llama_ids, name):
-    got = llama_ids[name]
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_llama_cpp_tokenizes_entry_like_tokenizers(built, llama_ids, variant):
+    name = VARIANTS[variant][0].name
+    got = llama_ids[variant]
     assert "error" not in got, f"llama.cpp refused pre-tokenizer {name!r}: {got.get('error')}"
-    tok = built[name]["tok"]
+    tok = built[variant]["tok"]
     wrong, known = [], []
     for (key, text), ids in zip(TEXTS.items(), got["ids"], strict=True):
         want = tok.encode(text, add_special_tokens=False).ids
         if ids != want:
             (known if (name, key) in KNOWN else wrong).append((key, _first_diff(tok, ids, want)))
-    assert not wrong, f"{name}: llama.cpp differs from tokenizers on {wrong}"
+    assert not wrong, f"{variant}: llama.cpp differs from tokenizers on {wrong}"
     if known:
         pytest.xfail("; ".join(f"{k}: {KNOWN[(name, k)]}" for k, _ in known))
 

@@ -145,6 +145,7 @@ class PreTokenizer:
     hints: frozenset[str]
     code_modules: tuple[str, ...]
     ignore_merges: bool = False     # the BPE model's "ignore_merges" (Llama 3 and others)
+    also: tuple[tuple[PreStep, ...], ...] = ()   # other spellings that name this entry too
 
 
 @dataclass(frozen=True)
@@ -175,15 +176,20 @@ def load_pretokenizers(top: Table) -> PreTokenizers:
         else:
             raw = e.get("steps", (list,))
             steps = tuple(_step(e, i, s) for i, s in enumerate(raw))
+        also = []
+        for j, alt in enumerate(e.get("also", (list,), [])):
+            if not isinstance(alt, list):
+                e.fail("also is a list of step lists", f"also #{j + 1}")
+            also.append(tuple(_step(e, i, s, f"also #{j + 1} ") for i, s in enumerate(alt)))
         entries.append(PreTokenizer(name, steps, e.text("normalizer", None), frozenset(e.strs("hints", ())),
-                                    e.strs("code_modules", ()), e.flag("ignore_merges", False)))
+                                    e.strs("code_modules", ()), e.flag("ignore_merges", False), tuple(also)))
         e.done()
     top.done()
     return PreTokenizers(accepted, tuple(entries))
 
 
-def _step(e: Table, i: int, s: Any) -> PreStep:
-    key = f"steps #{i + 1}"
+def _step(e: Table, i: int, s: Any, where: str = "") -> PreStep:
+    key = f"{where}steps #{i + 1}"
     if not isinstance(s, dict) or s.get("type") not in _STEP_KEYS:
         e.fail(f"a step is {{ type = \"{'|'.join(_STEP_KEYS)}\", ... }}", key)
     allowed = _STEP_KEYS[s["type"]]

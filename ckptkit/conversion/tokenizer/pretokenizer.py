@@ -20,7 +20,7 @@ def identify_pre(tj: dict, config: dict | None = None) -> str:
     comparing its pre-tokenizer steps and normalizer with mappings/pretokenizers.toml."""
     steps = _canonical_steps(tj.get("pre_tokenizer"))
     norm = _normalizer_name(tj.get("normalizer"))
-    matches = [e for e in _table()["entries"] if e["steps"] == steps]
+    matches = [e for e in _table()["entries"] if e["steps"] == steps or steps in e["also"]]
     if not matches:
         raise UnsupportedError(f"unknown BPE pre-tokenizer {_describe(steps)}; if llama.cpp "
                                f"implements it, pass --pre NAME (e.g. llama-bpe, qwen2, gpt-2)",
@@ -181,7 +181,10 @@ def _config_hints(config: dict | None) -> set[str]:
 def _table() -> dict:
     """mappings/pretokenizers.toml with each entry's steps reduced as tokenizer.json's are."""
     data = mapdata.pretokenizers()
-    entries = [{"name": e.name, "steps": tuple(k for st in e.steps for k in _step_keys(st.as_dict())),
+    def keys(steps: tuple) -> tuple:
+        return tuple(k for st in steps for k in _step_keys(st.as_dict()))
+
+    entries = [{"name": e.name, "steps": keys(e.steps), "also": [keys(a) for a in e.also],
                 "normalizer": e.normalizer,  # None: no preference
                 "hints": e.hints, "code_modules": e.code_modules} for e in data.entries]
     return {"accepted": data.accepted, "entries": entries}
