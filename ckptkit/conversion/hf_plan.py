@@ -122,7 +122,9 @@ def plan_hf(index: TensorIndex, outtype: str = "bf16", keep_mtp: bool = True, ke
         if first_mtp is not None and info.layer is not None and info.layer >= first_mtp and not keep_mtp:
             dropped_mtp += 1
             continue
-        if keep_mxfp4 and t.dtype == "MXFP4" and info.role is not None:
+        if keep_mxfp4 and t.dtype == "MXFP4" and info.role is not None and len(t.shape) == 3 \
+                and mxfp4_source(fam, info.role)[0] in target.names:
+            # stacked experts with a published MXFP4 layout; any other MXFP4 tensor is dequantised
             mxfp4.setdefault((mxfp4_source(fam, info.role)[0], info.layer), {})[info.role] = t
             continue
         part = _split_part_of(gname, split_to)
