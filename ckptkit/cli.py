@@ -209,7 +209,8 @@ def _render_facts(report: dict, console: Console) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @click.option("--dequantize", is_flag=True, help="--to ckpt or hf from safetensors: FP8 weights times their "
-              "scales, as --outtype (auto: bf16); by default FP8 and MXFP4 are kept as stored.")
+              "scales and MXFP4 experts as transformers dequantises them, as --outtype (auto: bf16); by "
+              "default both are kept as stored.")
 @click.option("--experts", type=click.Choice(["split", "stacked"]), default="split", show_default=True,
               help="--to ckpt: per-expert tensors as the source has them, or each layer's experts of a role "
               "stacked into one tensor.")

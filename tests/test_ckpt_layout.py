@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 import ckptkit
+import test_convert_families_c
 from ckptkit.conversion.canonical import parse_canonical
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "tiny-llama"
+# fixture: an MXFP4 gpt-oss in the published layout and its twin dequantised by transformers
+mxfp4_models = test_convert_families_c.gpt_oss_mxfp4
 # every tiny family HF -> ckpt -> HF is checked on (the layout is family-independent)
 HF_FAMILIES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v2", "deepseek_v3",
                "gemma3_text", "olmo2", "gpt_oss", "glm4_moe", "llama4_text", "qwen3_next", "smollm3", "gpt2"]
@@ -366,3 +369,30 @@ def test_stacked_experts_round_trip(family, tiny_model, ckpt_of, tmp_path):
     (st / "manifest.json").write_text(json.dumps(m))
     ckptkit.convert(st, tmp_path / "named")
     assert raw_tensors(tmp_path / "named") == orig
+
+
+def test_mxfp4_kept_as_blocks_or_dequantized_as_transformers_does(mxfp4_models, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    mx_dir, deq_dir, _ = mxfp4_models
+    ck, back, deq, deq_hf = tmp_path / "ck", tmp_path / "back", tmp_path / "deq", tmp_path / "deq-hf"
+    ckptkit.convert(mx_dir, ck, to="ckpt")
+    rows = {t["name"]: t for t in manifest(ck)["tensors"]}
+    assert rows["blk.0.ffn_gate_up_exps.blocks"]["dtype"] == rows["blk.0.ffn_gate_up_exps.scales"]["dtype"] == "U8"
+    ckptkit.convert(ck, back)
+    assert raw_tensors(back) == raw_tensors(mx_dir)
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    ckptkit.convert(mx_dir, a)
+    ckptkit.convert(ck, b)
+    assert a.read_bytes() == b.read_bytes()
+    # --dequantize: bit for bit the float weights transformers' own MXFP4 dequantisation gives
+    ckptkit.convert(mx_dir, deq, to="ckpt", dequantize=True, outtype="f32")
+    m = manifest(deq)
+    rows = {t["name"]: t for t in m["tensors"]}
+    assert "blk.0.ffn_gate_up_exps.blocks" not in rows and "blk.0.ffn_gate_up_exps.scales" not in rows
+    assert rows["blk.0.ffn_gate_up_exps.weight"]["source_dtype"] == "MXFP4"
+    ckptkit.convert(deq, deq_hf)
+    assert raw_tensors(deq_hf) == raw_tensors(deq_dir)
+    assert json.loads((deq_hf / "config.json").read_text()) == json.loads((deq_dir / "config.json").read_text())
+    _, info = AutoModelForCausalLM.from_pretrained(deq_hf, dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]

@@ -114,9 +114,34 @@ def side_files(source: Source, skip: set[str]) -> dict[str, bytes]:
     return out
 
 
+def mxfp4_dequantized(blocks: TensorInfo, scales: TensorInfo, name: str, out_dtype: str) -> StreamTensor:
+    """Stacked MXFP4 experts (``*_blocks`` U8 [E, rows, G, 16] with ``*_scales`` U8 [E, rows, G])
+    as the float tensor transformers' gpt-oss dequantisation gives: [E, G * 32, rows] (each
+    expert's matrix transposed, the [in, out] layout of its model), one expert at a time."""
+    from ..errors import FormatError
+    from .hf_data import encode
+    from .transforms import mxfp4_dequant
+    if (len(blocks.shape) != 4 or blocks.shape[-1] != 16 or tuple(scales.shape) != tuple(blocks.shape[:-1])
+            or blocks.dtype != "U8" or scales.dtype != "U8"):
+        raise FormatError(f"{blocks.name} {list(blocks.shape)} / {scales.name} {list(scales.shape)}: not stacked "
+                          "MXFP4 experts (U8 [E, rows, G, 16] and [E, rows, G])")
+    n, rows, groups, _ = blocks.shape
+    bb, sb = rows * groups * 16, rows * groups
+    reads = tuple(r for e in range(n) for r in ((blocks.file, blocks.offset + e * bb, bb),
+                                                 (scales.file, scales.offset + e * sb, sb)))
+
+    def chunks(source: Source) -> Iterator[bytes]:
+        import numpy as np
+        for e in range(n):
+            b = np.frombuffer(source.read(*reads[2 * e]), np.uint8).reshape(rows, groups, 16)
+            sc = np.frombuffer(source.read(*reads[2 * e + 1]), np.uint8).reshape(rows, groups)
+            yield encode(mxfp4_dequant(b, sc).T, out_dtype)
+    return StreamTensor(name, out_dtype, (n, groups * 32, rows), (blocks.name, scales.name), chunks, "MXFP4", reads)
+
+
 def dequantized(index: TensorIndex, config: dict[str, Any], outtype: str) -> dict[str, StreamTensor]:
-    """FP8 weights times their block scales, as ``outtype`` (auto: bf16), by weight name; each
-    consumes its scale tensor."""
+    """FP8 weights times their block scales, and MXFP4 experts (``mxfp4_dequantized``), as
+    ``outtype`` (auto: bf16), by the name of the weight (the blocks); each consumes its scales."""
     from ..tensordiff_sides import fp8_scales, scaled_chunks
     from .family import effective_config
     from .hf_data import encode
@@ -130,6 +155,10 @@ def dequantized(index: TensorIndex, config: dict[str, Any], outtype: str) -> dic
             for x in scaled_chunks(t, scale, block)(source, CHUNK_BYTES):
                 yield encode(x, out_dtype)
         out[name] = StreamTensor(name, out_dtype, t.shape, (name, scale.name), chunks, f"{t.dtype}×{scale.dtype}")
+    for name, t in index.tensors.items():
+        sc = index.tensors.get(name[: -len("_blocks")] + "_scales") if name.endswith("_blocks") else None
+        if sc is not None:
+            out[name] = mxfp4_dequantized(t, sc, name[: -len("_blocks")], out_dtype)
     return out
 
 
@@ -154,8 +183,6 @@ def hf_stream(source: Source, index: TensorIndex, outtype: str = "auto",
     fp8 = dequantized(index, config, outtype) if dequantize else {}
     consumed = {st.source[1] for st in fp8.values()}
     if dequantize:
-        if any(n.endswith("_blocks") for n in index.tensors):
-            raise UnsupportedError("--dequantize applies to FP8 weights; MXFP4 experts are kept as stored")
         config.pop("quantization_config", None)
         if isinstance(config.get("text_config"), dict):
             config["text_config"] = {k: v for k, v in config["text_config"].items() if k != "quantization_config"}
@@ -163,7 +190,7 @@ def hf_stream(source: Source, index: TensorIndex, outtype: str = "auto",
     for name, t in index.tensors.items():
         if name in consumed:
             continue
-        if name in fp8:
+        if name in fp8:          # by the weight's (or the MXFP4 blocks') name; named as HF names it
             tensors.append(fp8[name])
             continue
         out = t.dtype
