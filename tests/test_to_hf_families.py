@@ -480,3 +480,36 @@ def test_mixed_quant_gguf_converts_and_loads(tiny_model, gguf_for, tmp_path):
     convert_to_hf(str(mixed), out, outtype="bf16")
     m = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     assert np.isfinite(_logits(m.eval())).all()
+
+
+# ---- full-size layouts: a GGUF -> HF plan exists and gives every tensor back -----------------------
+
+@pytest.mark.parametrize("spec", ["deepseek_v3_671b", "kimi_k2_like", "llama3_8b", "gpt_oss_20b", "llama4_scout_like"])
+def test_full_size_gguf_plans_give_every_tensor_back(spec, header_only_dir):
+    """The GGUF a full-size seed layout converts to (planned from headers, never written) plans
+    back to HF with every weight of the original: same canonical role, layer, expert and shape
+    (FP8 scales aside; gpt-oss's MXFP4 experts kept with keep_mxfp4, as published)."""
+    from ckptkit.api import load_index, open_source
+    from ckptkit.conversion import build_plan
+    from ckptkit.conversion.hf_plan import plan_hf
+    from ckptkit.dtypes import GGML_TYPES
+    from ckptkit.index import TensorIndex
+    from ckptkit.infer.names import canonicalize
+    with open_source(str(header_only_dir(spec))) as s:
+        src = load_index(s)
+        plan = build_plan(s, "auto", vocab=False)
+    tensors = {t.slot.name: TensorInfo(t.slot.name, GGML_TYPES[t.slot.ggml_type][0], t.slot.shape, "m.gguf", 0,
+                                       t.slot.nbytes) for t in plan.tensors}
+    index = TensorIndex("gguf", [], tensors, metadata={k.key: k.value for k in plan.kvs})
+    back = plan_hf(index, "bf16", keep_mxfp4=True)
+
+    def facts(names_shapes):
+        infos = canonicalize(dict(names_shapes))
+        return {(i.role, i.layer, i.expert, tuple(names_shapes[n])) for n, i in infos.items()
+                if i.role not in ("vision", "buffer") and i.part not in ("scale", "input_scale")}
+    want = facts({n: t.shape for n, t in src.tensors.items()})
+    got = facts({t.entry.name: t.entry.shape for t in back.tensors})
+    assert got == want, (sorted(want - got)[:5], sorted(got - want)[:5])
+    cfg = src.config.get("text_config") or src.config
+    for k in ("num_hidden_layers", "hidden_size", "num_attention_heads"):
+        assert back.config[k] == cfg[k], k
