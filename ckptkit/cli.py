@@ -248,6 +248,8 @@ def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no
     target = to or default_target(kind, out)
     check_target(kind, target, out, outtype)
     if target == "ckpt" or (target == "hf" and kind == "ckpt"):
+        if vocab_only:
+            raise CkptError(f"--vocab-only writes a GGUF of the tokenizer; --to {target} writes the weights")
         from .cli_ckpt import convert_ckpt
         return convert_ckpt(src, out, target, outtype, revision, shard_size, no_vocab, dry_run, no_progress,
                             dequantize, experts)

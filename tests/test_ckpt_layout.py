@@ -190,6 +190,10 @@ def test_cli_to_and_defaults(tmp_path):
     for args in (("--to", "gguf"), ("--to", "hf")):
         r = run("convert", tmp_path / "x.gguf", tmp_path / "z.gguf", *args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for args in (("--to", "ckpt", "--outtype", "q8_0"), ("--to", "ckpt", "--vocab-only"), ("--to", "hf")):
+        r = run("convert", EXAMPLE, tmp_path / "z", *args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "z").exists()
 
 
 def _break(ck: Path, edit) -> None:
