@@ -24,8 +24,12 @@ def pretokenizer_steps(pre: str) -> tuple[list[dict], str | None, bool] | None:
             elif st.type == "ByteLevel":
                 steps.append({"type": "ByteLevel", "add_prefix_space": st.add_prefix_space,
                               "trim_offsets": True, "use_regex": st.use_regex})
-            else:
+            elif st.type == "Digits":
                 steps.append({"type": "Digits", "individual_digits": st.individual_digits})
+            elif st.type == "Punctuation":
+                steps.append({"type": "Punctuation", "behavior": st.as_dict().get("behavior", "Isolated")})
+            else:
+                raise UnsupportedError(f"pre-tokenizer {pre!r}: a {st.type} step is not written back")
         norm = None if e.normalizer in (None, "none") else e.normalizer
         return steps, norm, bool(getattr(e, "ignore_merges", False))
     return None
