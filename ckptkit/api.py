@@ -215,7 +215,7 @@ def load_index(source: Source, progress: Progress | None = None,
 
 def _read_index(source: Source, progress: Progress | None, tokenizer: bool) -> TensorIndex:
     from .sources.ckpt import ckpt_index, is_ckpt
-    if is_ckpt(source.files()):     # a uniform-layout folder: read as the HF checkpoint it holds
+    if is_ckpt(source):     # a uniform-layout folder: read as the HF checkpoint it holds
         return ckpt_index(source, tokenizer)
     fmt, files, index_file = find_checkpoint_files(source)
     # config.json, the shard index and the tokenizer files in one round trip (all small)

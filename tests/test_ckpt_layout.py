@@ -400,3 +400,17 @@ def test_mxfp4_kept_as_blocks_or_dequantized_as_transformers_does(mxfp4_models, 
     assert json.loads((deq_hf / "config.json").read_text()) == json.loads((deq_dir / "config.json").read_text())
     _, info = AutoModelForCausalLM.from_pretrained(deq_hf, dtype=torch.float32, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+
+
+def test_a_config_json_next_to_the_manifest_does_not_hide_the_layout(tmp_path):
+    ck = tmp_path / "ck"
+    ckptkit.convert(EXAMPLE, ck, to="ckpt")
+    (ck / "config.json").write_text((EXAMPLE / "config.json").read_text())
+    assert not ckptkit.diff(EXAMPLE, ck).failed
+    ckptkit.convert(ck, tmp_path / "back")
+    assert raw_tensors(tmp_path / "back") == raw_tensors(EXAMPLE)
+    # a folder with some other manifest.json and a config.json is an ordinary HF checkpoint
+    hf = tmp_path / "hf"
+    shutil.copytree(EXAMPLE, hf)
+    (hf / "manifest.json").write_text('{"files": []}')
+    assert not ckptkit.diff(EXAMPLE, hf).failed

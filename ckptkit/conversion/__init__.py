@@ -189,7 +189,7 @@ def source_kind(spec: str, revision: str | None = None) -> str:
     from ..api import find_checkpoint_files
     from ..sources.ckpt import is_ckpt
     with open_source(spec, revision) as source:
-        if is_ckpt(source.files()):
+        if is_ckpt(source):
             return "ckpt"
         return "gguf" if find_checkpoint_files(source)[0] == "gguf" else "hf"
 

@@ -241,7 +241,7 @@ def read_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab
     if index.format == "gguf":
         return gguf_stream(source, index, outtype, vocab)
     from ..sources.ckpt import canonical_names, is_ckpt, read_manifest
-    origin = canonical_names(read_manifest(source)) if is_ckpt(source.files()) else None
+    origin = canonical_names(read_manifest(source)) if is_ckpt(source) else None
     stream = hf_stream(source, index, outtype, origin, dequantize)
     if not vocab:
         stream.side_files = {}

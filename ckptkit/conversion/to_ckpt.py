@@ -207,7 +207,7 @@ def convert_to_ckpt(spec: str, out: str | os.PathLike, outtype: str = "auto", re
             on_plan(plan)
         if dry_run:
             return CkptResult(plan, None, [])
-        previous = read_manifest(source) if is_ckpt(source.files()) else None
+        previous = read_manifest(source) if is_ckpt(source) else None
         facts = infer(index).to_json()
         rec = source_record(spec, source, index, previous)
         with reading(source, stream) as src:

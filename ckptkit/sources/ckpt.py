@@ -20,9 +20,20 @@ VERSION = 1
 NAME_KEY = "ckpt.model_name"
 
 
-def is_ckpt(files: dict[str, int | None]) -> bool:
-    """Whether a source's files are a ckpt folder: a top-level manifest.json and no HF config."""
-    return MANIFEST in files and "config.json" not in files and "params.json" not in files
+def is_ckpt(source: Source) -> bool:
+    """Whether a source is a ckpt folder: a top-level manifest.json, and (when the folder also
+    holds a config.json, e.g. copied there by hand) one that says it is ckptkit's."""
+    files = source.files()
+    if MANIFEST not in files:
+        return False
+    if "config.json" not in files and "params.json" not in files:
+        return True
+    from ..api import read_json
+    try:
+        doc = read_json(source, MANIFEST)
+    except FormatError:
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
 
 
 def _fail(msg: str) -> FormatError:
