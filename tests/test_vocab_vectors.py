@@ -159,6 +159,10 @@ def test_unigram_without_vectors_tokenizes_as_llama_cpp(vectors, tmp_path):
     tok = Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json"))
     bad = _mismatches(texts, want, [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)])
     assert not bad, f"{len(bad)}/{len(texts)} differ:\n" + "\n".join(bad[:5])
+    import sentencepiece  # the rebuilt Unigram tokenizer.model, with the GGUF's normalisation map
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "hf" / "tokenizer.model"))
+    bad = _mismatches(texts, want, [sp.encode(t) for t in texts])
+    assert not bad, "tokenizer.model: " + "\n".join(bad[:5])
     back = tmp_path / "back.gguf"
     convert_to_gguf(str(tmp_path / "hf"), back, vocab_only=True, family="llama")
     bad = _mismatches(texts, want, llama_child.tokenize(back, texts))

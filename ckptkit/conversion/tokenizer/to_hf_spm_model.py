@@ -48,9 +48,10 @@ def _float(num: int, value: float) -> bytes:
     return _key(num, 5) + struct.pack("<f", value)
 
 
-def spm_model_bytes(v: GGUFVocab, add_dummy_prefix: bool) -> bytes:
-    """The ModelProto, or UnsupportedError saying why SentencePiece could not load it as llama.cpp
-    reads the vocabulary."""
+def spm_model_bytes(v: GGUFVocab, add_dummy_prefix: bool, unigram: bool = False, charsmap: bytes = b"",
+                    remove_extra_whitespaces: bool = False) -> bytes:
+    """The ModelProto (a BPE model, or ``unigram`` with the compiled normalisation map ``charsmap``),
+    or UnsupportedError saying why SentencePiece could not load it as llama.cpp reads the vocabulary."""
     if v.scores is None:
         raise UnsupportedError("no scores")
     types = list(v.types)
@@ -78,8 +79,9 @@ def spm_model_bytes(v: GGUFVocab, add_dummy_prefix: bool) -> bytes:
     if n_bytes not in (0, 256):
         raise UnsupportedError(f"{n_bytes} byte tokens: byte fallback needs all 256")
     body = b"".join(_bytes(1, _bytes(1, p.encode()) + _float(2, s) + _int(3, t)) for p, s, t in pieces)
-    trainer = _int(3, 2) + _int(4, len(pieces)) + _int(35, int(n_bytes == 256))
+    trainer = _int(3, 1 if unigram else 2) + _int(4, len(pieces)) + _int(35, int(n_bytes == 256))
     for num, kind in ((40, "unk"), (41, "bos"), (42, "eos"), (43, "pad")):
         trainer += _int(num, unk if kind == "unk" else v.ids.get(kind, -1))
-    norm = _bytes(1, b"identity") + _int(3, int(add_dummy_prefix)) + _int(4, 0) + _int(5, 1)
+    norm = _bytes(1, b"nmt_nfkc" if charsmap else b"identity") + (_bytes(2, charsmap) if charsmap else b"") + \
+        _int(3, int(add_dummy_prefix)) + _int(4, int(remove_extra_whitespaces)) + _int(5, 1)
     return body + _bytes(2, trainer) + _bytes(3, norm)

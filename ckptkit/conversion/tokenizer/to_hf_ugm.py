@@ -4,13 +4,15 @@ the same bytes tokenizers' Precompiled normaliser reads), then writes spaces as 
 ``remove_extra_whitespaces`` it drops leading, trailing and repeated spaces and puts "▁" before
 every word, first included; otherwise every space becomes "▁" and ``add_space_prefix`` puts one
 in front. The Viterbi search over the pieces' scores, with an unknown piece scoring 10 below the
-lowest, is tokenizers' Unigram model (src/llama-vocab.cpp, llm_tokenizer_ugm_session)."""
+lowest, is tokenizers' Unigram model (src/llama-vocab.cpp, llm_tokenizer_ugm_session). The same
+pieces and map make a SentencePiece Unigram tokenizer.model (to_hf_spm_model)."""
 from __future__ import annotations
 
 import base64
 from typing import Any
 
 from ...errors import UnsupportedError
+from .to_hf_spm_model import spm_model_bytes
 from .to_hf_vocab import BYTE, GGUFVocab, added_tokens, post_processor, tokenizer_config
 from .vocab import SPM_SPACE
 
@@ -22,6 +24,7 @@ def ugm_files(v: GGUFVocab, max_length: int | None) -> dict[str, Any]:
         raise UnsupportedError("the Unigram vocabulary names no unknown token")
     charsmap = v.meta.get("tokenizer.ggml.precompiled_charsmap")
     steps: list[dict] = []
+    blob = b""
     if charsmap:
         if not isinstance(charsmap, list) or not all(isinstance(b, int) for b in charsmap):
             raise UnsupportedError("tokenizer.ggml.precompiled_charsmap is not a byte array")
@@ -44,4 +47,15 @@ def ugm_files(v: GGUFVocab, max_length: int | None) -> dict[str, Any]:
         "model": {"type": "Unigram", "unk_id": v.ids["unk"], "byte_fallback": BYTE in v.types,
                   "vocab": [[t, s] for t, s in zip(v.tokens, v.scores, strict=True)]},
     }
-    return {"tokenizer.json": tj, "tokenizer_config.json": tokenizer_config(v, add_bos, add_eos, max_length)}
+    files: dict[str, Any] = {"tokenizer.json": tj,
+                             "tokenizer_config.json": tokenizer_config(v, add_bos, add_eos, max_length)}
+    merge, dummy = v.flag("remove_extra_whitespaces", False), v.flag("add_space_prefix", True)
+    # llama.cpp puts "▁" before the first word when merging spaces even without add_space_prefix;
+    # SentencePiece does not: tokenizer.model only where the two agree
+    if dummy or not merge:
+        try:
+            files["tokenizer.model"] = spm_model_bytes(v, dummy, unigram=True, charsmap=blob,
+                                                       remove_extra_whitespaces=merge)
+        except UnsupportedError:
+            pass
+    return files
