@@ -86,8 +86,10 @@ def op_load(req: dict[str, Any], out: Path) -> dict[str, Any]:
 def op_tokenize(req: dict[str, Any], out: Path) -> dict[str, Any]:
     llm = open_model(req["model"], vocab_only=True)
     step(f"tokenizing {len(req['texts'])} texts")
-    ids = [llm.tokenize(t.encode("utf-8"), add_bos=req["add_special"], special=req["parse_special"])
-           for t in req["texts"]]
+    add = req["add_special"]      # one flag for every text, or one per text
+    flags = add if isinstance(add, list) else [add] * len(req["texts"])
+    ids = [llm.tokenize(t.encode("utf-8"), add_bos=a, special=req["parse_special"])
+           for t, a in zip(req["texts"], flags, strict=True)]
     llm.close()
     return {"ids": ids}
 
