@@ -131,6 +131,7 @@ class TensorDiff:
     dtype_b: str | None = None
     stats: Stats | None = None          # None when not compared (one side only, shapes differ)
     b_ops: tuple[str, ...] = ()         # ops that brought B's values into A's convention
+    dropped: str | None = None          # why a GGUF conversion leaves this one-side tensor out
 
     @property
     def name(self) -> str:
@@ -138,7 +139,9 @@ class TensorDiff:
 
     @property
     def status(self) -> str:
-        """only_a | only_b | shape | exact | close (within tolerance) | differ."""
+        """dropped | only_a | only_b | shape | exact | close (within tolerance) | differ."""
+        if self.dropped is not None:
+            return "dropped"
         if self.name_b is None:
             return "only_a"
         if self.name_a is None:
@@ -161,7 +164,7 @@ class TensorDiff:
                 "numel": s.numel if s else None, "differing": s.differing if s else None,
                 "beyond_tolerance": s.beyond if s else None,
                 "max_abs": _num(s.max_abs) if s else None, "max_rel": _num(s.max_rel) if s else None,
-                "b_ops": list(self.b_ops)}
+                "b_ops": list(self.b_ops), "dropped": self.dropped}
 
 
 def _list(shape: tuple[int, ...] | None) -> list[int] | None:
@@ -173,7 +176,11 @@ def _num(x: float) -> float | str:
     return x if np.isfinite(x) else "inf"
 
 
-STATUSES = ("exact", "close", "differ", "shape", "only_a", "only_b")
+STATUSES = ("exact", "close", "differ", "shape", "only_a", "only_b", "dropped")
+
+# roles a conversion to GGUF leaves out by design (a text model's GGUF has no vision tower)
+_DROPPED_IN_GGUF = {"vision": "vision/audio tower (a GGUF holds the text model)",
+                    "buffer": "buffer, not a parameter"}
 
 
 @dataclass
@@ -248,10 +255,21 @@ def diff_sources(sa: Source, sb: Source, atol: float = 0.0, rtol: float = 0.0,
             if progress:
                 progress(done, len(pairs))
         elif n not in consumed:
-            res.tensors.append(TensorDiff(n, None, ta.shape, None, ta.dtype, None))
-    res.tensors += [TensorDiff(None, n, None, b.tensors[n].shape, None, b.tensors[n].dtype)
+            res.tensors.append(TensorDiff(n, None, ta.shape, None, ta.dtype, None,
+                                          dropped=_dropped(n, a, b)))
+    res.tensors += [TensorDiff(None, n, None, b.tensors[n].shape, None, b.tensors[n].dtype,
+                               dropped=_dropped(n, b, a))
                     for n in only_b if n not in consumed]
     return res
+
+
+def _dropped(name: str, side: Side, other: Side) -> str | None:
+    """Why ``name``, on ``side`` only, is absent from ``other`` by design: a tower or buffer that
+    a conversion to GGUF leaves out; None when its absence is a difference."""
+    if other.format != "gguf" or side.format == "gguf":
+        return None
+    info = canonicalize({name: side.tensors[name]}).get(name)
+    return _DROPPED_IN_GGUF.get(info.role) if info is not None and info.role else None
 
 
 def diff(spec_a: str, spec_b: str, atol: float = 0.0, rtol: float = 0.0, chunk_bytes: int = CHUNK_BYTES,

@@ -190,7 +190,7 @@ def test_removed_and_renamed_tensors(tmp_path):
     assert by["model.layers.0.extra.weight"]["shape_b"] == [64, 64]
     gate = by["model.layers.0.mlp.gate_proj.weight"]
     assert gate["status"] == "exact" and gate["name_b"] == "layers.0.feed_forward.w1.weight"
-    assert doc["counts"] == {"exact": 19, "close": 0, "differ": 0, "shape": 0, "only_a": 2, "only_b": 1,
+    assert doc["counts"] == {"exact": 19, "close": 0, "differ": 0, "shape": 0, "only_a": 2, "only_b": 1, "dropped": 0,
                              "dtype_differs": 0}
     out = run(EXAMPLE, copy).stdout
     assert "only in A" in out and "only in B" in out and "matched by canonical role" in out
@@ -210,10 +210,10 @@ def test_json_schema(example_gguf):
     assert set(doc) == {"schema_version", "a", "b", "atol", "rtol", "equal", "counts", "tensors"}
     assert doc["schema_version"] == 1
     assert doc["a"] == str(EXAMPLE) and doc["atol"] == 0 and doc["rtol"] == 0
-    assert set(doc["counts"]) == {"exact", "close", "differ", "shape", "only_a", "only_b", "dtype_differs"}
+    assert set(doc["counts"]) == {"exact", "close", "differ", "shape", "only_a", "only_b", "dropped", "dtype_differs"}
     for t in doc["tensors"]:
         assert set(t) == {"name", "name_a", "name_b", "status", "shape_a", "shape_b", "dtype_a", "dtype_b",
-                          "numel", "differing", "beyond_tolerance", "max_abs", "max_rel", "b_ops"}
+                          "numel", "differing", "beyond_tolerance", "max_abs", "max_rel", "b_ops", "dropped"}
         assert isinstance(t["numel"], int) and isinstance(t["max_abs"], float) and t["b_ops"] == []
 
 

@@ -259,3 +259,22 @@ def test_uniform_layout_keeps_the_vision_tower(tiny_mistral3, tmp_path):
     orig = Mistral3ForConditionalGeneration.from_pretrained(tiny_mistral3, dtype=torch.float32)
     so, sb = orig.state_dict(), m.state_dict()
     assert so.keys() == sb.keys() and all(torch.equal(so[k], sb[k]) for k in so)
+
+
+def test_diff_with_its_gguf_counts_the_dropped_tower_apart(tiny_mistral3, tmp_path):
+    """The vision tower a text GGUF leaves out is listed as dropped, not as a difference: the diff
+    of the model and its f32 GGUF exits 0; a tensor really missing still fails it."""
+    from click.testing import CliRunner
+
+    from ckptkit.cli import main
+    out = tmp_path / "m.gguf"
+    convert_to_gguf(str(tiny_mistral3), out, outtype="f32")
+    r = CliRunner().invoke(main, ["diff", str(tiny_mistral3), str(out), "--json"])
+    doc = json.loads(r.output)
+    assert r.exit_code == 0, r.output[-2000:]
+    dropped = [t for t in doc["tensors"] if t["status"] == "dropped"]
+    assert dropped and all(t["name"].startswith(("vision_tower.", "multi_modal_projector.")) for t in dropped)
+    assert doc["counts"]["dropped"] == len(dropped) and doc["counts"]["only_a"] == 0
+    assert doc["counts"]["exact"] > 0 and doc["equal"] is True
+    shown = CliRunner().invoke(main, ["diff", str(tiny_mistral3), str(out)]).output
+    assert "by design" in shown

@@ -207,10 +207,13 @@ def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab
     (auto: bf16); the tokenizer rebuilt as tokenizer.json/tokenizer_config.json."""
     import json
 
-    from .hf_data import tensor_chunks
+    from .hf_config import config_from_tensors
+    from .hf_data import read_tensor, tensor_chunks
     from .hf_plan import HFTensor, gguf_matrix, plan_hf
     from .tokenizer.to_hf import tokenizer_files
     plan = plan_hf(index, "bf16" if outtype == "auto" else outtype)
+    # settings only tensors hold (Llama 3 rope scaling from rope_freqs) go back into config.json
+    config_from_tensors(plan.config, plan.derived, lambda t: read_tensor(source, t))
     files: dict[str, bytes] = {}
     if vocab:
         docs, why = tokenizer_files(index.metadata, plan.config.get("max_position_embeddings"))

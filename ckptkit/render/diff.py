@@ -11,9 +11,9 @@ from rich.table import Table
 from ..tensordiff import DiffResult, TensorDiff
 
 _LABELS = {"exact": "exact", "close": "within tolerance", "differ": "DIFFERS", "shape": "SHAPE",
-           "only_a": "only in A", "only_b": "only in B"}
+           "only_a": "only in A", "only_b": "only in B", "dropped": "left out of GGUF"}
 _STYLES = {"exact": "green", "close": "yellow", "differ": "bold red", "shape": "bold red",
-           "only_a": "red", "only_b": "red"}
+           "only_a": "red", "only_b": "red", "dropped": "dim"}
 
 
 def _num(x: float) -> str:
@@ -47,7 +47,8 @@ def summary(res: DiffResult) -> list[str]:
     lines = [f"{compared} tensors compared: {c['exact']} equal in value"
              + (f", {c['close']} within tolerance" if c["close"] else "")
              + (f", {c['differ']} beyond tolerance" if c["differ"] else "")]
-    for key, what in (("shape", "with different shapes"), ("only_a", "only in A"), ("only_b", "only in B")):
+    for key, what in (("shape", "with different shapes"), ("only_a", "only in A"), ("only_b", "only in B"),
+                      ("dropped", "on one side only by design (towers and buffers a GGUF leaves out)")):
         if c[key]:
             lines.append(f"{c[key]} tensors {what}")
     renamed = sum(1 for t in res.tensors if t.name_a and t.name_b and t.name_a != t.name_b)
