@@ -50,6 +50,7 @@ TEXTS = {
     "cjk": "我想在apple工作1314151天。中文，標點！",
     "fullwidth": "ＡＢＣ ａｂｃ １２３！？（全角）「引用」、句読点。…",
     "punct": "!!!???... ------====== ''''``````\"\"\"\" ((([[[{{{}}}]]]))) @#%&*+=<>/\\ …“quotes”",
+    "ignore_merges": " zqxj",     # one pre-token everywhere; a vocabulary entry no merge makes (UNMERGED)
     "mixed": "🚀 (normal) 😶\u200d🌫️ Résumé: 3x faster ✓ «ok» ¿qué? ¡sí! it's 5'11\" ok\n"
              "<sentinel:12> IMGIMGABZ end",
 }
@@ -67,8 +68,11 @@ KNOWN: dict[tuple[str, str], str] = {
 }
 
 
+UNMERGED = "Ġzqxj"       # " zqxj" in the byte-level alphabet
+
+
 def corpus() -> list[str]:
-    base = list(TEXTS.values())
+    base = [t for k, t in TEXTS.items() if k != "ignore_merges"]
     words = " ".join(base).split()
     lines = [" ".join(words[(i * 7) % len(words):(i * 7) % len(words) + 9]) for i in range(300)]
     return base * 3 + lines
@@ -94,6 +98,9 @@ def train(entry, steps=None) -> Tokenizer:
     tok.train_from_iterator(corpus(), trainer)
     out = json.loads(tok.to_str())
     out["model"]["ignore_merges"] = entry.ignore_merges
+    vocab = out["model"]["vocab"]
+    assert UNMERGED not in vocab
+    vocab[UNMERGED] = max(vocab.values()) + 1
     return Tokenizer.from_str(json.dumps(out))
 
 
@@ -125,7 +132,7 @@ ARCH = [kv("general.architecture", "llama"), kv("llama.context_length", 64), kv(
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, dict]:
     """Per definition: the trained tokenizer, ckptkit's name for it, and its vocab-only GGUF
-    (named as the entry, whatever identify_pre says)."""
+    (named as the entry, whatever identify_pre says); its vocabulary also holds UNMERGED."""
     root = tmp_path_factory.mktemp("pretok")
     out = {}
     for name, (entry, steps) in VARIANTS.items():
@@ -217,6 +224,10 @@ def test_llama_cpp_tokenizes_entry_like_tokenizers(built, llama_ids, variant):
         if ids != want:
             (known if (name, key) in KNOWN else wrong).append((key, _first_diff(tok, ids, want)))
     assert not wrong, f"{variant}: llama.cpp differs from tokenizers on {wrong}"
+    # the entry's ignore_merges is llama.cpp's for its name: a vocabulary entry no merge makes is one
+    # token exactly when it is set
+    one = got["ids"][list(TEXTS).index("ignore_merges")] == [tok.token_to_id(UNMERGED)]
+    assert one == VARIANTS[variant][0].ignore_merges
     if known:
         pytest.xfail("; ".join(f"{k}: {KNOWN[(name, k)]}" for k, _ in known))
 
