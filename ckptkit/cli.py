@@ -247,7 +247,7 @@ def convert(src, out, to, outtype, revision, split_max_size, threads, no_mtp, no
     kind = "hf" if vocab_only else source_kind(src, revision)   # a tokenizer-only folder has no weights
     target = to or default_target(kind, out)
     check_target(kind, target, out, outtype)
-    if target == "ckpt" or (target == "hf" and kind == "ckpt"):
+    if target == "ckpt" or (target == "hf" and kind != "gguf"):
         if vocab_only:
             raise CkptError(f"--vocab-only writes a GGUF of the tokenizer; --to {target} writes the weights")
         from .cli_ckpt import convert_ckpt

@@ -132,6 +132,12 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
             hub.timeout = read_timeout
         if hub is not None and Path(out).parent.is_dir():  # checksums' out-of-order bytes wait there
             hub.digests.spill_dir = str(Path(out).parent)
+        if not vocab_only and load_index(source).format == "gguf":
+            # GGUF -> GGUF: the GGUF reader's stream (HF convention, float32) read as an HF checkpoint
+            if resume:
+                raise CkptError("--resume is for safetensors sources; a GGUF source is converted in one go")
+            source, outtype = _gguf_as_hf(source, outtype, threads)
+            hub = None  # the stream computes its tensors from the GGUF reads it makes itself
         plan = build_plan(source, outtype, keep_mtp, family, vocab, pre, vocab_only)
         if on_plan:
             on_plan(plan)
@@ -145,6 +151,23 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
                           read_ahead=hub is not None, connections=connections, journal=journal,
                           on_fetched=on_fetched)
         return ConvertResult(plan, outputs)
+
+
+# a GGUF's file type -> the GGUF outtype "auto" keeps when converting it to GGUF again
+_AUTO_FROM_FILE_TYPE = {0: "f32", 1: "f16", 32: "bf16", 7: "q8_0"}
+
+
+def _gguf_as_hf(source: Source, outtype: str, threads: int) -> tuple[Source, str]:
+    """A GGUF source as the HF checkpoint its GGUF -> HF stream makes (values exact in float32:
+    rotary permutation and norm offsets undone, quantised types dequantised), and the outtype
+    "auto" means for it: the GGUF's own file type when the planner writes it, else f16."""
+    from .stream import gguf_stream
+    from .stream_source import StreamSource
+    index = load_index(source)
+    stream = gguf_stream(source, index, "f32", vocab=True)
+    if outtype == "auto":
+        outtype = _AUTO_FROM_FILE_TYPE.get(int(index.metadata.get("general.file_type", 1) or 0), "f16")
+    return StreamSource(stream, source, keep=1 if threads <= 1 else 2), outtype
 
 
 def _resume_key(plan: Plan, source: Source, split: int | None) -> str:
@@ -206,11 +229,6 @@ def check_target(kind: str, target: str, out: str, outtype: str) -> None:
     """Refuse the pairs and outputs no converter makes, in one line."""
     if target not in TARGETS:
         raise CkptError(f"convert to {target!r}; known: {', '.join(TARGETS)}")
-    if target == "gguf" and kind == "gguf":
-        raise CkptError("converting to GGUF reads HF safetensors or a ckpt folder; this source is already GGUF")
-    if target == "hf" and kind == "hf":
-        raise CkptError("the source is already HF safetensors: convert it to GGUF (--to gguf) or to the "
-                        "uniform layout (--to ckpt)")
     if target == "gguf" and os.path.isdir(out):
         raise CkptError("is a folder; a GGUF output is a file", out)
     if target != "gguf" and str(out).endswith(".gguf"):

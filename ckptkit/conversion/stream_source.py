@@ -1,0 +1,94 @@
+"""A canonical tensor stream seen as an HF safetensors checkpoint: one virtual
+``model.safetensors`` (its header built from the stream, its data computed tensor by tensor),
+``config.json`` and the stream's side files (the rebuilt tokenizer). Any reader's stream can so
+feed any writer that reads HF checkpoints: GGUF -> GGUF goes GGUF reader -> stream -> this ->
+the HF -> GGUF planner, with no file in between.
+
+Reads are served from the tensors they fall in; a tensor's bytes are computed whole when first
+read and kept until a read needs a tensor that is not held (``keep`` tensors at most), so a
+writer reading tensor by tensor computes each once and memory stays within ``keep`` tensors."""
+from __future__ import annotations
+
+import bisect
+import json
+import threading
+from collections import OrderedDict
+
+from ..errors import FormatError
+from ..formats.safetensors import build_header
+from ..sources.base import Source
+from .stream import Stream
+
+WEIGHTS = "model.safetensors"
+
+
+class StreamSource(Source):
+    """``stream``'s tensors, computed from ``inner`` (the stream's own source)."""
+
+    def __init__(self, stream: Stream, inner: Source, label: str | None = None, keep: int = 2):
+        self.stream, self.inner, self.keep = stream, inner, keep
+        self.label = label or inner.label
+        header, offsets = build_header([(t.name, t.dtype, t.shape) for t in stream.tensors], {"format": "pt"})
+        self._header = header
+        self._starts = [len(header) + o for o in offsets]
+        self._sizes = [self._entry_nbytes(i) for i in range(len(stream.tensors))]
+        size = len(header) + (offsets[-1] + self._sizes[-1] if offsets else 0)
+        self._small = {"config.json": (json.dumps(stream.config, indent=2) + "\n").encode(),
+                       **{n: b for n, b in stream.side_files.items() if n not in ("config.json", WEIGHTS)}}
+        self._files: dict[str, int | None] = {WEIGHTS: size, **{n: len(b) for n, b in self._small.items()}}
+        self._held: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self.computed = 0   # tensors computed (a tensor computed twice counts twice)
+
+    def _entry_nbytes(self, i: int) -> int:
+        from ..formats.safetensors_write import Entry
+        t = self.stream.tensors[i]
+        return Entry(t.name, t.dtype, t.shape).nbytes
+
+    def files(self) -> dict[str, int | None]:
+        return dict(self._files)
+
+    def local_path(self, path: str):  # noqa: ANN201 - nothing of it is on disk
+        return None
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        if path in self._small:
+            data = self._small[path]
+            if offset + length > len(data):
+                raise FormatError("read past the end", path)
+            return data[offset:offset + length]
+        if path != WEIGHTS:
+            raise FormatError("no such file in the stream", path)
+        out = bytearray()
+        pos, end = offset, offset + length
+        if pos < len(self._header):
+            out += self._header[pos:min(end, len(self._header))]
+            pos = len(self._header)
+        while pos < end:
+            i = bisect.bisect_right(self._starts, pos) - 1
+            if i < 0 or pos >= self._starts[i] + self._sizes[i]:
+                raise FormatError(f"read of {length} bytes at {offset} runs past the data", path)
+            data = self._tensor(i)
+            a = pos - self._starts[i]
+            b = min(end - self._starts[i], len(data))
+            out += data[a:b]
+            pos = self._starts[i] + b
+        return bytes(out)
+
+    def _tensor(self, i: int) -> bytes:
+        with self._lock:  # one computation at a time: parallel readers of a tensor share it
+            if i in self._held:
+                self._held.move_to_end(i)
+                return self._held[i]
+            data = b"".join(self.stream.tensors[i].chunks(self.inner))
+            if len(data) != self._sizes[i]:
+                raise FormatError(f"{self.stream.tensors[i].name}: the stream gave {len(data)} bytes, "
+                                  f"not {self._sizes[i]}", self.label)
+            self.computed += 1
+            self._held[i] = data
+            while len(self._held) > self.keep:
+                self._held.popitem(last=False)
+            return data
+
+    def close(self) -> None:
+        self._held.clear()
