@@ -238,13 +238,7 @@ def _first_diff(tok: Tokenizer, got: list[int], want: list[int]) -> str:
     return f"at token {i}: llama.cpp {show(got)} vs tokenizers {show(want)}"
 
 
-# GGUF -> HF (ckptkit/conversion/tokenizer/to_hf_bpe.py) spells only Split, ByteLevel and Digits steps
-PUNCTUATION = "to_hf_bpe.pretokenizer_steps writes a Punctuation step as Digits (PreStep.tokenizer_json() spells it)"
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PUNCTUATION, strict=False))
-                                  if any(st.type == "Punctuation" for st in ENTRIES[n].steps) else n
-                                  for n in ORDER])
+@pytest.mark.parametrize("name", ORDER)
 def test_gguf_to_hf_definition_is_identified_back(name):
     entry = ENTRIES[name]
     found = pretokenizer_steps(name)
