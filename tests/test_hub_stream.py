@@ -172,6 +172,25 @@ def test_moe_experts_read_out_of_file_order_are_still_checked(tiny_model, hub, h
     assert spills  # the bound was passed: bytes waited on disk
 
 
+
+@pytest.mark.parametrize("to", ["ckpt", "hf"])
+def test_hub_to_folder_checks_every_byte(model, hub, hf_cache, tmp_path, to):
+    """HF -> ckpt and HF -> HF from the Hub check each file against its hash before the folder
+    gets its name: a flipped byte fails in one line and leaves nothing."""
+    import ckptkit
+    shard = _shards(model)[0]
+    hub.fail(shard, "corrupt", after_bytes=_data_start(model / shard) + 55, times=None)
+    out = tmp_path / "o" / "folder"
+    out.parent.mkdir()
+    with pytest.raises(ChecksumError) as e:
+        ckptkit.convert(REPO, out, to=to)
+    assert shard in str(e.value) and "\n" not in str(e.value)
+    assert _leftovers(out.parent) == []
+    hub.clear_faults()
+    ckptkit.convert(REPO, out, to=to)
+    assert (out / ("manifest.json" if to == "ckpt" else "config.json")).is_file()
+
+
 # ---- stalls ------------------------------------------------------------------------------------------
 
 def test_stalled_bodies_cost_about_one_read_timeout(model, local_gguf, hub, hf_cache, tmp_path):

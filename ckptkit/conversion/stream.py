@@ -91,7 +91,7 @@ def reading(source: Source, stream: Stream) -> Iterator[Source]:
     if _hub_of(source) is None or not reads:
         yield source
         return
-    ahead = ReadAhead(source, reads, whole=False)
+    ahead = ReadAhead(source, reads)   # every byte of each file read, so each is checked (finish)
     try:
         yield ahead
     finally:

@@ -174,6 +174,7 @@ def write_ckpt(plan: CkptPlan, source: Source, out: str | os.PathLike, facts: di
         data = ((t.canonical.name, t.tensor.chunks(source)) for t in plan.tensors)
         index = write_sharded(lambda name: open(tmp / name, "wb"), entries, data, shard_size,
                               {"format": "pt"}, on_bytes)
+        source.finish()   # from the Hub: every file read passed its hash before the folder is named
         for name, raw in plan.stream.side_files.items():
             (tmp / name).write_bytes(raw)
         doc = manifest(plan, facts, source_rec, index["weight_map"])

@@ -33,6 +33,7 @@ def write_hf_folder(stream: Stream, source: Source, out: str | os.PathLike, shar
         entries = [Entry(t.name, t.dtype, t.shape) for t in stream.tensors]
         data = ((t.name, t.chunks(source)) for t in stream.tensors)
         write_sharded(lambda name: open(tmp / name, "wb"), entries, data, shard_size, {"format": "pt"}, on_bytes)
+        source.finish()   # from the Hub: every file read passed its hash before the folder is named
         for name, raw in stream.side_files.items():
             (tmp / name).write_bytes(raw)
         (tmp / "config.json").write_text(json.dumps(stream.config, indent=2) + "\n")

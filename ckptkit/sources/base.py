@@ -56,6 +56,10 @@ class Source(ABC):
         """A path on disk holding the file's bytes, when there is one (local files, HF cache)."""
         return None
 
+    def finish(self) -> None:  # noqa: B027 - an optional hook
+        """Before a writer commits its output: wait for reads still in flight and raise what they
+        met, including bytes that failed their published hash (a read-ahead); nothing here."""
+
     def unverified(self, paths: Iterable[str]) -> list[str]:
         """Those of ``paths`` whose source publishes a hash that the bytes read so far have not
         been checked against (a remote file not read whole); empty for local files."""
@@ -101,6 +105,9 @@ class WrappedSource(Source):
 
     def local_path(self, path: str) -> Path | None:
         return self.inner.local_path(path)
+
+    def finish(self) -> None:
+        self.inner.finish()
 
     def unverified(self, paths: Iterable[str]) -> list[str]:
         return self.inner.unverified(paths)
