@@ -204,22 +204,18 @@ def hf_stream(source: Source, index: TensorIndex, outtype: str = "auto",
 
 def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True) -> Stream:
     """A GGUF through the GGUF -> HF plan: HF names, HF convention, dequantised to ``outtype``
-    (auto: bf16); the tokenizer rebuilt as tokenizer.json/tokenizer_config.json."""
-    import json
-
+    (auto: bf16); every tokenizer file GGUF -> HF writes."""
     from .hf_config import config_from_tensors
     from .hf_data import read_tensor, tensor_chunks
     from .hf_plan import HFTensor, gguf_matrix, plan_hf
-    from .tokenizer.to_hf import tokenizer_files
+    from .tokenizer.to_hf import tokenizer_folder_files
     plan = plan_hf(index, "bf16" if outtype == "auto" else outtype)
     # settings only tensors hold (Llama 3 rope scaling from rope_freqs) go back into config.json
     config_from_tensors(plan.config, plan.derived, lambda t: read_tensor(source, t))
     files: dict[str, bytes] = {}
-    if vocab:
-        docs, why = tokenizer_files(index.metadata, plan.config.get("max_position_embeddings"))
-        if why:
-            plan.notes.append(f"tokenizer not written: {why}")
-        files = {n: (json.dumps(d, indent=2, ensure_ascii=False) + "\n").encode() for n, d in docs.items()}
+    if vocab:   # every tokenizer file GGUF -> HF writes (tokenizer.model too, where it is rebuilt)
+        files, notes = tokenizer_folder_files(index.metadata, plan.config.get("max_position_embeddings"))
+        plan.notes += notes
 
     def origin(t: HFTensor) -> tuple[str, ...]:
         out = []
