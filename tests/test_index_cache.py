@@ -454,3 +454,21 @@ def test_codec_refuses_what_json_would_change(odd, tiny_model, tmp_path):
         index = api.inspect(str(tiny_model("llama")))
     index.config = {**(index.config or {}), "extra": odd}
     assert encode_index(index) is None
+
+
+def test_private_branch_commit_with_the_saved_token(tiny_model, hub, hf_cache, cache_dir, reads, monkeypatch):
+    """The light commit request finds the token as huggingface_hub does (HF_TOKEN here), so a
+    private repo's warm inspect is one authorised GET; without a token it falls back to the
+    listing, whose error is the usual one-line one."""
+    token = "hf_light_commit_test_token"
+    hub.add_repo_from_dir("cache/private", tiny_model("llama"), private=True, token=token)
+    monkeypatch.setenv("HF_TOKEN", token)
+    first = _inspect_json("cache/private")
+    hub.reset_stats()
+    assert _inspect_json("cache/private") == first
+    assert [(r.method, r.path, r.authorization) for r in hub.requests] == \
+        [("GET", "/cache/private/resolve/main/config.json", True)]
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    r = CliRunner().invoke(main, ["inspect", "cache/private", "--json"])
+    assert r.exit_code == 2 and "HF_TOKEN" in r.output and len(r.output.strip().splitlines()) == 1

@@ -74,34 +74,42 @@ def retrying(fn: Callable[[], T], policy: RetryPolicy, what: str, where: str,
              http_error: Callable[[Any], Exception], progress: Callable[[], int] | None = None) -> T:
     """``fn()`` with retries on transient failures (retryable HTTP statuses, ``Retry``, transport
     errors); other HTTP errors mapped by ``http_error``. With ``progress`` (bytes done so far) the
-    failure budget is per stall, as in huggingface_hub's http_get, not per request."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
+    failure budget is per stall, as in huggingface_hub's http_get, not per request. The HTTP
+    libraries' error types are imported only when an error needs sorting."""
     failures = 0
     while True:
         before = progress() if progress else 0
         try:
             return fn()
-        except OfflineModeIsEnabled as e:
-            raise SourceError(f"offline mode is enabled: {e}", where) from None
-        except HfHubHTTPError as e:
-            status = e.response.status_code if e.response is not None else 0
-            if status not in RETRY_STATUS:
-                raise http_error(e) from None
-            reason, wait = f"HTTP {status}", retry_after(e.response)
         except Retry as e:
             reason, wait = e.reason, e.wait
-        except httpx2.TransportError as e:  # connect, timeout, reset, truncated body
-            reason, wait = f"{type(e).__name__}: {e}".rstrip(": "), None
-        except httpx2.HTTPError as e:  # redirect loops, undecodable bodies: not transient
-            raise NetworkError(f"{what}: {type(e).__name__}: {e}", where) from None
+        except Exception as e:
+            reason, wait = _transient(e, what, where, http_error)
         if progress and progress() > before:
             failures = 0
         failures += 1
         if failures > policy.retries:
             raise NetworkError(f"{what} failed {failures} times, last: {reason}", where) from None
         time.sleep(policy.sleep_for(failures, wait))
+
+
+def _transient(e: Exception, what: str, where: str, http_error: Callable[[Any], Exception]) -> tuple[str, float | None]:
+    """(reason, Retry-After) of a failure worth retrying; raises the one-line error of any other."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(e, OfflineModeIsEnabled):
+        raise SourceError(f"offline mode is enabled: {e}", where) from None
+    if isinstance(e, HfHubHTTPError):
+        status = e.response.status_code if e.response is not None else 0
+        if status not in RETRY_STATUS:
+            raise http_error(e) from None
+        return f"HTTP {status}", retry_after(e.response)
+    if isinstance(e, httpx2.TransportError):  # connect, timeout, reset, truncated body
+        return f"{type(e).__name__}: {e}".rstrip(": "), None
+    if isinstance(e, httpx2.HTTPError):  # redirect loops, undecodable bodies: not transient
+        raise NetworkError(f"{what}: {type(e).__name__}: {e}", where) from None
+    raise e
 
 
 def http_error(e: Any, *, endpoint: str, revision: str | None, label: str, where: str) -> Exception:
@@ -200,31 +208,38 @@ def get_range(url: str, headers: dict[str, str], start: int, end: int | None,
 
 
 
-def get_with_commit(url: str, headers: dict[str, str], policy: RetryPolicy, where: str,
+def get_with_commit(url: str, headers: dict[str, str], timeout: float,
                     limit: int = 1 << 20) -> tuple[str | None, bytes | None]:
-    """One GET of a small file, redirects not followed: the commit the Hub names in its answer
-    (``X-Repo-Commit``; None when it names none, an error the caller's next request will report)
-    and the body when the file is there, whole and at most ``limit`` bytes (else None)."""
-    import httpx2
-    from huggingface_hub import get_session
+    """One GET of a small file, redirects not followed, made with the standard library (importing
+    the HTTP client huggingface_hub uses costs more than the request): the commit the Hub names in
+    its answer (``X-Repo-Commit``) and the body when the file is there, whole and at most ``limit``
+    bytes. An optimisation only: one attempt, no retry; (None, None) on any failure, behind a proxy
+    or when the answer names no commit, and the caller then asks through the retry core."""
+    import http.client
+    from urllib.parse import urlsplit
 
-    timeout = httpx2.Timeout(policy.timeout)
-    headers = {**headers, "Accept-Encoding": "identity"}
-
-    def attempt() -> tuple[str | None, bytes | None]:
-        with get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=False) as r:
-            if r.status_code in RETRY_STATUS:
-                raise Retry(f"HTTP {r.status_code}", retry_after(r))
-            sha = (r.headers.get("X-Repo-Commit") or "").strip().lower()
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                       "ALL_PROXY", "all_proxy")):
+        return None, None
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return None, None
+    conn_type = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+    try:
+        conn = conn_type(u.hostname, u.port, timeout=timeout)
+        try:
+            conn.request("GET", u.path + (f"?{u.query}" if u.query else ""),
+                         headers={**headers, "Accept-Encoding": "identity"})
+            r = conn.getresponse()
+            sha = (r.getheader("X-Repo-Commit") or "").strip().lower()
             if not _HEX40.fullmatch(sha):
                 return None, None
-            cl = r.headers.get("Content-Length") or ""
-            if r.status_code != 200 or not cl.isdigit() or int(cl) > limit:
+            cl = r.getheader("Content-Length") or ""
+            if r.status != 200 or not cl.isdigit() or int(cl) > limit:
                 return sha, None
-            body = r.read()
+            body = r.read(int(cl))
             return sha, body if len(body) == int(cl) else None
-
-    try:
-        return retrying(attempt, policy, "asking for the commit", where, lambda e: NetworkError(str(e), where))
-    except NetworkError:
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, ValueError):
         return None, None

@@ -127,16 +127,42 @@ class HubSource(Source):
         are kept for them. None when the answer names no commit (the listing will say why)."""
         if self._sha is not None:
             return self._sha
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers
+        from urllib.parse import quote
+
+        from .. import __version__
 
         full = self._full("config.json")
-        url = hf_hub_url(self.repo_id, full, revision=self.revision, endpoint=self.endpoint)
-        headers = build_hf_headers(token=self.token, library_name="ckptkit")
-        self._pin, body = get_with_commit(url, headers, self.policy, self.label)
+        url = (f"{self.endpoint}/{self.repo_id}/resolve/{quote(self.revision or 'main', safe='')}/"
+               f"{quote(full)}")
+        headers = {"user-agent": f"ckptkit/{__version__}"}
+        token = self._implicit_token()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._pin, body = get_with_commit(url, headers, self.timeout)
         if self._pin and body is not None:
             self._early[full] = body
         return self._pin
+
+    def _implicit_token(self) -> str | None:
+        """The token huggingface_hub would send, found as it finds it (an explicit token, HF_TOKEN,
+        the saved token file) without importing its HTTP stack; a wrong guess only costs the
+        listing request the light path saves."""
+        if self.token is False:
+            return None
+        if isinstance(self.token, str):
+            return self.token
+        from huggingface_hub import constants
+
+        if self.token is None and constants.HF_HUB_DISABLE_IMPLICIT_TOKEN:
+            return None
+        env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+        if env and env.strip():
+            return env.strip()
+        try:
+            saved = Path(constants.HF_TOKEN_PATH).read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return saved or None
 
     def _resolve(self) -> None:
         if self._entries is not None:
