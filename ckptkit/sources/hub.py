@@ -33,7 +33,15 @@ from .http import (
     http_error,
     retrying,
 )
-from .hubspec import hub_cache_dir, hub_endpoint, hub_offline, looks_like_repo_id, parse_hub_spec, valid_repo_id
+from .hubspec import (
+    hub_cache_dir,
+    hub_endpoint,
+    hub_offline,
+    implicit_token,
+    looks_like_repo_id,
+    parse_hub_spec,
+    valid_repo_id,
+)
 
 __all__ = [
     "DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "ENV_HF_TIMEOUT", "ENV_RETRIES", "ENV_TIMEOUT",
@@ -135,34 +143,13 @@ class HubSource(Source):
         url = (f"{self.endpoint}/{self.repo_id}/resolve/{quote(self.revision or 'main', safe='')}/"
                f"{quote(full)}")
         headers = {"user-agent": f"ckptkit/{__version__}"}
-        token = self._implicit_token()
+        token = implicit_token(self.token)
         if token:
             headers["authorization"] = f"Bearer {token}"
         self._pin, body = get_with_commit(url, headers, self.timeout)
         if self._pin and body is not None:
             self._early[full] = body
         return self._pin
-
-    def _implicit_token(self) -> str | None:
-        """The token huggingface_hub would send, found as it finds it (an explicit token, HF_TOKEN,
-        the saved token file) without importing its HTTP stack; a wrong guess only costs the
-        listing request the light path saves."""
-        if self.token is False:
-            return None
-        if isinstance(self.token, str):
-            return self.token
-        from huggingface_hub import constants
-
-        if self.token is None and constants.HF_HUB_DISABLE_IMPLICIT_TOKEN:
-            return None
-        env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-        if env and env.strip():
-            return env.strip()
-        try:
-            saved = Path(constants.HF_TOKEN_PATH).read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        return saved or None
 
     def _resolve(self) -> None:
         if self._entries is not None:

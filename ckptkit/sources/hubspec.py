@@ -113,3 +113,26 @@ def valid_repo_id(repo_id: str) -> bool:
 
 def _re_name(part: str) -> bool:
     return re.fullmatch(_NAME, part) is not None
+
+
+def implicit_token(token: str | bool | None) -> str | None:
+    """The token huggingface_hub would send for ``token`` (an explicit token, or for None:
+    HF_TOKEN, then the saved token file), found without importing its HTTP stack; for the light
+    commit request, where a wrong guess only costs the listing request it saves."""
+    if token is False:
+        return None
+    if isinstance(token, str):
+        return token
+    if os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        return None
+    env = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if env and env.strip():
+        return env.strip()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    try:
+        with open(os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token"), encoding="utf-8") as f:
+            saved = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return saved or None
