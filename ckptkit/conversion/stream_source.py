@@ -5,8 +5,9 @@ feed any writer that reads HF checkpoints: GGUF -> GGUF goes GGUF reader -> stre
 the HF -> GGUF planner, with no file in between.
 
 Reads are served from the tensors they fall in; a tensor's bytes are computed whole when first
-read and kept until a read needs a tensor that is not held (``keep`` tensors at most), so a
-writer reading tensor by tensor computes each once and memory stays within ``keep`` tensors."""
+read and kept until a read needs a tensor that is not held (``keep`` tensors at most, the one
+being computed included), so a writer reading tensor by tensor computes each once and memory
+stays within ``keep`` tensors."""
 from __future__ import annotations
 
 import bisect
@@ -36,7 +37,7 @@ class StreamSource(Source):
         self._small = {"config.json": (json.dumps(stream.config, indent=2) + "\n").encode(),
                        **{n: b for n, b in stream.side_files.items() if n not in ("config.json", WEIGHTS)}}
         self._files: dict[str, int | None] = {WEIGHTS: size, **{n: len(b) for n, b in self._small.items()}}
-        self._held: OrderedDict[int, bytes] = OrderedDict()
+        self._held: OrderedDict[int, bytearray] = OrderedDict()
         self._lock = threading.Lock()
         self.computed = 0   # tensors computed (a tensor computed twice counts twice)
 
@@ -68,27 +69,35 @@ class StreamSource(Source):
             i = bisect.bisect_right(self._starts, pos) - 1
             if i < 0 or pos >= self._starts[i] + self._sizes[i]:
                 raise FormatError(f"read of {length} bytes at {offset} runs past the data", path)
-            data = self._tensor(i)
+            held = self._tensor(i)
             a = pos - self._starts[i]
-            b = min(end - self._starts[i], len(data))
-            out += data[a:b]
+            b = min(end - self._starts[i], len(held))
+            out += held[a:b]
             pos = self._starts[i] + b
         return bytes(out)
 
-    def _tensor(self, i: int) -> bytes:
+    def _tensor(self, i: int) -> bytearray:
         with self._lock:  # one computation at a time: parallel readers of a tensor share it
             if i in self._held:
                 self._held.move_to_end(i)
                 return self._held[i]
-            data = b"".join(self.stream.tensors[i].chunks(self.inner))
-            if len(data) != self._sizes[i]:
-                raise FormatError(f"{self.stream.tensors[i].name}: the stream gave {len(data)} bytes, "
-                                  f"not {self._sizes[i]}", self.label)
-            self.computed += 1
-            self._held[i] = data
-            while len(self._held) > self.keep:
+            while len(self._held) >= self.keep:  # room first: the tensor computed counts
                 self._held.popitem(last=False)
-            return data
+            # filled in place: joining a list of chunks held the tensor twice (2 x 262 MB for a
+            # 32000 x 2048 float32 embedding, bench/directions.py)
+            data, pos = bytearray(self._sizes[i]), 0
+            for chunk in self.stream.tensors[i].chunks(self.inner):
+                if pos + len(chunk) > len(data):
+                    break
+                data[pos:pos + len(chunk)] = chunk
+                pos += len(chunk)
+            else:
+                if pos == len(data):
+                    self.computed += 1
+                    self._held[i] = data
+                    return data
+            raise FormatError(f"{self.stream.tensors[i].name}: the stream gave a size other than "
+                              f"{self._sizes[i]} bytes", self.label)
 
     def close(self) -> None:
         self._held.clear()
