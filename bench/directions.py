@@ -17,7 +17,8 @@ safetensors parser or gguf-py's reader, with the checkpoint it must equal byte f
 outputs: the original; GGUF outputs: the HF -> GGUF output; ckpt outputs: the HF -> ckpt output).
 
 transformers: `AutoModelForCausalLM.from_pretrained(dir, gguf_file=..., dtype=torch.bfloat16)`,
-then `save_pretrained` (its refusal is reported), in a child started by `--transformers-child`.
+then `save_pretrained` (its refusal is reported), in a child started by `--transformers-child`;
+transformers needs `accelerate` for a GGUF (`pip install accelerate`), else that row says skipped.
 """
 from __future__ import annotations
 
@@ -186,13 +187,16 @@ def transformers_child(gguf_path: str, out: str) -> None:
     try:
         model.save_pretrained(out)
     except Exception as e:  # noqa: BLE001 - its refusal is the result
-        err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".split(" - ")[0][:160]
     t3 = time.perf_counter()
     print(json.dumps({"import": t1 - t0, "load": t2 - t1, "save": t3 - t2, "rss_load": rss_load,
                       "saved": not err, "error": err}))
 
 
 def transformers_side(args, work: Path, hf: Path, gguf_path: Path, ckptkit_row: dict) -> list[list]:
+    import importlib.util
+    if importlib.util.find_spec("accelerate") is None:  # transformers refuses a GGUF without it
+        return [["transformers", "skipped", "", "", "", "", "its GGUF loader needs accelerate: pip install accelerate"]]
     out = work / "transformers-save"
     remove(out)
     warm(gguf_path)
