@@ -12,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CkptError, UnsupportedError
 from ..index import TensorIndex, TensorInfo
 from ..sources.base import Source
 from ..sources.files import is_pickle
+
+if TYPE_CHECKING:
+    from .hf_pieces import HFPiece
+    from .hf_plan import HFPlan
 
 CHUNK_BYTES = 16 << 20
 MAX_SIDE_FILE = 64 << 20       # small files carried along (tokenizer, generation config, README)
@@ -43,6 +47,7 @@ class Stream:
     side_files: dict[str, bytes]       # relative name -> bytes (tokenizer files, ...)
     family: str | None = None          # the conversion family (mappings/convert), when known
     notes: list[str] = field(default_factory=list)
+    hf_plan: HFPlan | None = None      # a GGUF's: the GGUF -> HF plan the tensors come from
 
     @property
     def nbytes(self) -> int:
@@ -202,14 +207,17 @@ def hf_stream(source: Source, index: TensorIndex, outtype: str = "auto",
     return Stream("safetensors", config, tensors, side_files(source, skip), fam)
 
 
-def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True) -> Stream:
-    """A GGUF through the GGUF -> HF plan: HF names, HF convention, dequantised to ``outtype``
-    (auto: bf16); every tokenizer file GGUF -> HF writes."""
+def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True,
+                keep_mtp: bool = True, keep_mxfp4: bool = False) -> Stream:
+    """A GGUF through the GGUF -> HF plan (kept as ``hf_plan``): HF names, HF convention,
+    dequantised to ``outtype`` (auto: bf16); every tokenizer file GGUF -> HF writes. MTP layers
+    left out unless ``keep_mtp``; MXFP4 experts kept as HF MXFP4 blocks with ``keep_mxfp4``.
+    Each tensor's ``reads`` are the GGUF ranges its chunks read, in order (the read-ahead's plan)."""
     from .hf_config import config_from_tensors
     from .hf_data import read_tensor, tensor_chunks
     from .hf_plan import HFTensor, gguf_matrix, plan_hf
     from .tokenizer.to_hf import tokenizer_folder_files
-    plan = plan_hf(index, "bf16" if outtype == "auto" else outtype)
+    plan = plan_hf(index, "bf16" if outtype == "auto" else outtype, keep_mtp=keep_mtp, keep_mxfp4=keep_mxfp4)
     # settings only tensors hold (Llama 3 rope scaling from rope_freqs) go back into config.json
     config_from_tensors(plan.config, plan.derived, lambda t: read_tensor(source, t))
     files: dict[str, bytes] = {}
@@ -224,13 +232,33 @@ def gguf_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab
             out.append(p.src.name if whole else f"{p.src.name}[rows {p.r0}:{p.r1}]")
         return tuple(out)
 
+    chunk = CHUNK_BYTES    # one size for the chunks and the reads planned from them
+
     def chunks_of(t: HFTensor) -> Callable[[Source], Iterator[bytes]]:
-        return lambda s: tensor_chunks(s, t, CHUNK_BYTES)
+        return lambda s: tensor_chunks(s, t, chunk)
 
     tensors = [StreamTensor(t.entry.name, t.entry.dtype, t.entry.shape, origin(t), chunks_of(t),
-                            "+".join(dict.fromkeys(p.src.dtype for p in t.pieces)))
+                            "+".join(dict.fromkeys(p.src.dtype for p in t.pieces)),
+                            tuple(r for p in t.pieces for r in piece_reads(p, chunk)))
                for t in plan.tensors]
-    return Stream("gguf", plan.config, tensors, files, plan.family.name, plan.notes)
+    return Stream("gguf", plan.config, tensors, files, plan.family.name, plan.notes, plan)
+
+
+def piece_reads(p: HFPiece, chunk_bytes: int) -> list[Range]:
+    """The GGUF reads hf_data.piece_arrays makes for a piece, in order: a join's parts whole,
+    a 1-D tensor whole, else whole row quanta of about ``chunk_bytes`` float32 output bytes."""
+    from .hf_data import _row_bytes
+    from .hf_pieces import gguf_matrix
+    if p.join:
+        return [r for jp in p.join for r in piece_reads(jp.piece, 1 << 62)]
+    src = p.src
+    if len(src.shape) <= 1:
+        return [(src.file, src.offset, src.nbytes)]
+    _, cols = gguf_matrix(src.shape)
+    rb = _row_bytes(src, cols)
+    q = max(p.quantum, 1)
+    step = max(q, (chunk_bytes // max(cols * 4, 1)) // q * q)
+    return [(src.file, src.offset + a * rb, (min(a + step, p.r1) - a) * rb) for a in range(p.r0, p.r1, step)]
 
 
 def read_stream(source: Source, index: TensorIndex, outtype: str = "auto", vocab: bool = True,

@@ -3,25 +3,27 @@
 The GGUF architecture picks a target (mappings/hf_configs.toml: transformers class, config.json
 keys as expressions over the GGUF metadata, HF tensor names); tensor names go back through the
 canonical role tables (mappings/roles.toml) and the conversion family's [transforms] are
-inverted (mappings/convert/). Data is dequantised and written tensor by tensor, chunk by chunk,
-into shards in a temporary folder that is renamed to the output only when complete."""
+inverted (mappings/convert/): hf_plan.py. The conversion is the GGUF reader's canonical stream
+(stream.gguf_stream) written by the HF writer (write_hf.py), as ckpt -> HF and HF -> HF are:
+dequantised tensor by tensor, chunk by chunk, into shards in a temporary folder that is renamed
+to the output only when complete."""
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..api import load_index, open_source
-from ..formats.safetensors_write import atomic_dir, write_sharded
-from .hf_config import build_config, config_from_tensors, flat_config, metadata_names, pick_target, targets
-from .hf_data import CHUNK_BYTES, dequantize_rows, encode, piece_arrays, piece_chunks, read_tensor, tensor_chunks
+from .hf_config import build_config, flat_config, metadata_names, pick_target, targets
+from .hf_data import CHUNK_BYTES, dequantize_rows, encode, piece_arrays, piece_chunks, tensor_chunks
 from .hf_plan import OUTTYPES, HFPiece, HFPlan, HFTensor, InverseOp, gguf_matrix, inverse_ops, plan_hf, refuse_plan
-from .tokenizer.to_hf import tokenizer_files, tokenizer_folder_files
+from .stream import gguf_stream, reading
+from .tokenizer.to_hf import tokenizer_files
 from .transforms import INVERSE_OPS as OPS
 from .transforms import unpermute_rope
 from .vocab_only import is_vocab_only, write_tokenizer_folder
+from .write_hf import DEFAULT_SHARD_SIZE, write_hf_folder
 
 # the names this module held before its parts moved out, for existing callers
 __all__ = [
@@ -30,8 +32,6 @@ __all__ = [
     "metadata_names", "pick_target", "piece_arrays", "piece_chunks", "plan_hf", "refuse_plan", "targets",
     "tensor_chunks", "tokenizer_files", "unpermute_rope",
 ]
-
-DEFAULT_SHARD_SIZE = 5 * 10**9
 
 
 @dataclass
@@ -48,30 +48,22 @@ def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16",
                   on_plan: Callable[[HFPlan], None] | None = None, keep_mtp: bool = True,
                   keep_mxfp4: bool = False) -> HFResult:
     """Convert the GGUF model at ``spec`` into a Hugging Face folder at ``out_dir``; MTP layers
-    kept unless ``keep_mtp`` is false, MXFP4 experts dequantised unless ``keep_mxfp4``."""
+    kept unless ``keep_mtp`` is false, MXFP4 experts dequantised unless ``keep_mxfp4``. The one
+    engine: the GGUF reader's stream (stream.gguf_stream) into the HF writer (write_hf), read
+    from the Hub through the read-ahead and checked against the Hub's hashes before the folder
+    is named."""
     with open_source(spec, revision) as source:
         index = load_index(source)
         if is_vocab_only(index):
             folder, names, notes = write_tokenizer_folder(index, out_dir, dry_run)
             return HFResult(None, folder, names, notes)
-        plan = plan_hf(index, outtype, keep_mtp=keep_mtp, keep_mxfp4=keep_mxfp4)
-        config_from_tensors(plan.config, plan.derived, lambda t: read_tensor(source, t))
-        files: dict[str, bytes] = {}
-        if vocab:
-            files, why = tokenizer_folder_files(index.metadata, plan.config.get("max_position_embeddings"))
-            plan.notes += why
+        stream = gguf_stream(source, index, outtype, vocab, keep_mtp=keep_mtp, keep_mxfp4=keep_mxfp4)
+        plan = stream.hf_plan
+        assert plan is not None
         if on_plan:
             on_plan(plan)
         if dry_run:
             return HFResult(plan, None, [], plan.notes)
-        out = Path(out_dir)
-        with atomic_dir(out) as tmp:
-            entries = [t.entry for t in plan.tensors]
-            data = ((t.entry.name, tensor_chunks(source, t)) for t in plan.tensors)
-            write_sharded(lambda name: open(tmp / name, "wb"), entries, data, shard_size,
-                          {"format": "pt"}, on_bytes)
-            (tmp / "config.json").write_text(json.dumps(plan.config, indent=2) + "\n")
-            for name, blob in files.items():
-                (tmp / name).write_bytes(blob)
-            written = sorted(p.name for p in tmp.iterdir())
-        return HFResult(plan, out, written, plan.notes)
+        with reading(source, stream) as src:
+            written = write_hf_folder(stream, src, out_dir, shard_size, on_bytes)
+        return HFResult(plan, Path(out_dir), written, plan.notes)

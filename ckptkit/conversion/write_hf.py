@@ -1,6 +1,7 @@
-"""A Hugging Face folder from the canonical tensor stream of a safetensors source: a ckpt folder
-(``ckpt -> HF``: canonical names back to the HF names and config.json its manifest keeps) or an
-HF checkpoint (re-sharded, optionally cast). GGUF -> HF has its own writer (to_hf.py).
+"""A Hugging Face folder from the canonical tensor stream of any source: a ckpt folder
+(``ckpt -> HF``: canonical names back to the HF names and config.json its manifest keeps), an
+HF checkpoint (re-sharded, optionally cast), or a GGUF (``GGUF -> HF``: to_hf.py gives this
+writer the GGUF reader's stream).
 
 Sharded safetensors, model.safetensors.index.json, config.json and the files carried along,
 streamed into a temporary folder renamed to the output when complete."""
