@@ -4,16 +4,18 @@
 feed any writer that reads HF checkpoints: GGUF -> GGUF goes GGUF reader -> stream -> this ->
 the HF -> GGUF planner, with no file in between.
 
-Reads are served from the tensors they fall in; a tensor's bytes are computed whole when first
-read and kept until a read needs a tensor that is not held (``keep`` tensors at most, the one
-being computed included), so a writer reading tensor by tensor computes each once and memory
-stays within ``keep`` tensors."""
+Reads are served from the tensors they fall in. A tensor read front to back (as the planner
+reads most) is served from its chunk iterator as the chunks come, with a few recent chunks kept
+for reads a little out of order: memory stays within a few chunks. A read before that window
+(a tensor split into parts read one after another, such as MLA's kv_b) computes the tensor whole
+and keeps it until a read needs a tensor not held (``keep`` tensors at most)."""
 from __future__ import annotations
 
 import bisect
 import json
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Iterator
 
 from ..errors import FormatError
 from ..formats.safetensors import build_header
@@ -21,6 +23,35 @@ from ..sources.base import Source
 from .stream import Stream
 
 WEIGHTS = "model.safetensors"
+WINDOW = 4   # chunks of a tensor kept behind the furthest read, for reads slightly out of order
+
+
+class _Cursor:
+    """A tensor's chunk iterator with the last chunks it gave: (start, bytes) in order."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks = chunks
+        self.window: deque[tuple[int, bytes]] = deque()
+        self.end = 0   # bytes the iterator has given
+
+    def serve(self, a: int, b: int) -> bytes | None:
+        """Bytes [a, b) of the tensor, or None when they begin before the window."""
+        if a < (self.window[0][0] if self.window else self.end):
+            return None
+        while self.end < b:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                return None
+            self.window.append((self.end, bytes(chunk)))
+            self.end += len(chunk)
+            while len(self.window) > WINDOW and self.window[0][0] + len(self.window[0][1]) <= a:
+                self.window.popleft()
+        out = bytearray()
+        for start, data in self.window:
+            lo, hi = max(a, start), min(b, start + len(data))
+            if lo < hi:
+                out += data[lo - start:hi - start]
+        return bytes(out)
 
 
 class StreamSource(Source):
@@ -38,6 +69,7 @@ class StreamSource(Source):
                        **{n: b for n, b in stream.side_files.items() if n not in ("config.json", WEIGHTS)}}
         self._files: dict[str, int | None] = {WEIGHTS: size, **{n: len(b) for n, b in self._small.items()}}
         self._held: OrderedDict[int, bytearray] = OrderedDict()
+        self._cursors: OrderedDict[int, _Cursor] = OrderedDict()
         self._lock = threading.Lock()
         self.computed = 0   # tensors computed (a tensor computed twice counts twice)
 
@@ -69,12 +101,25 @@ class StreamSource(Source):
             i = bisect.bisect_right(self._starts, pos) - 1
             if i < 0 or pos >= self._starts[i] + self._sizes[i]:
                 raise FormatError(f"read of {length} bytes at {offset} runs past the data", path)
-            held = self._tensor(i)
             a = pos - self._starts[i]
-            b = min(end - self._starts[i], len(held))
-            out += held[a:b]
+            b = min(end - self._starts[i], self._sizes[i])
+            out += self._range(i, a, b)
             pos = self._starts[i] + b
         return bytes(out)
+
+    def _range(self, i: int, a: int, b: int) -> bytes:
+        with self._lock:
+            if i not in self._held:
+                cur = self._cursors.get(i)
+                if cur is None:
+                    cur = self._cursors[i] = _Cursor(iter(self.stream.tensors[i].chunks(self.inner)))
+                    while len(self._cursors) > self.keep:
+                        self._cursors.popitem(last=False)
+                got = cur.serve(a, b)
+                if got is not None and len(got) == b - a:
+                    return got
+                self._cursors.pop(i, None)
+        return bytes(self._tensor(i)[a:b])   # out of order: the whole tensor, computed again
 
     def _tensor(self, i: int) -> bytearray:
         with self._lock:  # one computation at a time: parallel readers of a tensor share it
