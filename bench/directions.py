@@ -18,7 +18,8 @@ outputs: the original; GGUF outputs: the HF -> GGUF output; ckpt outputs: the HF
 
 transformers: `AutoModelForCausalLM.from_pretrained(dir, gguf_file=..., dtype=torch.bfloat16)`,
 then `save_pretrained` (its refusal is reported), in a child started by `--transformers-child`;
-transformers needs `accelerate` for a GGUF (`pip install accelerate`), else that row says skipped.
+transformers needs `accelerate` for a GGUF (the `bench` extra: `pip install -e '.[test,bench]'`),
+else that row says skipped.
 """
 from __future__ import annotations
 
@@ -196,7 +197,8 @@ def transformers_child(gguf_path: str, out: str) -> None:
 def transformers_side(args, work: Path, hf: Path, gguf_path: Path, ckptkit_row: dict) -> list[list]:
     import importlib.util
     if importlib.util.find_spec("accelerate") is None:  # transformers refuses a GGUF without it
-        return [["transformers", "skipped", "", "", "", "", "its GGUF loader needs accelerate: pip install accelerate"]]
+        why = "its GGUF loader needs accelerate: pip install -e '.[test,bench]'"
+        return [["transformers", "skipped", "", "", "", "", why]]
     out = work / "transformers-save"
     remove(out)
     warm(gguf_path)
