@@ -8,7 +8,8 @@ expert, whatever the family or the source format spelled it:
     blk.3.ffn_up_exps.7.weight        layer 3, expert 7: the number before the part
     blk.3.ffn_down_exps.7.scale       its FP8 block scales (parts: weight, bias, scale,
                                       input_scale, blocks, scales)
-    blk.5.ffn_gate_up_exps.blocks     stacked experts (gpt-oss MXFP4) keep no expert number
+    blk.5.ffn_gate_up_exps.2.blocks   expert 2 of a stacked HF tensor (gpt-oss MXFP4), split
+    blk.5.ffn_gate_up_exps.blocks     with ``--experts stacked``: no expert number
     mtp.blk.0.attn_q.weight           a layer of a separate multi-token-prediction module
     mtp.nextn.eh_proj.weight          (Qwen3-Next ``mtp.*``); DeepSeek's MTP layer is blk.N
     extra.<source name>               a tensor no role names (vision tower, buffer): kept as is
@@ -92,17 +93,22 @@ def _first_spellings() -> dict[str, str]:
     return out
 
 
-def hf_name_for(c: Canonical, config: dict, stacked: bool = False) -> str:
+def hf_name_for(c: Canonical, config: dict, stacked: bool = False) -> tuple[str, bool]:
     """The Hugging Face name of a canonical tensor for the model ``config`` describes: the GGUF ->
     HF target's [names] for its architectures (mappings/hf_configs.toml), else the role's first
-    spelling in roles.toml. For a manifest without ``hf_name``; ``stacked``: a stacked-experts
-    tensor, whose name keeps ``{expert}``."""
+    spelling in roles.toml; and whether the tensor is one expert of an HF tensor that stacks them
+    (gpt-oss and Llama 4's ``experts.gate_up_proj``: the name has no expert number). For a
+    manifest without ``hf_name``; ``stacked``: a stacked-experts tensor, whose name keeps
+    ``{expert}``."""
     if c.role is None:
-        return c.name[len(EXTRA):]
+        return c.name[len(EXTRA):], False
     archs = set(config.get("architectures") or ())
     target = next((t for t in mapdata.hf_targets() if archs & set(t.architectures)), None)
     template = (target.names.get(c.role) if target else None) or _first_spellings().get(c.role)
-    if template is None or c.mtp or ("{expert}" in template) != (c.expert is not None or stacked):
+    unstacked = (template is not None and c.expert is not None and not stacked and c.layer is not None
+                 and "{expert}" not in template and mapdata.roles().groups["routed_experts"].matches(c.role))
+    if template is None or c.mtp or (("{expert}" in template) != (c.expert is not None or stacked) and not unstacked):
         raise FormatError(f"{c.name}: no Hugging Face name for it in {', '.join(sorted(archs)) or 'this family'}; "
                           "give it an hf_name in manifest.json")
-    return template.replace("{layer}", str(c.layer)).replace("{expert}", "{expert}" if stacked else str(c.expert))
+    name = template.replace("{layer}", str(c.layer)).replace("{expert}", "{expert}" if stacked else str(c.expert))
+    return name, unstacked

@@ -12,9 +12,11 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .. import mapdata
 from ..errors import CkptError
 from ..formats.safetensors_write import Entry, atomic_dir, write_sharded
 from ..index import TensorIndex
@@ -32,6 +34,7 @@ class CkptTensor:
     canonical: Canonical
     tensor: StreamTensor
     transposed: bool = False
+    stack: tuple[int, int] | None = None   # expert e of the n the HF tensor stacks ([n, ...])
 
     @property
     def entry(self) -> Entry:
@@ -54,14 +57,26 @@ EXPERTS = ("split", "stacked")
 
 def plan_ckpt(stream: Stream, experts: str = "split") -> CkptPlan:
     """Each stream tensor's canonical name; two tensors may not share one. ``experts``:
-    "split" keeps per-expert tensors as the source has them, "stacked" joins each layer's
-    experts of a role into one tensor [experts, ...] at the place of its expert 0."""
+    "split" gives every routed expert its own tensor: per-expert tensors as the source has them,
+    and a tensor the source stacks ([experts, ...]: gpt-oss, Llama 4) cut into its experts, each
+    recorded with its place in the stack (``hf_stack``); "stacked" joins each layer's per-expert
+    tensors of a role into one tensor [experts, ...] at the place of its expert 0 (a stacked
+    source tensor stays as it is)."""
     if experts not in EXPERTS:
         raise CkptError(f"--experts must be one of {', '.join(EXPERTS)}")
     infos = canonicalize(t.name for t in stream.tensors)
+    routed = mapdata.roles().groups["routed_experts"]
     out: list[CkptTensor] = []
     seen: dict[str, str] = {}
     groups: dict[str, list[tuple[int, StreamTensor]]] = {}
+
+    def add(ct: CkptTensor, source_name: str) -> None:
+        if ct.canonical.name in seen or ct.canonical.name in groups:
+            raise CkptError(f"{seen.get(ct.canonical.name, ct.canonical.name)} and {source_name} both have the "
+                            f"canonical name {ct.canonical.name}")
+        seen[ct.canonical.name] = source_name
+        out.append(ct)
+
     for t in stream.tensors:
         info = infos[t.name]
         c = canonical_of(t.name, info)
@@ -71,11 +86,14 @@ def plan_ckpt(stream: Stream, experts: str = "split") -> CkptPlan:
                 groups[c.name] = []
                 out.append(CkptTensor(c, t))     # stands for the stack until every expert is known
             groups[c.name].append((info.expert or 0, t))
-        elif c.name in seen or c.name in groups:
-            raise CkptError(f"{seen.get(c.name, c.name)} and {t.name} both have the canonical name {c.name}")
+        elif (experts == "split" and c.expert is None and c.layer is not None and c.role is not None
+              and routed.matches(c.role) and len(t.shape) >= 2 and "{expert}" not in t.name):
+            parts = _unstacked(t)
+            for e, part in enumerate(parts):
+                ce = canonical_of(t.name, info._replace(expert=e))
+                add(CkptTensor(ce, part, info.transposed and len(part.shape) == 2, (e, len(parts))), t.name)
         else:
-            seen[c.name] = t.name
-            out.append(CkptTensor(c, t, info.transposed and len(t.shape) == 2))
+            add(CkptTensor(c, t, info.transposed and len(t.shape) == 2), t.name)
     for i, ct in enumerate(out):
         if ct.canonical.name in groups:
             if ct.canonical.name in seen:
@@ -86,7 +104,7 @@ def plan_ckpt(stream: Stream, experts: str = "split") -> CkptPlan:
 
 def _stacked(name: str, members: list[tuple[int, StreamTensor]]) -> StreamTensor:
     """One layer's experts of a role as one tensor: their bytes one after the other, expert 0
-    first; its HF name is a template with ``{expert}``."""
+    first; its HF name is a template with ``{expert}``. The inverse of ``_unstacked``."""
     members = sorted(members, key=lambda m: m[0])
     ids = [e for e, _ in members]
     first = members[0][1]
@@ -103,6 +121,49 @@ def _stacked(name: str, members: list[tuple[int, StreamTensor]]) -> StreamTensor
     reads = None if any(t.reads is None for _, t in members) else tuple(r for _, t in members for r in t.reads or ())
     return StreamTensor(templates.pop(), first.dtype, (len(members), *first.shape),
                         tuple(s for _, t in members for s in t.source), chunks, first.stored_dtype, reads)
+
+
+def _unstacked(t: StreamTensor) -> list[StreamTensor]:
+    """A stacked-experts tensor [n, ...] as its n experts, each [...] and named as the stack (the
+    manifest records each one's place in it). The inverse of ``_stacked``: the stack's chunks are
+    read once, in order, and cut at the experts' boundaries (see _Cutter)."""
+    n = t.shape[0]
+    size = Entry(t.name, t.dtype, t.shape).nbytes
+    if n < 1 or size % n:
+        raise CkptError(f"{t.name} {list(t.shape)}: not stacked experts; cannot split it")
+    cut = _Cutter(t, size // n)
+    return [StreamTensor(t.name, t.dtype, t.shape[1:], tuple(f"{s}[{e}]" for s in t.source),
+                         partial(cut.expert, e), t.stored_dtype, t.reads if e == 0 else ())
+            for e in range(n)]
+
+
+class _Cutter:
+    """The bytes of expert ``e`` of a stacked tensor whose chunks do not fall on expert
+    boundaries: experts asked for in order (as a writer writes them) share one pass over the
+    stack's chunks, holding at most one chunk; an expert asked for out of order starts the stack
+    again (correct, but reads it twice)."""
+
+    def __init__(self, t: StreamTensor, per: int):
+        self.t, self.per = t, per
+        self.it: Iterator[bytes] | None = None
+        self.source: Source | None = None
+        self.buf, self.at = b"", 0      # the chunk in hand and the stack offset of its first byte
+
+    def expert(self, e: int, source: Source) -> Iterator[bytes]:
+        start, end = e * self.per, (e + 1) * self.per
+        if self.it is None or self.source is not source or self.at > start:
+            self.it, self.source, self.buf, self.at = iter(self.t.chunks(source)), source, b"", 0
+        while True:
+            a, b = max(start, self.at) - self.at, min(end, self.at + len(self.buf)) - self.at
+            if a < b:
+                yield self.buf[a:b]
+            if self.at + len(self.buf) >= end:
+                return
+            self.at += len(self.buf)
+            nxt = next(self.it, None)
+            if nxt is None:
+                raise CkptError(f"{self.t.name}: the stream ended at byte {self.at}, before expert {e} did")
+            self.buf = nxt
 
 
 def source_record(spec: str, source: Source, index: TensorIndex, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -151,6 +212,8 @@ def manifest(plan: CkptPlan, facts: dict[str, Any], source: dict[str, Any],
                                "source_dtype": st.stored_dtype}
         if "{expert}" in st.name:
             row["stacked_experts"] = st.shape[0]      # hf_name is a template: one HF tensor per expert
+        if t.stack is not None:
+            row["hf_stack"] = list(t.stack)          # [e, n]: expert e of the HF tensor hf_name [n, ...]
         if c.mtp:
             row["mtp"] = True
         if t.transposed:

@@ -63,17 +63,12 @@ def check_manifest(doc: Any) -> dict[str, Any]:
         raise _fail("tensors is missing or not a list")
     seen: set[str] = set()
     hf: set[str] = set()
+    stacks: dict[str, list[int]] = {}      # HF name -> the rows of its experts (hf_stack)
     for i, t in enumerate(tensors):
         if not isinstance(t, dict):
             raise _fail(f"tensors[{i}] is not an object")
         if "hf_name" not in t:          # named from the family (conversion/canonical.py)
-            from ..conversion.canonical import hf_name_for, parse_canonical
-            if not isinstance(t.get("name"), str):
-                raise _fail(f"tensors[{i}].name is missing or not a string")
-            try:
-                t["hf_name"] = hf_name_for(parse_canonical(t["name"]), doc["config"], "stacked_experts" in t)
-            except FormatError as e:
-                raise _fail(e.message) from None
+            _name_from_family(t, i, doc["config"])
         for key in ("name", "hf_name", "dtype", "file"):
             if not isinstance(t.get(key), str) or not t[key]:
                 raise _fail(f"tensors[{i}].{key} is missing or not a string")
@@ -85,12 +80,52 @@ def check_manifest(doc: Any) -> dict[str, Any]:
             raise _fail(f"tensors[{i}].stacked_experts must be the first dimension, with {{expert}} in hf_name")
         if n is None and "{expert}" in t["hf_name"]:
             raise _fail(f"tensors[{i}].hf_name is a template ({{expert}}) without stacked_experts")
-        names = hf_names(t)
-        if t["name"] in seen or any(h in hf for h in names):
-            raise _fail(f"tensors[{i}]: {t['name']} (or its HF name {t['hf_name']}) is listed twice")
+        if t["name"] in seen:
+            raise _fail(f"tensors[{i}]: {t['name']} is listed twice")
         seen.add(t["name"])
+        if "hf_stack" in t:
+            st = t["hf_stack"]
+            if (n is not None or not isinstance(st, list) or len(st) != 2 or not _int_list(st[:1])
+                    or not (st[1] is None or (_int_list([st[1]]) and st[0] < st[1]))):
+                raise _fail(f"tensors[{i}].hf_stack must be [expert, experts] (expert e of the HF tensor "
+                            "hf_name [experts, ...])")
+            stacks.setdefault(t["hf_name"], []).append(i)
+            continue
+        names = hf_names(t)
+        if any(h in hf for h in names):
+            raise _fail(f"tensors[{i}]: {t['name']} (or its HF name {t['hf_name']}) is listed twice")
         hf.update(names)
+    for name, rows in stacks.items():
+        _check_stack(name, [tensors[i] for i in rows], name in hf)
     return doc
+
+
+def _name_from_family(t: dict[str, Any], i: int, config: dict[str, Any]) -> None:
+    """A row's hf_name from its canonical name and the family; an expert whose HF name has no
+    expert number is one of the experts that HF tensor stacks (hf_stack, counted later)."""
+    from ..conversion.canonical import hf_name_for, parse_canonical
+    if not isinstance(t.get("name"), str):
+        raise _fail(f"tensors[{i}].name is missing or not a string")
+    try:
+        c = parse_canonical(t["name"])
+        t["hf_name"], unstacked = hf_name_for(c, config, "stacked_experts" in t)
+    except FormatError as e:
+        raise _fail(e.message) from None
+    if unstacked and "hf_stack" not in t:
+        t["hf_stack"] = [c.expert, None]
+
+
+def _check_stack(name: str, rows: list[dict[str, Any]], twice: bool) -> None:
+    """The rows of one HF tensor's experts: experts 0..n-1, each once, one dtype and shape."""
+    n = len(rows)
+    ids = sorted(t["hf_stack"][0] for t in rows)
+    first = rows[0]
+    if twice or ids != list(range(n)) or any(t["hf_stack"][1] not in (None, n) for t in rows):
+        raise _fail(f"the experts of {name} (hf_stack) are not 0..{n - 1}, each once, of one stack of {n}")
+    if any((t["dtype"], t["shape"]) != (first["dtype"], first["shape"]) for t in rows):
+        raise _fail(f"the experts of {name} (hf_stack) differ in dtype or shape")
+    for t in rows:
+        t["hf_stack"] = [t["hf_stack"][0], n]
 
 
 def hf_names(t: dict[str, Any]) -> list[str]:
@@ -124,6 +159,7 @@ def ckpt_index(source: Source, tokenizer: bool = False) -> TensorIndex:
         metadata.update(header.metadata)
         stored.update((t.name, t) for t in header.tensors)
     tensors: dict[str, TensorInfo] = {}
+    stacks: dict[str, list[TensorInfo]] = {}
     for t in manifest["tensors"]:
         s = stored.get(t["name"])
         if s is None or s.file != t["file"]:
@@ -131,11 +167,24 @@ def ckpt_index(source: Source, tokenizer: bool = False) -> TensorIndex:
         if s.dtype != t["dtype"] or list(s.shape) != t["shape"]:
             raise _fail(f"{t['name']}: the manifest says {t['dtype']}{t['shape']}, "
                         f"{t['file']} holds {s.dtype}{list(s.shape)}")
+        if "hf_stack" in t:                     # expert e of a stacked HF tensor: joined below
+            parts = stacks.setdefault(t["hf_name"], [s] * t["hf_stack"][1])
+            parts[t["hf_stack"][0]] = s
+            tensors.setdefault(t["hf_name"], s)
+            continue
         names = hf_names(t)
         per = s.nbytes // len(names)
         shape = s.shape if len(names) == 1 and "stacked_experts" not in t else s.shape[1:]
         for e, h in enumerate(names):           # a stacked row: each expert's bytes are contiguous
             tensors[h] = s._replace(name=h, shape=shape, offset=s.offset + e * per, nbytes=per)
+    joins = {}
+    for h, parts in stacks.items():
+        tensors[h], join = _restacked(h, parts)
+        if join is not None:
+            joins[join.file] = join
+    if joins:
+        from ..tp_slices import attach
+        attach(source, joins)
     unlisted = set(stored) - {t["name"] for t in manifest["tensors"]}
     if unlisted:
         more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
@@ -144,13 +193,33 @@ def ckpt_index(source: Source, tokenizer: bool = False) -> TensorIndex:
     if isinstance(name, str):
         metadata[NAME_KEY] = name
     tok = {p: _read_tokenizer_file(source, p) for p in TOKENIZER_FILES if tokenizer and p in have}
-    return TensorIndex("safetensors", files, tensors, manifest["config"], None, metadata, source.label, tok)
+    return TensorIndex("safetensors", files, tensors, manifest["config"], None, metadata, source.label, tok, joins)
+
+
+def _restacked(name: str, parts: list[TensorInfo]) -> tuple[TensorInfo, Any]:
+    """The HF tensor [n, ...] of n experts stored one by one (``--experts split`` of a stacked
+    source): their bytes where they lie back to back in one shard (as the writer puts them);
+    else a virtual tensor joined along the first axis from wherever they are (tp_slices.Join)."""
+    from ..tp_slices import Join
+    first = parts[0]
+    shape = (len(parts), *first.shape)
+    if all(p.file == first.file and p.offset == first.offset + e * first.nbytes for e, p in enumerate(parts)):
+        return first._replace(name=name, shape=shape, nbytes=first.nbytes * len(parts)), None
+    join = Join(name, 0, tuple(p._replace(shape=(1, *p.shape)) for p in parts), first.dtype, shape)
+    return join.info(), join
 
 
 def canonical_names(manifest: dict[str, Any]) -> dict[str, str]:
-    """HF name -> canonical name (with ``[expert]`` in a stacked tensor), from a checked manifest."""
+    """HF name -> canonical name (with ``[expert]`` in a stacked tensor; for an HF tensor stacking
+    experts stored one by one, expert 0's name with ``{expert}`` for its number), from a checked
+    manifest."""
     out: dict[str, str] = {}
     for t in manifest["tensors"]:
+        if "hf_stack" in t:
+            if t["hf_stack"][0] == 0:
+                stem, _, part = t["name"].rpartition(".0.")
+                out[t["hf_name"]] = f"{stem}.{{expert}}.{part}" if stem else t["name"]
+            continue
         names = hf_names(t)
         out.update((h, t["name"] if "stacked_experts" not in t else f"{t['name']}[{e}]") for e, h in enumerate(names))
     return out
