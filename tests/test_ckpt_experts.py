@@ -157,3 +157,20 @@ def test_experts_asked_for_out_of_order_are_still_right():
     assert all(got[e] == data[e * 192:(e + 1) * 192] for e in range(4))
     assert len(reads) == 2          # in order: one pass; expert 2 after 3: the stack again
     assert [p.shape for p in parts] == [(12, 16)] * 4
+
+
+def test_a_stack_joined_across_shards_reads_from_the_hub_and_is_checked(split_of, tiny_model, hub, hf_cache, tmp_path):
+    from ckptkit.sources.digest import ChecksumError
+    ck = split_of("gpt_oss")
+    hub.add_repo_from_dir("cktest/oss-split", ck)
+    ckptkit.convert("cktest/oss-split", tmp_path / "back", to="hf")
+    assert raw_tensors(tmp_path / "back") == raw_tensors(tiny_model("gpt_oss"))
+    row = next(t for t in manifest(ck)["tensors"] if t.get("hf_stack") == [1, 4])
+    with open_source(str(ck)) as s:
+        start = next(f.header_bytes for f in load_index(s).files if f.name == row["file"])
+    hub.fail(row["file"], "corrupt", after_bytes=start + 10, times=None)
+    (tmp_path / "o").mkdir()
+    with pytest.raises(ChecksumError) as e:
+        ckptkit.convert("cktest/oss-split", tmp_path / "o" / "back", to="hf")
+    assert row["file"] in str(e.value) and "\n" not in str(e.value)
+    assert list((tmp_path / "o").iterdir()) == []
