@@ -184,11 +184,11 @@ def test_errors_are_one_line_ckpt_errors(tmp_path, converted):
         ckptkit.open(EXAMPLE).memory(0)
     _one_line(e)
     with pytest.raises(CkptError) as e:
-        ckptkit.convert(EXAMPLE, tmp_path / "x", to="hf")
+        ckptkit.convert(EXAMPLE, tmp_path / "x", to="hf", outtype="q8_0")   # q8_0 is a GGUF type
     assert "GGUF" in _one_line(e) and not (tmp_path / "x").exists()
     with pytest.raises(CkptError) as e:
-        ckptkit.convert(converted["gguf"][0], tmp_path / "y.gguf")
-    _one_line(e)
+        ckptkit.convert(converted["gguf"][0], tmp_path / "y.gguf", to="hf")  # a folder, not a .gguf
+    assert "folder" in _one_line(e) and not (tmp_path / "y.gguf").exists()
     with pytest.raises(CkptError) as e:
         ckptkit.diff(EXAMPLE, tmp_path / "nope")
     _one_line(e)
