@@ -143,3 +143,27 @@ def test_a_flipped_byte_of_a_hub_gguf_fails_in_one_line_and_writes_nothing(to, t
     hub.clear_faults()
     ckptkit.convert("gguf/llama", out, to=to)
     assert (out / ("manifest.json" if to == "ckpt" else "config.json")).is_file()
+
+
+def test_gguf_to_gguf_from_the_hub_fetches_once_and_checks(tiny_model, hub, hf_cache, tmp_path, monkeypatch):
+    """GGUF -> GGUF from the Hub: the GGUF's tensor data comes through the read-ahead, each byte
+    once, equal to the local conversion; a flipped byte is caught (retried once, then one line)."""
+    from ckptkit.formats import gguf
+    monkeypatch.setattr(gguf.read_gguf_header, "__defaults__", (4096,))
+    gg, lo = _gguf_on_hub(tiny_model, hub, tmp_path, "qwen3_moe", "f32", "gguf/moe32")
+    local, remote = tmp_path / "local.gguf", tmp_path / "o" / "remote.gguf"
+    remote.parent.mkdir()
+    ckptkit.convert(gg, local, outtype="q8_0")
+    hub.reset_stats()
+    ckptkit.convert("gguf/moe32", remote, outtype="q8_0")
+    from test_all_directions import _tensors
+    assert _tensors(remote) == _tensors(local)    # (general.name differs: the repo's, the file's)
+    hi = gg.stat().st_size
+    data = [(max(a, lo), min(b, hi)) for a, b in _spans(hub, "model.gguf") if min(b, hi) > max(a, lo)]
+    assert sum(b - a for a, b in data) <= 1.02 * (hi - lo) and len(data) <= 4, data
+    hub.fail("model.gguf", "corrupt", after_bytes=lo + 99, times=None)
+    remote.unlink()
+    with pytest.raises(ChecksumError) as e:
+        ckptkit.convert("gguf/moe32", remote, outtype="q8_0")
+    assert "model.gguf" in str(e.value) and "twice" in str(e.value) and "\n" not in str(e.value)
+    assert sorted(p.name for p in remote.parent.iterdir()) == []

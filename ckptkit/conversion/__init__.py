@@ -5,6 +5,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,7 @@ from .family import family_for
 # importing a light part of the package (the tokenizer's pre-tokenizer table, for inspect) stays cheap
 if TYPE_CHECKING:
     from .plan import Plan
+    from .stream_source import StreamSource
     from .to_ckpt import CkptResult
     from .to_hf import HFResult
     from .write_hf import HFFolderResult
@@ -126,23 +128,28 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
                   on_plan: Callable[[Plan], None] | None, read_timeout: float | None = None,
                   connections: int | None = None, resume: bool = False,
                   on_fetched: Callable[[int], None] | None = None, vocab_only: bool = False) -> ConvertResult:
-    with open_source(spec, revision) as source:
+    with open_source(spec, revision) as source, ExitStack() as stack:
         hub = _hub_of(source)
         if hub is not None and read_timeout is not None:
             hub.timeout = read_timeout
         if hub is not None and Path(out).parent.is_dir():  # checksums' out-of-order bytes wait there
             hub.digests.spill_dir = str(Path(out).parent)
+        streamed = None
         if not vocab_only and load_index(source).format == "gguf":
             # GGUF -> GGUF: the GGUF reader's stream (HF convention, float32) read as an HF checkpoint
             if resume:
                 raise CkptError("--resume is for safetensors sources; a GGUF source is converted in one go")
-            source, outtype = _gguf_as_hf(source, outtype, threads)
-            hub = None  # the stream computes its tensors from the GGUF reads it makes itself
+            streamed, outtype = _gguf_as_hf(source, outtype, threads)
+            source = streamed
+            hub = None  # the stream's own GGUF reads go through a read-ahead (below), not the plan's
         plan = build_plan(source, outtype, keep_mtp, family, vocab, pre, vocab_only)
         if on_plan:
             on_plan(plan)
         if dry_run:
             return ConvertResult(plan, [])
+        if streamed is not None:   # from the Hub: the GGUF's bytes fetched once, checked (finish)
+            from .stream import reading
+            streamed.inner = stack.enter_context(reading(streamed.inner, streamed.stream))
         split = parse_size(split_max_size) if split_max_size else None
         # remote: every tensor byte planned and fetched once, `connections` ranges at a time
         journal = Journal(out, _resume_key(plan, source, split)) if resume else None
@@ -157,7 +164,7 @@ def _convert_once(spec: str, out: str | os.PathLike, outtype: str, revision: str
 _AUTO_FROM_FILE_TYPE = {0: "f32", 1: "f16", 32: "bf16", 7: "q8_0"}
 
 
-def _gguf_as_hf(source: Source, outtype: str, threads: int) -> tuple[Source, str]:
+def _gguf_as_hf(source: Source, outtype: str, threads: int) -> tuple[StreamSource, str]:
     """A GGUF source as the HF checkpoint its GGUF -> HF stream makes (values exact in float32:
     rotary permutation and norm offsets undone, quantised types dequantised), and the outtype
     "auto" means for it: the GGUF's own file type when the planner writes it, else f16."""

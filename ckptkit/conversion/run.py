@@ -206,8 +206,8 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
                 return
             for _ in range(counts[i - skip]):
                 yield next(stream)
-            if i == len(plan.tensors) - 1 and ahead is not None:
-                ahead.finish()  # runs before the writer commits: no unchecked bytes get a final name
+            if i == len(plan.tensors) - 1:  # before the writer commits: no unchecked bytes get a final name
+                (ahead or source).finish()
             if journal is not None:
                 journal.checkpoint(i + 1)
 

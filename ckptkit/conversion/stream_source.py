@@ -84,6 +84,12 @@ class StreamSource(Source):
     def local_path(self, path: str):  # noqa: ANN201 - nothing of it is on disk
         return None
 
+    def read_head(self, path: str, length: int) -> tuple[bytes, int | None]:
+        # a header read never computes tensors: it gets the header alone, which is all it needs
+        if path == WEIGHTS:
+            return self._header[:max(0, length)], self._files[WEIGHTS]
+        return super().read_head(path, length)
+
     def read(self, path: str, offset: int, length: int) -> bytes:
         if path in self._small:
             data = self._small[path]
@@ -144,5 +150,9 @@ class StreamSource(Source):
             raise FormatError(f"{self.stream.tensors[i].name}: the stream gave a size other than "
                               f"{self._sizes[i]} bytes", self.label)
 
+    def finish(self) -> None:
+        self.inner.finish()
+
     def close(self) -> None:
         self._held.clear()
+        self._cursors.clear()
