@@ -306,14 +306,13 @@ def _convert_to_hf(src, out, outtype, revision, shard_size, no_vocab, dry_run, n
                 click.echo(f"  {t.entry.name:60s} {str(list(t.entry.shape)):18s} {t.entry.dtype} <- {t.src.name}"
                            + (f" [{ops}]" if ops else ""))
         elif not no_progress and sys.stderr.isatty():
-            from tqdm import tqdm
-            bar["bar"] = tqdm(total=plan.nbytes, unit="B", unit_scale=True, unit_divisor=1024,
-                              desc="convert", file=sys.stderr, smoothing=0.1)
+            bar["bar"] = _ConvertBar(plan.nbytes)
 
     try:
         res = convert_to_hf(src, out, "bf16" if outtype == "auto" else outtype, revision=revision,
                             shard_size=parse_size(shard_size), vocab=not no_vocab, dry_run=dry_run,
-                            on_bytes=lambda n: bar["bar"].update(n) if "bar" in bar else None,
+                            on_bytes=lambda n: bar["bar"].on_bytes(n) if "bar" in bar else None,
+                            on_fetched=lambda n: bar["bar"].on_fetched(n) if "bar" in bar else None,
                             on_plan=on_plan, keep_mtp=keep_mtp, keep_mxfp4=keep_mxfp4)
     finally:
         if "bar" in bar:

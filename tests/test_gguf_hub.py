@@ -167,3 +167,26 @@ def test_gguf_to_gguf_from_the_hub_fetches_once_and_checks(tiny_model, hub, hf_c
         ckptkit.convert("gguf/moe32", remote, outtype="q8_0")
     assert "model.gguf" in str(e.value) and "twice" in str(e.value) and "\n" not in str(e.value)
     assert sorted(p.name for p in remote.parent.iterdir()) == []
+
+
+def test_gguf_to_hf_progress_shows_bytes_fetched(tiny_model, hub, hf_cache, tmp_path, monkeypatch):
+    """GGUF -> HF from the Hub tells the bytes fetched as well as written: every byte of the
+    file's tensor data, counted as it arrives (the read-ahead fetches the file whole)."""
+    fetched: list[int] = []
+    written: list[int] = []
+    gg, lo = _gguf_on_hub(tiny_model, hub, tmp_path, "llama", "f32", "gguf/progress")
+    convert_to_hf("gguf/progress", tmp_path / "out", on_fetched=fetched.append, on_bytes=written.append)
+    assert lo < sum(fetched) <= gg.stat().st_size and sum(written) > 0
+
+
+def test_gguf_to_hf_cli_progress_on_a_terminal(tiny_model, hub, hf_cache, tmp_path):
+    import os
+    import re
+
+    from test_hub_stream import _cli_stderr
+    gg, _ = _gguf_on_hub(tiny_model, hub, tmp_path, "llama", "f32", "gguf/tty")
+    env = {**os.environ, "HF_HUB_CACHE": str(hf_cache)}
+    shown = _cli_stderr(["convert", "gguf/tty", str(tmp_path / "tty"), "--to", "hf"], env, tty=True)
+    assert re.search(r"fetched [\d.]+[kMGT]?B at [\d.]+[kMGT]?B/s", shown), shown
+    quiet = _cli_stderr(["convert", "gguf/tty", str(tmp_path / "pipe"), "--to", "hf"], env, tty=False)
+    assert "fetched" not in quiet and "wrote" in quiet

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..api import load_index, open_source
+from ..sources.base import Counted
 from .hf_config import build_config, flat_config, metadata_names, pick_target, targets
 from .hf_data import CHUNK_BYTES, dequantize_rows, encode, piece_arrays, piece_chunks, tensor_chunks
 from .hf_plan import OUTTYPES, HFPiece, HFPlan, HFTensor, InverseOp, gguf_matrix, inverse_ops, plan_hf, refuse_plan
@@ -46,12 +47,12 @@ def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16",
                   shard_size: int = DEFAULT_SHARD_SIZE, revision: str | None = None, vocab: bool = True,
                   dry_run: bool = False, on_bytes: Callable[[int], None] | None = None,
                   on_plan: Callable[[HFPlan], None] | None = None, keep_mtp: bool = True,
-                  keep_mxfp4: bool = False) -> HFResult:
+                  keep_mxfp4: bool = False, on_fetched: Callable[[int], None] | None = None) -> HFResult:
     """Convert the GGUF model at ``spec`` into a Hugging Face folder at ``out_dir``; MTP layers
     kept unless ``keep_mtp`` is false, MXFP4 experts dequantised unless ``keep_mxfp4``. The one
     engine: the GGUF reader's stream (stream.gguf_stream) into the HF writer (write_hf), read
     from the Hub through the read-ahead and checked against the Hub's hashes before the folder
-    is named."""
+    is named. ``on_fetched`` is told the bytes of each read of tensor data from the source."""
     with open_source(spec, revision) as source:
         index = load_index(source)
         if is_vocab_only(index):
@@ -64,6 +65,6 @@ def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16",
             on_plan(plan)
         if dry_run:
             return HFResult(plan, None, [], plan.notes)
-        with reading(source, stream) as src:
+        with reading(Counted(source, on_fetched) if on_fetched else source, stream) as src:
             written = write_hf_folder(stream, src, out_dir, shard_size, on_bytes)
         return HFResult(plan, Path(out_dir), written, plan.notes)
