@@ -83,6 +83,13 @@ def test_hub_second_inspect_reads_no_headers(tiny_model, hub, hf_cache, cache_di
     hub.reset_stats()
     first = _inspect_json("cache/llama")
     assert any(r.range for r in hub.requests)  # the headers were read by ranges
+    # cold: the commit-naming GET (which brings config.json), the listing, the shard index, and
+    # one header read per shard: the budget of shards + 3, the light request included
+    # (the tokenizer's files, read for its facts, come on top)
+    shards = len(list(tiny_model("llama").glob("*.safetensors")))
+    names = [r.path.rsplit("/", 1)[-1] for r in hub.requests]
+    model_reads = [n for n in names if not n.startswith(("tokenizer", "special_tokens", "generation_config"))]
+    assert len(model_reads) <= shards + 3 and names.count("config.json") == 1, names
     hub.reset_stats()
     second = _inspect_json("cache/llama")
     assert second == first

@@ -133,8 +133,8 @@ class HubSource(Source):
         """The commit the revision is at, from one GET of config.json instead of the listing
         (which imports and runs ``HfApi``); later reads are pinned to it and config.json's bytes
         are kept for them. None when the answer names no commit (the listing will say why)."""
-        if self._sha is not None:
-            return self._sha
+        if self._sha is not None or self._pin is not None:
+            return self._sha or self._pin
         from urllib.parse import quote
 
         from .. import __version__
