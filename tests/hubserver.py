@@ -422,7 +422,8 @@ class HubServer:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, path):
-                    fault.hits += 1
+                    if fault.kind != "corrupt":  # counted when a body holding its byte is sent
+                        fault.hits += 1
                     return fault
         return None
 
@@ -848,9 +849,13 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is None or fault.kind != "corrupt":
             yield from chunks
             return
-        if not start <= fault.after_bytes < end:
-            with self.server.hub._lock:
-                fault.hits -= 1  # not this response: the fault waits for one that has the byte
+        with self.server.hub._lock:
+            # taken only by a body that holds the byte, checked and counted at once: concurrent
+            # ranged requests of one file must not take it from each other
+            take = start <= fault.after_bytes < end and (fault.times is None or fault.hits < fault.times)
+            if take:
+                fault.hits += 1
+        if not take:
             self._fault = None
             yield from chunks
             return
