@@ -190,3 +190,20 @@ def test_gguf_to_hf_cli_progress_on_a_terminal(tiny_model, hub, hf_cache, tmp_pa
     assert re.search(r"fetched [\d.]+[kMGT]?B at [\d.]+[kMGT]?B/s", shown), shown
     quiet = _cli_stderr(["convert", "gguf/tty", str(tmp_path / "pipe"), "--to", "hf"], env, tty=False)
     assert "fetched" not in quiet and "wrote" in quiet
+
+
+@pytest.mark.parametrize("to", ["hf", "ckpt"])
+def test_a_byte_flipped_once_is_fetched_again(to, tiny_model, hub, hf_cache, tmp_path):
+    """One corrupted response: caught by the hash, the conversion fetches once more and the
+    output equals the local conversion, as HF -> GGUF does."""
+    gg, lo = _gguf_on_hub(tiny_model, hub, tmp_path, "llama", "f32", "gguf/once")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    ckptkit.convert(gg, local, to=to)
+    hub.reset_stats()
+    ckptkit.convert("gguf/once", tmp_path / "clean", to=to)
+    listings = hub.count("GET", "/api/models/gguf/once")
+    fault = hub.fail("model.gguf", "corrupt", after_bytes=lo + 33)
+    hub.reset_stats()
+    ckptkit.convert("gguf/once", remote, to=to)
+    assert fault.hits == 1 and hub.count("GET", "/api/models/gguf/once") == listings + 1  # once more
+    assert raw_tensors(remote) == raw_tensors(local)

@@ -244,19 +244,33 @@ def check_target(kind: str, target: str, out: str, outtype: str) -> None:
         raise CkptError(f"--to {target} writes bf16, f16 or f32 safetensors (--outtype); q8_0 is for GGUF")
 
 
+def _twice(run: Callable[..., Any], kw: dict[str, Any]) -> Any:
+    """``run(**kw)``, once more if a byte changed on the way (ChecksumError): a folder output is
+    only named when complete, so nothing is left to discard; the second attempt fetches again
+    and is not shown its plan again."""
+    try:
+        return run(**kw)
+    except ChecksumError:
+        pass
+    try:
+        return run(**{**kw, "on_plan": None})
+    except ChecksumError as e:
+        raise ChecksumError(f"{e.message} (twice; the output was not written)", e.where) from None
+
+
 def convert_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "bf16", **kw: Any) -> HFResult:
     """GGUF -> Hugging Face folder; see ckptkit.conversion.to_hf.convert_to_hf."""
     from .to_hf import convert_to_hf as run
-    return run(spec, out_dir, outtype, **kw)
+    return _twice(run, {"spec": spec, "out_dir": out_dir, "outtype": outtype, **kw})
 
 
 def convert_to_ckpt(spec: str, out_dir: str | os.PathLike, outtype: str = "auto", **kw: Any) -> CkptResult:
     """Any checkpoint -> the uniform layout; see ckptkit.conversion.to_ckpt.convert_to_ckpt."""
     from .to_ckpt import convert_to_ckpt as run
-    return run(spec, out_dir, outtype, **kw)
+    return _twice(run, {"spec": spec, "out": out_dir, "outtype": outtype, **kw})
 
 
 def convert_ckpt_to_hf(spec: str, out_dir: str | os.PathLike, outtype: str = "auto", **kw: Any) -> HFFolderResult:
     """A ckpt folder (or HF safetensors) -> a Hugging Face folder; see conversion/write_hf.py."""
     from .write_hf import convert_st_to_hf as run
-    return run(spec, out_dir, outtype, **kw)
+    return _twice(run, {"spec": spec, "out": out_dir, "outtype": outtype, **kw})
