@@ -11,7 +11,7 @@ import pytest
 
 import modelgen
 
-__all__ = ["tiny_models_dir", "tiny_model", "header_only", "header_only_dir", "tokenizer_dir"]
+__all__ = ["tiny_models_dir", "tiny_model", "header_only", "header_only_dir", "tokenizer_dir", "gguf_of"]
 
 
 @pytest.fixture(scope="session")
@@ -75,4 +75,20 @@ def tokenizer_dir(tmp_path_factory):
             cache[key] = modelgen.make_tokenizer(tmp_path_factory.mktemp(f"tok_{kind}"), kind, vocab_size)
         return cache[key]
 
+    return get
+
+
+@pytest.fixture(scope="session")
+def gguf_of(tiny_model, tmp_path_factory):
+    """family, outtype -> a GGUF ckptkit wrote from the family's tiny model (cached)."""
+    from ckptkit.conversion import convert_to_gguf
+    cache = {}
+    d = tmp_path_factory.mktemp("gguf_of")
+
+    def get(family, outtype="f32"):
+        if (family, outtype) not in cache:
+            out = d / f"{family}-{outtype}.gguf"
+            convert_to_gguf(str(tiny_model(family)), out, outtype=outtype)
+            cache[family, outtype] = out
+        return cache[family, outtype]
     return get

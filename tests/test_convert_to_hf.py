@@ -21,21 +21,6 @@ FAMILIES = {"llama": "LlamaForCausalLM", "mixtral": "MixtralForCausalLM", "qwen2
             "deepseek_v2": "DeepseekV2ForCausalLM", "deepseek_v3": "DeepseekV3ForCausalLM"}
 
 
-@pytest.fixture(scope="session")
-def gguf_of(tiny_model, tmp_path_factory):
-    """family, outtype -> a GGUF ckptkit wrote from the family's tiny model (cached)."""
-    cache = {}
-    d = tmp_path_factory.mktemp("gguf_of")
-
-    def get(family, outtype="f32"):
-        if (family, outtype) not in cache:
-            out = d / f"{family}-{outtype}.gguf"
-            convert_to_gguf(str(tiny_model(family)), out, outtype=outtype)
-            cache[family, outtype] = out
-        return cache[family, outtype]
-    return get
-
-
 def _load(path):
     from transformers import AutoModelForCausalLM
     model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, output_loading_info=True)

@@ -14,6 +14,7 @@ from ckptkit.conversion import convert_to_hf, stream
 from ckptkit.sources.base import WrappedSource
 from ckptkit.sources.digest import ChecksumError
 from test_ckpt_layout import raw_tensors
+from test_hub_stream import _spans
 
 # families whose GGUF -> HF plans hold every kind of piece: plain, rotary-permuted, 1-D norms
 # with offsets, stacked experts split, MLA kv_b re-fused (a join), Conv1D transposed, MXFP4
@@ -59,15 +60,6 @@ def _gguf_on_hub(tiny_model, hub, tmp_path, family="llama", outtype="f16", repo=
     with open_source(str(gg)) as source:
         data_start = load_index(source).files[0].header_bytes
     return gg, data_start
-
-
-def _spans(hub, name):
-    out = []
-    for r in hub.requests:
-        if r.method == "GET" and r.path.endswith("/" + name) and r.range:
-            a, _, b = r.range.split("=")[1].partition("-")
-            out.append((int(a), int(b) + 1))
-    return out
 
 
 @pytest.mark.parametrize("to", ["hf", "ckpt"])

@@ -22,20 +22,6 @@ FAMILIES = {"gpt_oss": "GptOssForCausalLM", "glm4_moe": "Glm4MoeForCausalLM",
             "llama4_text": "Llama4ForCausalLM", "qwen3_next": "Qwen3NextForCausalLM"}
 
 
-@pytest.fixture(scope="module")
-def gguf_for(tiny_model, tmp_path_factory):
-    cache = {}
-    d = tmp_path_factory.mktemp("to_hf_families")
-
-    def get(family, outtype="f32"):
-        if (family, outtype) not in cache:
-            out = d / f"{family}-{outtype}.gguf"
-            convert_to_gguf(str(tiny_model(family)), out, outtype=outtype)
-            cache[family, outtype] = out
-        return cache[family, outtype]
-    return get
-
-
 def _load(path):
     from transformers import AutoModelForCausalLM
     model, info = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
@@ -61,10 +47,10 @@ def _diff(a, b):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_f32_round_trip_is_bit_exact(family, tiny_model, gguf_for, tmp_path):
+def test_f32_round_trip_is_bit_exact(family, tiny_model, gguf_of, tmp_path):
     src = tiny_model(family)
     out = tmp_path / "hf"
-    res = convert_to_hf(str(gguf_for(family)), out, outtype="f32", shard_size=100_000)
+    res = convert_to_hf(str(gguf_of(family)), out, outtype="f32", shard_size=100_000)
     assert not res.notes or all("tokenizer" in n for n in res.notes)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architectures"] == [FAMILIES[family]]
@@ -76,7 +62,7 @@ def test_f32_round_trip_is_bit_exact(family, tiny_model, gguf_for, tmp_path):
     # the tensors transformers reads come back with their own names, shapes and bytes
     code, text = _diff(src, out)
     assert code == 0 and "SAME (exact)" in text, text
-    code, text = _diff(src, gguf_for(family))
+    code, text = _diff(src, gguf_of(family))
     assert code == 0 and "SAME (exact)" in text, text
     want = json.loads((src / "config.json").read_text())
     skip = {"dtype", "transformers_version", "attention_dropout", "use_cache", "initializer_range",
@@ -88,23 +74,23 @@ def test_f32_round_trip_is_bit_exact(family, tiny_model, gguf_for, tmp_path):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_q8_0_gguf_loads_close_to_the_original(family, tiny_model, gguf_for, tmp_path):
+def test_q8_0_gguf_loads_close_to_the_original(family, tiny_model, gguf_of, tmp_path):
     out = tmp_path / "hf"
-    convert_to_hf(str(gguf_for(family, "q8_0")), out, outtype="f32")
-    r = gguf.GGUFReader(gguf_for(family, "q8_0"))
+    convert_to_hf(str(gguf_of(family, "q8_0")), out, outtype="f32")
+    r = gguf.GGUFReader(gguf_of(family, "q8_0"))
     assert sum(t.tensor_type == gguf.GGMLQuantizationType.Q8_0 for t in r.tensors) >= 4
     a, b = _logits(_load(tiny_model(family))), _logits(_load(out))
     rel = float(np.abs(a - b).max() / np.abs(a).max())
     assert 0 < rel < 0.05, rel
 
 
-def test_gpt_oss_experts_re_interleaved(gguf_for, tmp_path):
+def test_gpt_oss_experts_re_interleaved(gguf_of, tmp_path):
     """gate_up_proj [E, hidden, 2*inter] is gate and up interleaved column by column: each is
     its GGUF expert transposed."""
     from safetensors import safe_open
     out = tmp_path / "hf"
-    convert_to_hf(str(gguf_for("gpt_oss")), out, outtype="f32")
-    r = gguf.GGUFReader(gguf_for("gpt_oss"))
+    convert_to_hf(str(gguf_of("gpt_oss")), out, outtype="f32")
+    r = gguf.GGUFReader(gguf_of("gpt_oss"))
     t = {x.name: np.asarray(x.data) for x in r.tensors if x.name.startswith("blk.1.")}
     wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
     name = "model.layers.1.mlp.experts.gate_up_proj"
@@ -117,11 +103,11 @@ def test_gpt_oss_experts_re_interleaved(gguf_for, tmp_path):
         assert np.array_equal(bias[:, 0::2], t["blk.1.ffn_gate_exps.bias"])
 
 
-def test_gpt_oss_mxfp4_experts_are_dequantised(gguf_for, tmp_path):
+def test_gpt_oss_mxfp4_experts_are_dequantised(gguf_of, tmp_path):
     """A GGUF whose experts are MXFP4 (as published gpt-oss GGUFs are) comes back as floats
     equal to gguf's own dequantisation of its blocks, and loads."""
     from safetensors import safe_open
-    src = gguf.GGUFReader(gguf_for("gpt_oss"))
+    src = gguf.GGUFReader(gguf_of("gpt_oss"))
     mx = tmp_path / "mx.gguf"
     _rewrite(src, mx, lambda name, x: gguf.GGMLQuantizationType.MXFP4 if name.endswith("_exps.weight") else None)
     out = tmp_path / "hf"
@@ -194,16 +180,16 @@ def test_published_mxfp4_layout_round_trips(gpt_oss_mxfp4, tmp_path):  # noqa: F
     assert code == 0 and "SAME (exact)" in text, text
 
 
-def test_qwen3_next_linear_attention_inverses(tiny_model, gguf_for, tmp_path):
+def test_qwen3_next_linear_attention_inverses(tiny_model, gguf_of, tmp_path):
     """in_proj_qkvz is re-fused per key-head group from attn_qkv (all q, all k, all v) and
     attn_gate; conv1d gets its [channels, 1, kernel] back; A_log = log(-ssm_a)."""
     from safetensors import safe_open
     out = tmp_path / "hf"
-    convert_to_hf(str(gguf_for("qwen3_next")), out, outtype="f32")
+    convert_to_hf(str(gguf_of("qwen3_next")), out, outtype="f32")
     cfg = json.loads((out / "config.json").read_text())
     nk, hk = cfg["linear_num_key_heads"], cfg["linear_key_head_dim"]
     nv, hv = cfg["linear_num_value_heads"], cfg["linear_value_head_dim"]
-    r = gguf.GGUFReader(gguf_for("qwen3_next"))
+    r = gguf.GGUFReader(gguf_of("qwen3_next"))
     t = {x.name: np.asarray(x.data) for x in r.tensors if x.name.startswith("blk.0.")}
     wm = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
     got = {}
@@ -461,7 +447,7 @@ def test_every_gguf_quant_type_dequantises_like_gguf(qtype):
     assert np.array_equal(got, want.astype(np.float32), equal_nan=True)
 
 
-def test_mixed_quant_gguf_converts_and_loads(tiny_model, gguf_for, tmp_path):
+def test_mixed_quant_gguf_converts_and_loads(tiny_model, gguf_of, tmp_path):
     """A GGUF whose matrices use several quantised types comes back and loads; each tensor is
     gguf's dequantisation of its blocks."""
     from transformers import AutoModelForCausalLM
@@ -474,7 +460,7 @@ def test_mixed_quant_gguf_converts_and_loads(tiny_model, gguf_for, tmp_path):
         seen.append(types[len(seen) % len(types)])
         return seen[-1]
     mixed = tmp_path / "mixed.gguf"
-    _rewrite(gguf.GGUFReader(gguf_for("glm4_moe")), mixed, pick)
+    _rewrite(gguf.GGUFReader(gguf_of("glm4_moe")), mixed, pick)
     assert set(seen) == set(types)
     out = tmp_path / "hf"
     convert_to_hf(str(mixed), out, outtype="bf16")
