@@ -370,6 +370,10 @@ def test_tiktoken_split_regex_read_from_the_checkpoints_code(tmp_path):
                          extra={"tiktoken.model": "\n".join(lines) + "\n", "tokenization_x.py": code})
     v = values(tokenizer_kvs(LocalSource(d), None, 256))
     assert v["tokenizer.ggml.pre"] == "llama-bpe"
+    # the same regex in a GLM-4 checkpoint (THUDM/glm-4-9b-chat ships tiktoken): config.json's
+    # model type picks llama.cpp's name for it
+    v = values(tokenizer_kvs(LocalSource(d), {"model_type": "chatglm", "architectures": ["ChatGLMModel"]}, 256))
+    assert v["tokenizer.ggml.pre"] == "chatglm-bpe"
 
 
 def test_no_tokenizer(tmp_path):

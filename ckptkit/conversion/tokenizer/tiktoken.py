@@ -107,7 +107,10 @@ def _pattern_literal(v: ast.expr) -> str | None:
     return _literal_str(v)
 
 
-def tiktoken_vocab(source: Source, tok_config: dict, vocab_size: int, pre_override: str | None) -> Vocab:
+def tiktoken_vocab(source: Source, tok_config: dict, vocab_size: int, pre_override: str | None,
+                   config: dict | None = None) -> Vocab:
+    """A tiktoken checkpoint's vocabulary; its pre-tokenizer named from the split regex its code
+    holds, with config.json's model type as the tie-break between names of one regex."""
     ranks = parse_tiktoken(source.read_file("tiktoken.model"))
     n = max(ranks.values()) + 1
     dec = tok_config.get("added_tokens_decoder") or {}
@@ -136,5 +139,5 @@ def tiktoken_vocab(source: Source, tok_config: dict, vocab_size: int, pre_overri
                                    "tiktoken.model")
         pre = identify_pre({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": pat}, "behavior": "Isolated", "invert": False},
-            {"type": "ByteLevel", "use_regex": False, "add_prefix_space": False}]}})
+            {"type": "ByteLevel", "use_regex": False, "add_prefix_space": False}]}}, config)
     return Vocab("gpt2", pre, tokens, types, merges=replay_merges(ranks))

@@ -74,7 +74,7 @@ def tokenizer_kvs(source: Source, config: dict | None, vocab_size: int,
         vocab = hf_spm_vocab(tj, vocab_size)
         apply_added_tokens(vocab, source, tj, tok_config, vocab_size)
     elif "tiktoken.model" in files:
-        vocab = tiktoken_vocab(source, tok_config, vocab_size, pre_override)
+        vocab = tiktoken_vocab(source, tok_config, vocab_size, pre_override, config)
     else:
         raise UnsupportedError("no tokenizer.json, SentencePiece tokenizer.model or tiktoken.model "
                                "found", source.label)
