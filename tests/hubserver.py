@@ -564,8 +564,8 @@ class _Handler(BaseHTTPRequestHandler):
             if limit is not None and sent + len(piece) >= limit:
                 piece = piece[: limit - sent]
                 if piece:
+                    hub._sent(len(piece))   # counted before the client can see it: no race with reset_stats
                     self.wfile.write(piece)
-                    hub._sent(len(piece))
                     sent += len(piece)
                 if fault.kind == "stall":
                     hub._stop.wait(fault.seconds)
@@ -581,8 +581,8 @@ class _Handler(BaseHTTPRequestHandler):
                 except OSError:
                     pass
                 raise _Abort
-            self.wfile.write(piece)
             hub._sent(len(piece))
+            self.wfile.write(piece)
             sent += len(piece)
 
     def _json(self, status: int, obj, headers: dict[str, str] | None = None):
