@@ -99,13 +99,47 @@ def _parse_suffix(rest: str, is_layer: bool, is_mtp: bool) -> tuple[str | None, 
     return role, p, alts, base in t.transposed
 
 
-_NUMBER = re.compile(r"(?<=\.)(\d+)(?=\.|$)")
+# a number is a run of ASCII digits between a "." and the next "." or the end of the name
+_NUMBER = re.compile(r"(?<=\.)([0-9]+)(?![^.])")
+_NUMBER_KEY = re.compile(r"\.([0-9]+)(?![^.])")  # the same numbers, found faster (no look-behind)
 _PROBE = 1_000_000_007  # numbers no real name uses, to see which slot is the layer, which the expert
+split_numbers = _NUMBER.split   # name -> [text, number, text, ...]
+
+
+def group_by_pattern(names: list[str]) -> dict[tuple[str, ...], list[int]]:
+    """Positions of ``names`` by pattern (``split_numbers(name)[0::2]``), patterns in order of
+    first appearance and positions ascending."""
+    if "\0" in "".join(names):  # NUL marks the numbers below: names holding one are split
+        slow: dict[tuple[str, ...], list[int]] = {}
+        for i, name in enumerate(names):
+            slow.setdefault(tuple(split_numbers(name)[0::2]), []).append(i)
+        return slow
+    by_key: dict[str, list[int]] = {}
+    sub = _NUMBER_KEY.sub
+    for i, name in enumerate(names):
+        key = sub(".\0", name)
+        group = by_key.get(key)
+        if group is None:
+            by_key[key] = [i]
+        else:
+            group.append(i)
+    return {tuple(k.split("\0")): v for k, v in by_key.items()}
+
+
+def number_text(name: str, pattern: tuple[str, ...], slot: int) -> str:
+    """The text of number ``slot`` of ``name``, a name of ``pattern``."""
+    at = len(pattern[0])
+    for i in range(slot):   # each number ends at the "." that starts the text after it
+        at = name.index(".", at) + len(pattern[i + 1])
+    end = name.find(".", at)
+    return name[at:] if end < 0 else name[at:end]
 
 
 @lru_cache(maxsize=8192)
-def _template_info(template: str, slots: int) -> tuple[NameInfo, int | None, int | None]:
-    probe = template.format(*(_PROBE + i for i in range(slots)))
+def pattern_info(pattern: tuple[str, ...]) -> tuple[NameInfo, int | None, int | None]:
+    """What every name of ``pattern`` says, and which number slot is its layer and which its
+    expert. A pattern is a name's text around its numbers: ``split_numbers(name)[0::2]``."""
+    probe = pattern[0] + "".join(f"{_PROBE + i}{p}" for i, p in enumerate(pattern[1:]))
     info = _parse_name(probe)
     layer = info.layer - _PROBE if info.layer is not None and info.layer >= _PROBE else None
     expert = info.expert - _PROBE if info.expert is not None and info.expert >= _PROBE else None
@@ -118,9 +152,9 @@ def parse_name(name: str) -> NameInfo:
 
     Names that differ only in layer and expert numbers say the same thing, so each pattern is
     parsed once: a 92k-tensor checkpoint has about a hundred."""
-    parts = _NUMBER.split(name.replace("{", "{{").replace("}", "}}"))
+    parts = split_numbers(name)
     nums = parts[1::2]
-    info, ls, es = _template_info("{}".join(parts[0::2]), len(nums))
+    info, ls, es = pattern_info(tuple(parts[0::2]))
     if not nums:
         return info
     layer = int(nums[ls]) if ls is not None else info.layer

@@ -6,7 +6,7 @@ from math import prod
 
 from .. import mapdata
 from ..index import TensorIndex, TensorInfo
-from .names import NameInfo, parse_name, resolve_contextual
+from .names import NameInfo, group_by_pattern, number_text, pattern_info, resolve_contextual
 
 SCALE_PARTS = ("scale", "scales", "input_scale")
 
@@ -54,67 +54,161 @@ def logical_shape(t: TensorInfo, part: str) -> tuple[int, ...]:
 
 
 def scan(index: TensorIndex) -> Scan:
-    s = Scan()
-    routed = mapdata.roles().groups["routed_experts"].prefixes
-    pending: list[tuple[NameInfo, Layer, Seen]] = []
-    mtp_by_num: dict[int, Layer] = {}
-    for t in index.tensors.values():
-        info = parse_name(t.name)
-        role, part = info.role, info.part
-        if role is None:
-            s.unknown.append(t.name)
-            s.total_params += t.numel
-            s.dtypes[t.dtype] = s.dtypes.get(t.dtype, 0) + t.numel
-            continue
-        if role == "vision":
-            s.vision_params += t.numel
-            s.total_params += t.numel
-            s.dtypes[t.dtype] = s.dtypes.get(t.dtype, 0) + t.numel
-            continue
+    """Names that differ only in their numbers say the same thing, so tensors are grouped by
+    pattern (a 92k-tensor checkpoint has about a hundred) and each pattern is parsed once; every
+    ordered result (layers, roles, globals, dtypes, lists) keeps the index's tensor order."""
+    tensors = list(index.tensors.values())
+    groups = group_by_pattern([t.name for t in tensors])
+    acc = _Acc(mapdata.roles().groups["routed_experts"].prefixes)
+    for pattern, positions in groups.items():
+        acc.add(pattern, *pattern_info(pattern), [(i, tensors[i]) for i in positions])
+    return acc.finish()
+
+
+@dataclass
+class _Acc:
+    """What scan() gathers pattern by pattern, each ordered thing with its first tensor position."""
+    routed: tuple[str, ...]
+    s: Scan = field(default_factory=Scan)
+    dtype_pos: dict[str, int] = field(default_factory=dict)
+    unknown: list[tuple[int, str]] = field(default_factory=list)
+    scales: list[tuple[int, TensorInfo]] = field(default_factory=list)
+    blocks: list[tuple[int, TensorInfo]] = field(default_factory=list)
+    globals: dict[str, tuple[int, Seen]] = field(default_factory=dict)
+    gparams: dict[str, list[int]] = field(default_factory=dict)          # role -> [first pos, params]
+    layers: dict[tuple[bool, int], tuple[int, Layer]] = field(default_factory=dict)  # (mtp?, n) -> first pos
+    roles: dict[int, dict[str, tuple[int, Seen]]] = field(default_factory=dict)      # id(layer) -> role
+    pending: list[tuple[int, tuple[str, ...], Layer, Seen]] = field(default_factory=list)
+
+    def _dtype(self, pos: int, dtype: str, n: int) -> None:
+        d = self.s.dtypes
+        d[dtype] = d.get(dtype, 0) + n
+        if pos < self.dtype_pos.get(dtype, pos + 1):
+            self.dtype_pos[dtype] = pos
+
+    def add(self, pattern: tuple[str, ...], info: NameInfo, ls: int | None, es: int | None,
+            members: list[tuple[int, TensorInfo]]) -> None:
+        s, role, part = self.s, info.role, info.part
+        if role is None or role == "vision":
+            for pos, t in members:
+                n = t.numel
+                s.total_params += n
+                self._dtype(pos, t.dtype, n)
+                if role is None:
+                    self.unknown.append((pos, t.name))
+                else:
+                    s.vision_params += n
+            return
         if role == "buffer":
-            s.buffer_params += t.numel
-            continue
-        if part in SCALE_PARTS:
-            s.scales.append(t)
+            s.buffer_params += sum(t.numel for _, t in members)
+            return
+        is_scale = part in SCALE_PARTS
+        if is_scale:
+            self.scales += [(pos, t) for pos, t in members]
         if part == "blocks":
-            s.blocks.append(t)
-        shape = logical_shape(t, part)
-        if info.transposed and len(shape) == 2:
-            shape = shape[::-1]              # always [out, in] from here on
-        seen = Seen(t.name, shape, t.dtype)
-        n = prod(shape) if part not in SCALE_PARTS else 0
-        s.total_params += n
-        if n:
-            s.dtypes[t.dtype] = s.dtypes.get(t.dtype, 0) + n
-        if info.layer is None:
-            if info.mtp:
-                s.mtp_global_params += n
-                role = "mtp." + role
-            s.globals.setdefault(role, seen)
-            s.global_params[role] = s.global_params.get(role, 0) + n
-            continue
-        # "mtp.layers.N" (Qwen3-Next) is kept apart; DeepSeek's extra layer is moved below
-        table = mtp_by_num if info.mtp and not role.startswith("nextn.") else s.layers
-        layer = table.get(info.layer)
-        if layer is None:
-            layer = table[info.layer] = Layer()
-        layer.params += n
-        if info.expert is not None:
-            layer.experts.add(info.expert)
-        if role.startswith(routed):
-            layer.routed_params += n
-        if info.contextual:
-            pending.append((info, layer, seen))
-        elif role not in layer.roles:
-            layer.roles[role] = seen
-    # decide every contextual role against the layers' other roles before adding any
-    decided = [(layer, resolve_contextual(info.contextual, layer.roles.keys()), seen)
-               for info, layer, seen in pending]
-    for layer, role, seen in decided:
-        layer.roles.setdefault(role, seen)
-    # DeepSeek-style MTP modules are extra numbered layers holding nextn.* tensors
-    for num in [n for n, layer in s.layers.items() if layer.has("nextn.")]:
-        s.mtp_layers[num] = s.layers.pop(num)
-    for num, layer in mtp_by_num.items():
-        s.mtp_layers[-1 - num] = layer      # Qwen3-Next "mtp.layers.N": keep apart from main
-    return s
+            self.blocks += [(pos, t) for pos, t in members]
+        is_routed = role.startswith(self.routed)
+        # "mtp.layers.N" (Qwen3-Next) is kept apart; DeepSeek's extra layer is moved by finish()
+        apart = info.mtp and not role.startswith("nextn.")
+        total = 0
+        by_dtype: dict[str, list[int]] = {}             # dtype -> [first position, params]
+        last: str | None = None                         # the layer number text of the last member
+        layer = Layer()
+        head = len(pattern[0])
+        gap = len(pattern[1]) if len(pattern) > 1 else 0
+        for pos, t in members:
+            shape = logical_shape(t, part) if part == "blocks" else t.shape
+            if info.transposed and len(shape) == 2:
+                shape = shape[::-1]              # always [out, in] from here on
+            n = 0 if is_scale else prod(shape)
+            if n:
+                total += n
+                d = by_dtype.get(t.dtype)
+                if d is None:
+                    by_dtype[t.dtype] = [pos, n]
+                else:
+                    d[1] += n
+            name = t.name
+            end = -1
+            if ls == 0:     # the usual "model.layers.N...": inline number_text(name, pattern, 0)
+                end = name.find(".", head)
+                text = name[head:end] if end >= 0 else name[head:]
+            elif ls is not None:
+                text = number_text(name, pattern, ls)
+            elif info.layer is not None:
+                text = str(info.layer)
+            else:
+                self._global(info, role, pos, Seen(name, shape, t.dtype), n)
+                continue
+            if text != last:        # members come in index order: a layer's first is its earliest
+                last = text
+                layer = self._layer(apart, int(text), pos)
+                if not info.contextual:
+                    roles = self.roles.setdefault(id(layer), {})
+                    first = roles.get(role)
+                    if first is None or pos < first[0]:
+                        roles[role] = (pos, Seen(t.name, shape, t.dtype))
+            layer.params += n
+            if es == 1 and end >= 0:  # "...experts.E...", the number after the layer's
+                at = end + gap
+                stop = name.find(".", at)
+                layer.experts.add(int(name[at:stop] if stop >= 0 else name[at:]))
+            elif es is not None:
+                layer.experts.add(int(number_text(name, pattern, es)))
+            elif info.expert is not None:
+                layer.experts.add(info.expert)
+            if is_routed:
+                layer.routed_params += n
+            if info.contextual:
+                self.pending.append((pos, info.contextual, layer, Seen(t.name, shape, t.dtype)))
+        s.total_params += total
+        for dtype, (pos, n) in by_dtype.items():
+            self._dtype(pos, dtype, n)
+
+    def _global(self, info: NameInfo, role: str, pos: int, seen: Seen, n: int) -> None:
+        if info.mtp:
+            self.s.mtp_global_params += n
+            role = "mtp." + role
+        if role not in self.globals:
+            self.globals[role] = (pos, seen)
+            self.gparams[role] = [pos, 0]
+        self.gparams[role][1] += n
+
+    def _layer(self, apart: bool, num: int, pos: int) -> Layer:
+        got = self.layers.get((apart, num))
+        if got is None:
+            got = self.layers[(apart, num)] = (pos, Layer())
+        elif pos < got[0]:
+            got = self.layers[(apart, num)] = (pos, got[1])
+        return got[1]
+
+    def finish(self) -> Scan:
+        s = self.s
+        s.dtypes = {d: s.dtypes[d] for d in sorted(s.dtypes, key=self.dtype_pos.__getitem__)}
+        s.unknown = [name for _, name in sorted(self.unknown)]
+        s.scales = [t for _, t in sorted(self.scales, key=_first)]
+        s.blocks = [t for _, t in sorted(self.blocks, key=_first)]
+        for role, (_, seen) in sorted(self.globals.items(), key=lambda kv: kv[1][0]):
+            s.globals[role] = seen
+        s.global_params = {r: v[1] for r, v in sorted(self.gparams.items(), key=lambda kv: kv[1][0])}
+        mtp_by_num: dict[int, Layer] = {}
+        for (apart, num), (_, layer) in sorted(self.layers.items(), key=lambda kv: kv[1][0]):
+            roles = self.roles.get(id(layer), {})
+            layer.roles = {r: seen for r, (_, seen) in sorted(roles.items(), key=lambda kv: kv[1][0])}
+            (mtp_by_num if apart else s.layers)[num] = layer
+        # decide every contextual role against the layers' other roles before adding any
+        self.pending.sort(key=_first)
+        decided = [(layer, resolve_contextual(alts, layer.roles.keys()), seen)
+                   for _, alts, layer, seen in self.pending]
+        for layer, role, seen in decided:
+            layer.roles.setdefault(role, seen)
+        # DeepSeek-style MTP modules are extra numbered layers holding nextn.* tensors
+        for num in [n for n, layer in s.layers.items() if layer.has("nextn.")]:
+            s.mtp_layers[num] = s.layers.pop(num)
+        for num, layer in mtp_by_num.items():
+            s.mtp_layers[-1 - num] = layer      # Qwen3-Next "mtp.layers.N": keep apart from main
+        return s
+
+
+def _first(item: tuple) -> int:
+    return item[0]
