@@ -312,15 +312,14 @@ def inspect(spec: str, revision: str | None = None, progress: Progress | None = 
 
 
 def inspect_json(spec: str, revision: str | None, progress: Progress | None,
-                 make_report: Callable[[TensorIndex], dict[str, Any]]) -> str:
-    """`inspect --json`'s text for ``spec``: ``json.dumps(make_report(index))``, or the same
-    text from ``index_cache`` when this build of ckptkit made it for the same index and label."""
+                 make_text: Callable[[TensorIndex], str]) -> str:
+    """`inspect --json`'s text for ``spec``: ``make_text(index)`` (report.inspect_report_json), or
+    the same text from ``index_cache`` when this build of ckptkit made it for the same index and label."""
     with open_source(spec, revision) as source:
         entry = index_cache.entry_for(source, tokenizer=True)
         text = entry.load_report() if entry else None
         if text is None:
-            # compact: with indent json falls back to its pure-Python encoder, 3x slower on 90k tensors
-            text = json.dumps(make_report(load_index(source, progress, tokenizer=True)))
+            text = make_text(load_index(source, progress, tokenizer=True))
             if entry:
                 entry.save_report(text)
     return text

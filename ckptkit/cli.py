@@ -12,7 +12,7 @@ from rich.console import Console
 
 from . import __version__, api, index_cache
 from .errors import CkptError
-from .report import inspect_report
+from .report import inspect_report, inspect_report_json
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -146,7 +146,7 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
     report_only = as_json and ctx is None and not diagram  # then the whole text is cached
     try:
         if report_only:
-            text = api.inspect_json(src, revision, progress, inspect_report)
+            text = api.inspect_json(src, revision, progress, inspect_report_json)
         else:
             index = api.inspect(src, revision, progress)
     finally:

@@ -3,9 +3,13 @@
 Keys `family`, `facts`, `evidence` and `findings` are filled by inference and validation."""
 from __future__ import annotations
 
+import json
+import secrets
+from collections.abc import Iterable
+from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-from .index import TensorIndex
+from .index import TensorIndex, TensorInfo
 
 if TYPE_CHECKING:
     from .infer import Inference
@@ -44,3 +48,36 @@ def inspect_report(index: TensorIndex, inference: Inference | None = None) -> di
     report = index_report(index)
     report.update((inference or infer(index)).to_json())
     return report
+
+
+def inspect_report_json(index: TensorIndex, inference: Inference | None = None) -> str:
+    """``json.dumps(inspect_report(index, inference))``, the same text, with the tensor list (most
+    of it: 17 MB for DeepSeek-V3) written by ``tensors_json``."""
+    from .infer import infer
+    report = index_report(index, with_tensors=False)
+    marker = f"tensors-{secrets.token_hex(16)}"     # no other value of the report can be this
+    report["tensors"] = marker                        # where index_report puts the list
+    report.update((inference or infer(index)).to_json())
+    text = json.dumps(report)
+    at = text.index(f'"{marker}"')
+    return text[:at] + tensors_json(index.tensors.values()) + text[at + len(marker) + 2:]
+
+
+def tensors_json(tensors: Iterable[TensorInfo]) -> str:
+    """``json.dumps([t._asdict() for t in tensors])``, the same text, about three times faster: the
+    few distinct dtypes, shapes and files are encoded once, each name by json's own C escaper."""
+    known: dict[Any, str] = {}
+    rows = []
+    for t in tensors:
+        name, dtype, shape, file, offset, nbytes = t
+        d, s, f = known.get(dtype), known.get(shape), known.get(file)
+        if d is None or s is None or f is None or type(offset) is not int or type(nbytes) is not int \
+                or type(name) is not str:
+            rows.append(json.dumps(t._asdict()))      # anything unusual: as json itself writes it
+            if type(dtype) is str and type(file) is str and type(shape) is tuple \
+                    and all(type(x) is int for x in shape):
+                known[dtype], known[shape], known[file] = json.dumps(dtype), json.dumps(list(shape)), json.dumps(file)
+            continue
+        rows.append(f'{{"name": {encode_basestring_ascii(name)}, "dtype": {d}, "shape": {s}, '
+                    f'"file": {f}, "offset": {offset}, "nbytes": {nbytes}}}')
+    return "[" + ", ".join(rows) + "]"

@@ -1,0 +1,55 @@
+"""`inspect --json` writes its tensor list with report.tensors_json, not json.dumps: the text must
+be byte for byte what json.dumps gives, for any names, dtypes, shapes and files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ckptkit import api
+from ckptkit.index import TensorIndex, TensorInfo
+from ckptkit.report import inspect_report, inspect_report_json, tensors_json
+
+NAMES = ["model.embed_tokens.weight", 'quote"and\\backslash', "tab\there\nnewline", "\x00\x1f\x7f",
+         "caf\u00e9 \u4e2d\u6587 \U0001f600", "\ud800lone-surrogate", "", "model.layers.0.mlp.down_proj.weight",
+         "tensors-0123456789abcdef0123456789abcdef"]
+
+
+def test_tensor_list_is_what_json_dumps_writes():
+    tensors = [TensorInfo(n, dt, shape, f, off, nb)
+               for i, n in enumerate(NAMES)
+               for dt, shape, f, off, nb in [("BF16", (4, 2), "a.safetensors", 8 * i, 16),
+                                             ("F8_E4M3", (), "dir/b \"c\".safetensors", 2**63, 0),
+                                             ("Q4_K", (256, 3, 1), "m\u00e9.gguf", 0, 10**20)]]
+    assert tensors_json(tensors) == json.dumps([t._asdict() for t in tensors])
+    assert tensors_json([]) == "[]"
+
+
+def test_unusual_field_types_fall_back_to_json():
+    class Big(int):
+        pass
+    odd = [TensorInfo("a", "F32", (2, True), "f", 0, 8), TensorInfo("b", "F32", (2, 2), "f", Big(3), 8),
+           TensorInfo("c", "F32", (2, 2), "f", 8, 16.0)]
+    assert tensors_json(odd) == json.dumps([t._asdict() for t in odd])
+
+
+@pytest.mark.parametrize("spec", ["deepseek_v3_671b", "gpt_oss_20b", "llama3_8b"])
+def test_inspect_json_text_equals_json_dumps_of_the_report(spec, header_only_dir):
+    index = api.inspect(str(header_only_dir(spec)))
+    assert inspect_report_json(index) == json.dumps(inspect_report(index))
+
+
+def test_a_name_equal_to_no_marker_is_harmless():
+    """The report's other values can hold any tensor name (evidence, unknown names): none may be
+    taken for the place of the tensor list."""
+    names = [f"tensors-{'0' * 32}", "x.weight", 'tensors-"', "model.norm.weight"]
+    index = TensorIndex("safetensors", [], {n: TensorInfo(n, "F32", (2,), "m.safetensors", 8 * i, 8)
+                                            for i, n in enumerate(names)}, None, None, {}, "odd")
+    assert inspect_report_json(index) == json.dumps(inspect_report(index))
+
+
+@pytest.mark.parametrize("outtype", ["f32", "q8_0"])
+def test_inspect_json_of_a_gguf_equals_json_dumps(outtype, gguf_of):
+    index = api.inspect(str(gguf_of("llama", outtype)))
+    assert index.format == "gguf"
+    assert inspect_report_json(index) == json.dumps(inspect_report(index))
