@@ -30,6 +30,19 @@ class Run:
     stderr: str
 
 
+_compiled: list[bool] = []
+
+
+def _as_installed() -> None:
+    """Byte-compile this checkout's ckptkit once, as pip does when it installs the wheel: the
+    measured tools' own packages (huggingface_hub, ...) are installed and compiled, and a checkout
+    run with PYTHONDONTWRITEBYTECODE=1 would otherwise compile ckptkit's modules on every run."""
+    if not _compiled:
+        import compileall
+        compileall.compile_dir(str(ROOT / "ckptkit"), quiet=1)
+        _compiled.append(True)
+
+
 def run_measured(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 1800,
                  cwd: str | os.PathLike | None = None) -> Run:
     """Run ``cmd`` to completion and measure its wall time and peak RSS.
@@ -38,6 +51,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, timeout: flo
     process: Linux carries a process's RSS high-water mark across fork+exec, so measuring a child
     forked straight from this (large) Python process would report our own size."""
     # The children import the ckptkit of this checkout, whatever `pip install -e` points at.
+    _as_installed()
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), full_env.get("PYTHONPATH")) if p)
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:

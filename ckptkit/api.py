@@ -10,7 +10,7 @@ from typing import Any
 from . import index_cache, tp_slices
 from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
-from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable
+from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable, bulk
 from .sources.base import Source
 from .sources.files import is_pickle, parse_split_gguf
 from .sources.hub import looks_like_repo_id
@@ -202,12 +202,15 @@ def load_index(source: Source, progress: Progress | None = None,
     An index already read from the same commit or unchanged files comes from ``index_cache``."""
     entry = index_cache.entry_for(source, tokenizer)
     if entry is None:
-        return _read_index(source, progress, tokenizer)
-    cached = entry.load()
+        with bulk():
+            return _read_index(source, progress, tokenizer)
+    with bulk():
+        cached = entry.load()
     if cached is not None:
         return cached
     before = entry.stamps()
-    index = _read_index(source, progress, tokenizer)
+    with bulk():
+        index = _read_index(source, progress, tokenizer)
     if not index.joins:         # tensor-parallel joins are not cached (rare; rebuilt each time)
         entry.save(index, before)   # only after every strict check passed
     return index

@@ -108,3 +108,29 @@ def test_split_numbers_and_grouping():
     assert [(g.pattern, g.count) for g in groups] == [
         ("m.layers.{0..2,5}.experts.{0..2}.w", 12), ("m.layers.3.experts.0.w", 1)]
     assert groups[0].numel == 12 * 8
+
+
+def test_bulk_pauses_the_collector_and_always_restores_it(tmp_path):
+    import gc
+
+    from ckptkit.index import bulk
+    assert gc.isenabled()
+    with bulk():
+        assert not gc.isenabled()
+        with bulk():
+            assert not gc.isenabled()
+        assert not gc.isenabled()      # the inner block leaves the outer one's pause alone
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with bulk():
+            pass
+        assert not gc.isenabled()      # a collector that was off stays off
+    finally:
+        gc.enable()
+    # a hostile header fails inside the paused block: the collector comes back all the same
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((20).to_bytes(8, "little") + b'{"a": {"dtype": 1}} ')
+    with pytest.raises(FormatError):
+        api.inspect(str(bad))
+    assert gc.isenabled()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..catalogue import FamilyMatch
-from ..index import TensorIndex
+from ..index import TensorIndex, bulk
 from .attention import infer_attention
 from .embeddings import ignored_head, infer_embeddings
 from .fact import Fact, Hints
@@ -55,7 +55,8 @@ class Inference:
 def infer(index: TensorIndex, match: bool = True) -> Inference:
     """All facts of issue 3 for ``index``; ``match`` also names the catalogue family/model."""
     h = Hints(index.config, index.metadata, index.format)
-    s = scan(index)
+    with bulk():
+        s = scan(index)
     facts: dict[str, Fact] = {}
     facts.update(infer_embeddings(s, h))
     facts.update(infer_attention(s, h))
