@@ -282,3 +282,17 @@ def test_expr_parses_once_and_refuses_what_it_cannot_run():
     for bad in ("a.b", "__import__('os')", "x[", "lambda: 1", "[x for x in y for z in w]", "x @ y", "f(*a)"):
         with pytest.raises(ExprError, match="bad expression"):
             compile_expr(bad)
+
+
+def test_checking_the_mapping_data_needs_no_numerical_code():
+    """Every mapping file is checked (op and generator names included) without importing numpy:
+    `inspect` and `validate` load the conversion tables and must not pay for numpy."""
+    import subprocess
+    import sys
+    code = ("import sys; from ckptkit import mapdata; mapdata.load_all(); "
+            "assert 'numpy' not in sys.modules, 'numpy imported'; "
+            "from ckptkit.conversion import transforms; "
+            "assert set(transforms.OPS) == mapdata.convert.OP_NAMES; "
+            "assert set(transforms.GENERATORS) == mapdata.convert.GENERATOR_NAMES")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

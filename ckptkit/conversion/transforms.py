@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import FormatError
+from ..mapdata.convert import GENERATOR_NAMES, OP_NAMES
 
 
 def permute_rope(x: np.ndarray, n_head: int, head_rows: int) -> np.ndarray:
@@ -209,3 +210,8 @@ def llama3_rope_factors(dim: int, theta: float, factor: float, low_freq_factor: 
 GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "llama3_rope_factors": llama3_rope_factors,
 }
+
+# the mapping data is checked against these names without importing this module
+if set(OPS) != OP_NAMES or set(GENERATORS) != GENERATOR_NAMES:
+    raise ImportError("internal: the ops of conversion/transforms.py and mapdata.convert.OP_NAMES / "
+                      "GENERATOR_NAMES disagree")

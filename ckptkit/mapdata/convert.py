@@ -13,6 +13,11 @@ from .roles import RoleTable, check_role
 from .schema import Table, frozen
 
 GGUF_TYPES = ("u32", "i32", "f32", "bool", "str", "u64")
+#: the ops a [transforms] or [[split]] entry may name, and the generators a [[generate]] entry may:
+#: exactly those conversion/transforms.py implements (it checks so when imported), listed here so
+#: that checking the mapping data does not import the numerical code
+OP_NAMES = frozenset({"permute_rope", "add", "neg_exp", "transpose", "take_cols", "take_rows", "col_range"})
+GENERATOR_NAMES = frozenset({"llama3_rope_factors"})
 _FAMILY_KEYS = ("arch", "architectures", "model_types", "options", "metadata", "required",
                 "checks", "transforms", "renames", "dtypes", "split", "tensor_parallel")
 
@@ -218,14 +223,13 @@ def _f32(top: Table, roles: RoleTable) -> frozenset[str]:
 
 
 def _ops(t: Table, key: str, ops: Any, transform: bool) -> tuple[Op, ...]:
-    from ..conversion.transforms import OPS
     shown = repr(key) if transform else key
     if not isinstance(ops, list) or not all(isinstance(o, list) and o and isinstance(o[0], str) for o in ops):
         t.fail('must be a list of ops: [["op", arg, ...], ...]', shown)
     out = []
     for name, *args in ops:
-        if name not in OPS:
-            t.fail(f"unknown op {name!r} (known: {', '.join(sorted(OPS))})", shown)
+        if name not in OP_NAMES:
+            t.fail(f"unknown op {name!r} (known: {', '.join(sorted(OP_NAMES))})", shown)
         out.append(Op(name, tuple(_arg(t, shown, a) for a in args)))
     return tuple(out)
 
@@ -256,11 +260,10 @@ def _split(s: Table, roles: RoleTable) -> Split:
 
 
 def _generate(g: Table, roles: RoleTable) -> Generate:
-    from ..conversion.transforms import GENERATORS
     to = check_role(g, g.text("to"), "to", roles)
     raw = g.get("op", (list,))
-    if not raw or not isinstance(raw[0], str) or raw[0] not in GENERATORS:
-        g.fail(f"must start with a generator name (known: {', '.join(sorted(GENERATORS))})", "op")
+    if not raw or not isinstance(raw[0], str) or raw[0] not in GENERATOR_NAMES:
+        g.fail(f"must start with a generator name (known: {', '.join(sorted(GENERATOR_NAMES))})", "op")
     op = Op(raw[0], tuple(_arg(g, "op", a) for a in raw[1:]))
     gen = Generate(to, g.expr("when", None) or g.compile("True", "when"), op, g.expr("shape"))
     g.done()
