@@ -11,7 +11,7 @@ import pytest
 
 from ckptkit import api, mapdata
 from ckptkit.index import TensorIndex, TensorInfo
-from ckptkit.infer.names import group_by_pattern, number_text, parse_name, resolve_contextual, split_numbers
+from ckptkit.infer.names import group_by_pattern, number_text, parse_name, resolve_contextual, split_at_numbers
 from ckptkit.infer.scan import SCALE_PARTS, Layer, Scan, Seen, logical_shape, scan
 
 
@@ -135,7 +135,7 @@ def test_patterns_group_names_by_their_text_between_numbers(names):
     for pattern, positions in groups.items():
         assert positions == sorted(positions)
         for i in positions:
-            parts = split_numbers(names[i])
+            parts = split_at_numbers(names[i])
             assert tuple(parts[0::2]) == pattern
             assert [number_text(names[i], pattern, k) for k in range(len(pattern) - 1)] == parts[1::2]
-    assert list(groups) == list(dict.fromkeys(tuple(split_numbers(n)[0::2]) for n in names))
+    assert list(groups) == list(dict.fromkeys(tuple(split_at_numbers(n)[0::2]) for n in names))

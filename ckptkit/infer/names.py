@@ -103,16 +103,16 @@ def _parse_suffix(rest: str, is_layer: bool, is_mtp: bool) -> tuple[str | None, 
 _NUMBER = re.compile(r"(?<=\.)([0-9]+)(?![^.])")
 _NUMBER_KEY = re.compile(r"\.([0-9]+)(?![^.])")  # the same numbers, found faster (no look-behind)
 _PROBE = 1_000_000_007  # numbers no real name uses, to see which slot is the layer, which the expert
-split_numbers = _NUMBER.split   # name -> [text, number, text, ...]
+split_at_numbers = _NUMBER.split   # name -> [text, number, text, ...] (index.split_numbers, for display, differs)
 
 
 def group_by_pattern(names: list[str]) -> dict[tuple[str, ...], list[int]]:
-    """Positions of ``names`` by pattern (``split_numbers(name)[0::2]``), patterns in order of
+    """Positions of ``names`` by pattern (``split_at_numbers(name)[0::2]``), patterns in order of
     first appearance and positions ascending."""
     if "\0" in "".join(names):  # NUL marks the numbers below: names holding one are split
         slow: dict[tuple[str, ...], list[int]] = {}
         for i, name in enumerate(names):
-            slow.setdefault(tuple(split_numbers(name)[0::2]), []).append(i)
+            slow.setdefault(tuple(split_at_numbers(name)[0::2]), []).append(i)
         return slow
     by_key: dict[str, list[int]] = {}
     sub = _NUMBER_KEY.sub
@@ -138,7 +138,7 @@ def number_text(name: str, pattern: tuple[str, ...], slot: int) -> str:
 @lru_cache(maxsize=8192)
 def pattern_info(pattern: tuple[str, ...]) -> tuple[NameInfo, int | None, int | None]:
     """What every name of ``pattern`` says, and which number slot is its layer and which its
-    expert. A pattern is a name's text around its numbers: ``split_numbers(name)[0::2]``."""
+    expert. A pattern is a name's text around its numbers: ``split_at_numbers(name)[0::2]``."""
     probe = pattern[0] + "".join(f"{_PROBE + i}{p}" for i, p in enumerate(pattern[1:]))
     info = _parse_name(probe)
     layer = info.layer - _PROBE if info.layer is not None and info.layer >= _PROBE else None
@@ -152,7 +152,7 @@ def parse_name(name: str) -> NameInfo:
 
     Names that differ only in layer and expert numbers say the same thing, so each pattern is
     parsed once: a 92k-tensor checkpoint has about a hundred."""
-    parts = split_numbers(name)
+    parts = split_at_numbers(name)
     nums = parts[1::2]
     info, ls, es = pattern_info(tuple(parts[0::2]))
     if not nums:
