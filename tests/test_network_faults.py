@@ -14,6 +14,14 @@ FILE = "model.safetensors"
 REPO = "faults/blob"
 
 
+@pytest.fixture(autouse=True, params=["stdlib", "library"])
+def transport(request, monkeypatch):
+    """Every fault against both ways of reading bodies (ckptkit/sources/transport.py, and
+    huggingface_hub's client, used behind proxies)."""
+    monkeypatch.setenv("CKPTKIT_HTTP", "" if request.param == "stdlib" else "library")
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def repo(hub_server):
     hub_server.add_repo(REPO, {FILE: DATA, "config.json": b'{"ok": true}'})

@@ -1,7 +1,8 @@
 """The one retry core behind every Hub request, and ranged GETs that resume where they broke.
 
-All HTTP goes through huggingface_hub's shared client, headers and error types; retries and
-resumption are ckptkit's own because huggingface_hub's helpers neither resume ranged reads nor
+Requests use huggingface_hub's headers and error types, and its shared client except for the
+bodies of ranged reads, which transport.py reads with the standard library when it can; retries
+and resumption are ckptkit's own because huggingface_hub's helpers neither resume ranged reads nor
 bound their total wait.
 """
 from __future__ import annotations
@@ -10,11 +11,12 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import NetworkError, SourceError
+from . import transport
 
 ENV_TIMEOUT = "CKPTKIT_HUB_TIMEOUT"  # seconds without progress before a request is abandoned
 ENV_HF_TIMEOUT = "HF_HUB_DOWNLOAD_TIMEOUT"  # huggingface_hub's own, honoured when ours is not set
@@ -65,8 +67,9 @@ class Retry(Exception):
         self.wait = wait
 
 
-def retry_after(response: Any) -> float | None:
-    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
+def retry_after(header: Callable[[str], str | None] | None) -> float | None:
+    """Seconds from a Retry-After header (``header``: a response's header lookup)."""
+    value = (header("Retry-After") or "").strip() if header is not None else ""
     return float(value) if value.isdigit() else None
 
 
@@ -104,7 +107,7 @@ def _transient(e: Exception, what: str, where: str, http_error: Callable[[Any], 
         status = e.response.status_code if e.response is not None else 0
         if status not in RETRY_STATUS:
             raise http_error(e) from None
-        return f"HTTP {status}", retry_after(e.response)
+        return f"HTTP {status}", retry_after(e.response.headers.get if e.response is not None else None)
     if isinstance(e, httpx2.TransportError):  # connect, timeout, reset, truncated body
         return f"{type(e).__name__}: {e}".rstrip(": "), None
     if isinstance(e, httpx2.HTTPError):  # redirect loops, undecodable bodies: not transient
@@ -141,71 +144,122 @@ def get_range(url: str, headers: dict[str, str], start: int, end: int | None,
               write: Callable[[bytes], object], policy: RetryPolicy, where: str,
               http_error: Callable[[Any], Exception]) -> int | None:
     """Bytes ``[start, end)`` of ``url`` (``end`` None = to EOF) passed to ``write`` in order,
-    each byte once, resuming after a broken body. Returns the file size from Content-Range."""
-    import httpx2
-    from huggingface_hub import get_session
-    from huggingface_hub.utils import hf_raise_for_status
-
+    each byte once, resuming after a broken body. Returns the file size from Content-Range.
+    Made with the standard library when transport.py can (far less CPU per byte), else, and for
+    every HTTP error status, through huggingface_hub's client."""
     headers = dict(headers)
     headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets into the file
-    timeout = httpx2.Timeout(policy.timeout)
     got = 0
     total: int | None = None
 
-    def attempt() -> int | None:
-        """One GET, from where the last one stopped; the file size when known."""
+    def body(status: int, header: Callable[[str], str | None], chunks: Iterable[bytes]) -> int | None:
+        """Check one answer of status < 400 (or retryable) and pass its bytes on."""
         nonlocal got, total
         pos = start + got
+        if status in RETRY_STATUS:
+            raise Retry(f"HTTP {status}", retry_after(header))
+        if status == 416:
+            m = re.search(r"/(\d+)", header("Content-Range") or "")
+            total = int(m.group(1)) if m else total
+            return total  # nothing at or after pos: the file ended
+        skip = 0
+        expect: int | None
+        if status == 206:
+            m = _CONTENT_RANGE.fullmatch((header("Content-Range") or "").strip())
+            if m is None or int(m.group(1)) != pos:
+                raise NetworkError(f"server answered range {header('Content-Range')!r} to {headers['Range']!r}", where)
+            if m.group(3) != "*":
+                total = int(m.group(3))
+            expect = int(m.group(2)) + 1 - pos
+        elif status == 200:  # range ignored: the whole file follows
+            skip = pos
+            cl = header("Content-Length")
+            total = int(cl) if cl and cl.isdigit() else total
+            expect = (total - pos) if total is not None else None
+        else:
+            raise NetworkError(f"unexpected HTTP {status}", where)
+        if end is not None and expect is not None:
+            expect = min(expect, end - pos)
+        received = 0
+        for chunk in chunks:
+            if skip:
+                cut = min(skip, len(chunk))
+                chunk, skip = chunk[cut:], skip - cut
+            if end is not None and start + got + len(chunk) > end:
+                chunk = chunk[: end - start - got]
+            if chunk:
+                write(chunk)
+                got += len(chunk)
+                received += len(chunk)
+            if end is not None and start + got >= end:
+                return total
+        if expect is not None and received < expect:
+            raise Retry(f"body ended after {received} of {expect} bytes")
+        return total
+
+    def set_range() -> None:
+        pos = start + got
         headers["Range"] = f"bytes={pos}-{end - 1}" if end is not None else f"bytes={pos}-"
-        with get_session().stream("GET", url, headers=headers, timeout=timeout) as r:
-            if r.status_code in RETRY_STATUS:
-                raise Retry(f"HTTP {r.status_code}", retry_after(r))
-            if r.status_code == 416:
-                m = re.search(r"/(\d+)", r.headers.get("Content-Range", ""))
-                total = int(m.group(1)) if m else total
-                return total  # nothing at or after pos: the file ended
-            if r.status_code >= 400:
+
+    def via_library() -> int | None:
+        """One GET through huggingface_hub's client, from where the last one stopped."""
+        import httpx2
+        from huggingface_hub import get_session
+        from huggingface_hub.utils import hf_raise_for_status
+
+        set_range()
+        with get_session().stream("GET", url, headers=headers, timeout=httpx2.Timeout(policy.timeout)) as r:
+            if r.status_code >= 400 and r.status_code not in RETRY_STATUS and r.status_code != 416:
                 r.read()
                 hf_raise_for_status(r)
-            skip = 0
-            expect: int | None
-            if r.status_code == 206:
-                m = _CONTENT_RANGE.fullmatch(r.headers.get("Content-Range", "").strip())
-                if m is None or int(m.group(1)) != pos:
-                    raise NetworkError(
-                        f"server answered range {r.headers.get('Content-Range')!r} to {headers['Range']!r}", where,
-                    )
-                if m.group(3) != "*":
-                    total = int(m.group(3))
-                expect = int(m.group(2)) + 1 - pos
-            elif r.status_code == 200:  # range ignored: the whole file follows
-                skip = pos
-                cl = r.headers.get("Content-Length")
-                total = int(cl) if cl and cl.isdigit() else total
-                expect = (total - pos) if total is not None else None
-            else:
-                raise NetworkError(f"unexpected HTTP {r.status_code}", where)
-            if end is not None and expect is not None:
-                expect = min(expect, end - pos)
-            received = 0
-            for chunk in r.iter_bytes():
-                if skip:
-                    cut = min(skip, len(chunk))
-                    chunk, skip = chunk[cut:], skip - cut
-                if end is not None and start + got + len(chunk) > end:
-                    chunk = chunk[: end - start - got]
-                if chunk:
-                    write(chunk)
-                    got += len(chunk)
-                    received += len(chunk)
-                if end is not None and start + got >= end:
-                    return total
-            if expect is not None and received < expect:
-                raise Retry(f"body ended after {received} of {expect} bytes")
-            return total
+            return body(r.status_code, r.headers.get, r.iter_bytes())
 
+    def via_stdlib() -> int | None:
+        """The same GET made by transport.py."""
+        set_range()
+        try:
+            reply = transport.get(url, headers, policy.timeout)
+        except transport.UseLibrary:
+            return via_library()
+        except transport.ConnectTimeout as e:
+            raise Retry(f"ConnectTimeout: {e}") from None
+        except TimeoutError:
+            raise Retry("ReadTimeout: no answer within the timeout") from None
+        except transport.TRANSPORT_ERRORS as e:
+            raise Retry(_reason(e)) from None
+        except transport.RedirectLoop as e:
+            raise NetworkError(f"reading: {e}", where) from None
+        try:
+            status = reply.status
+            encoded = (reply.header("Content-Encoding") or "identity").strip().lower() != "identity"
+            if (status >= 400 and status not in RETRY_STATUS and status != 416) or encoded:
+                return via_library()  # its error, in its words (or its decoding)
+            return body(status, reply.header, _chunks(reply))
+        finally:
+            reply.release()
+
+    attempt = via_stdlib if transport.usable(url) else via_library
     return retrying(attempt, policy, "reading", where, http_error, progress=lambda: got)
 
+
+_READ = 1 << 20
+
+
+def _chunks(reply: transport.Reply) -> Iterator[bytes]:
+    while True:
+        try:
+            chunk = reply.read(_READ)
+        except TimeoutError:
+            raise Retry("ReadTimeout: no bytes within the timeout") from None
+        except transport.TRANSPORT_ERRORS as e:
+            raise Retry(_reason(e)) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".rstrip(": ")
 
 
 def get_with_commit(url: str, headers: dict[str, str], timeout: float,
