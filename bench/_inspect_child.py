@@ -1,15 +1,17 @@
 """One measured inspect, run in its own process so imports, memory and the Hub client are its own.
 
-    python bench/_inspect_child.py ckptkit|hf REPO_ID
+    python bench/_inspect_child.py ckptkit REPO_ID REPORT_FILE
+    python bench/_inspect_child.py hf REPO_ID
 
 HF_ENDPOINT must already point at the server. Prints one JSON line: seconds spent importing,
-seconds in the call, the number of tensors found (checked by the parent), and the seconds this
-script spent counting them (parsing ckptkit's 17 MB report), which are not the tool's.
+seconds in the call, and for hf the number of tensors found and the seconds spent counting them
+(not the tool's). ckptkit runs as `ckptkit inspect REPO --json --no-progress > REPORT_FILE`
+does, ending as the console script does (ckptkit.__main__.exit_now); the parent counts the
+report's tensors.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import sys
 import time
@@ -21,17 +23,17 @@ def main() -> None:
     if tool == "ckptkit":
         from ckptkit.cli import main as cli
         t1 = time.perf_counter()
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            try:  # exactly `ckptkit inspect REPO --json --no-progress`
+        from ckptkit.__main__ import exit_now
+
+        with open(sys.argv[3], "w") as f, contextlib.redirect_stdout(f):
+            try:  # exactly `ckptkit inspect REPO --json --no-progress > REPORT_FILE`
                 cli(["inspect", repo, "--json", "--no-progress"], standalone_mode=False)
             except SystemExit as e:
                 if e.code:
                     raise
         t2 = time.perf_counter()
-        report = json.loads(buf.getvalue())
-        tensors = len(report["tensors"])
-        extra = {"family": (report.get("family") or {}).get("family")}
+        print(json.dumps({"import_s": t1 - t0, "call_s": t2 - t1}))
+        exit_now(0)
     elif tool == "hf":
         from huggingface_hub import get_safetensors_metadata
         t1 = time.perf_counter()

@@ -10,7 +10,9 @@ infers, fills the index cache); ckptkit again with that home (warm: the listing 
 names the commit, then the cache); ckptkit with the commit's full sha, twice: the first finds
 the index cached but makes the report (it names its source, so it is cached per label), the
 second finds both (warm, no request at all).
-Figures: process wall time (less the child's own counting of the tensors it got), best of the
+ckptkit writes its report to a file, as `ckptkit inspect REPO --json > FILE` does, and ends as
+the console script does; the tensors are counted afterwards.
+Figures: process wall time (less the hf child's own counting of the tensors it got), best of the
 rounds and the spread (min..max); ratios are of the best runs, and of the medians in parentheses.
 """
 from __future__ import annotations
@@ -49,13 +51,16 @@ def bench_repo(spec: str, latency: float, rounds: int, tmp: Path) -> dict:
             tool = "hf" if kind == "hf" else "ckptkit"
             pinned = kind.startswith("pinned")
             server.reset_stats()
-            r = check(run_measured([sys.executable, CHILD, tool, repo + (f"@{sha}" if pinned else "")],
+            report = tmp / "report.json"
+            r = check(run_measured([sys.executable, CHILD, tool, repo + (f"@{sha}" if pinned else ""), str(report)],
                                    env=env, cwd=ROOT), f"{kind} on {spec}")
             out = last_json(r.stdout)
+            if tool == "ckptkit":  # counted here, after the measured process
+                out["tensors"] = len(json.loads(report.read_text())["tensors"])
             if out["tensors"] != n_tensors:
                 raise SystemExit(f"{kind} found {out['tensors']} tensors in {spec}, expected {n_tensors}")
-            # the child's own check (parsing the report to count tensors) is not the tool's time
-            got[kind].append({"wall": r.wall - out["check_s"], "call": out["call_s"],
+            # the hf child's own count of the tensors is not the tool's time
+            got[kind].append({"wall": r.wall - out.get("check_s", 0.0), "call": out["call_s"],
                               "requests": len(server.requests)})
 
         for i in range(rounds):
