@@ -54,23 +54,36 @@ def decode(raw: bytes | bytearray | memoryview, dtype: str, shape: tuple[int, ..
     raise UnsupportedError(f"cannot decode {dtype} tensors")
 
 
+_BLOCK = 1 << 18  # elements per step of bf16_to_f16: its scratch arrays stay small and are reused
+
+
 def bf16_to_f16(raw: bytes | bytearray | memoryview) -> np.ndarray:
     """BF16 bytes as float16, identical to widening to float32 and casting (numpy's float16 cast
     is the slowest step of a bf16 -> f16 conversion). In float16's normal range the conversion
     is exact and is only bit arithmetic (bf16 has 7 mantissa bits, f16 10, exponent bias 127 vs
-    15); the rest (tiny, huge, inf, nan: rare in weights) goes through float32."""
+    15); the rest (tiny, huge, inf, nan: rare in weights) goes through float32. Worked in blocks
+    into the result with two small scratch arrays: temporaries the size of the tensor cost more
+    (fresh pages) than the arithmetic (2 x faster on 100 MB here)."""
     u = np.frombuffer(raw, dtype="<u2")
-    v = u & 0x7FFF
-    odd = (v - 0x3880) > 0x477F - 0x3880  # exponent outside 113..142 (uint16 wrap-around)
-    # ((e - 112) << 10) | (m << 3) == (v << 3) - (112 << 10), exact modulo 2**16 in this range
-    v <<= 3
-    v -= 0xC000
-    v |= u & 0x8000
-    idx = np.flatnonzero(odd)
-    if idx.size:
-        with np.errstate(over="ignore"):  # out of range becomes inf, as in the plain cast
-            v[idx] = decode(u[idx].tobytes(), "BF16", (idx.size,)).astype(np.float16).view(np.uint16)
-    return v.view(np.float16)
+    out = np.empty(u.size, dtype=np.uint16)
+    scratch = np.empty(min(_BLOCK, u.size), dtype=np.uint16)
+    flags = np.empty(scratch.size, dtype=np.bool_)
+    for i in range(0, u.size, _BLOCK):
+        src, v = u[i : i + _BLOCK], out[i : i + _BLOCK]
+        t, odd = scratch[: src.size], flags[: src.size]
+        np.bitwise_and(src, 0x7FFF, out=v)
+        np.subtract(v, 0x3880, out=t)
+        np.greater(t, 0x477F - 0x3880, out=odd)  # exponent outside 113..142 (uint16 wrap-around)
+        # ((e - 112) << 10) | (m << 3) == (v << 3) - (112 << 10), exact modulo 2**16 in this range
+        np.left_shift(v, 3, out=v)
+        np.subtract(v, 0xC000, out=v)
+        np.bitwise_and(src, 0x8000, out=t)
+        np.bitwise_or(v, t, out=v)
+        if odd.any():
+            idx = np.flatnonzero(odd)
+            with np.errstate(over="ignore"):  # out of range becomes inf, as in the plain cast
+                v[idx] = decode(src[idx].tobytes(), "BF16", (idx.size,)).astype(np.float16).view(np.uint16)
+    return out.view(np.float16)
 
 
 def row_nbytes(t: TensorInfo) -> int:
