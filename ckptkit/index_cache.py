@@ -223,9 +223,9 @@ def _hub_sha(src: HubSource, light: bool = False) -> str | None:
         return rev
     refs = cache_root() / "refs" / f"{_digest(src.endpoint, src.repo_id, rev)}.json"
     if hub_offline():
-        from huggingface_hub.file_download import repo_folder_name
+        from .sources.hubspec import repo_cache_folder
 
-        hf_ref = Path(src.cache_dir) / repo_folder_name(repo_id=src.repo_id, repo_type="model") / "refs" / rev
+        hf_ref = Path(repo_cache_folder(src.cache_dir, src.repo_id)) / "refs" / rev
         for p in (hf_ref, refs):
             try:
                 sha = p.read_text().strip()

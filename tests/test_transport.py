@@ -145,3 +145,54 @@ def test_unverifiable_certificate_hands_over_to_the_library(tmp_path, monkeypatc
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.mark.parametrize("way", ["stdlib", "library"])
+def test_listing_is_the_same_both_ways(hub, repos, hf_cache, monkeypatch, way):
+    monkeypatch.setenv("CKPTKIT_HTTP", "" if way == "stdlib" else "library")
+    s = HubSource("transport/private", token=TOKEN)
+    assert s.files() == {"model.safetensors": len(DATA), "config.json": 2}
+    assert s.commit_sha == hub.head_sha("transport/private")
+    size, sha256, blob_id = s._entries["model.safetensors"]
+    import hashlib
+
+    assert (size, sha256) == (len(DATA), hashlib.sha256(DATA).hexdigest()) and blob_id
+    assert [(r.method, r.path) for r in hub.requests] == [("GET", "/api/models/transport/private")]
+
+
+class _Listing(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "malformed JSON"),
+    (b"[]", "malformed JSON"),
+    (b'{"sha": "abc", "siblings": []}', "did not return a commit sha"),
+    (b'{"sha": "' + b"a" * 40 + b'"}', "did not return a commit sha"),
+    (b'{"sha": "' + b"a" * 40 + b'", "siblings": [{"rfilename": "x", "size": -1}]}', "malformed JSON"),
+    (b'{"sha": "' + b"a" * 40 + b'", "siblings": [{"rfilename": "x", "size": 3, "lfs": 7}]}', "malformed JSON"),
+    (b'{"sha": "' + b"a" * 40 + b'", "siblings": [{"rfilename": 5}]}', "malformed JSON"),
+])
+def test_listing_that_is_not_the_hubs_is_one_line_error(monkeypatch, body, message):
+    for var in transport.PROXY_VARS + (transport.ENV_TRANSPORT,):
+        monkeypatch.delenv(var, raising=False)
+    handler = type("H", (_Listing,), {"body": body})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        s = HubSource("some/repo", endpoint=f"http://127.0.0.1:{srv.server_address[1]}", retries=0)
+        with pytest.raises(SourceError, match=message):
+            s.files()
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -142,11 +142,13 @@ def http_error(e: Any, *, endpoint: str, revision: str | None, label: str, where
 
 def get_range(url: str, headers: dict[str, str], start: int, end: int | None,
               write: Callable[[bytes], object], policy: RetryPolicy, where: str,
-              http_error: Callable[[Any], Exception]) -> int | None:
+              http_error: Callable[[Any], Exception],
+              library_headers: Callable[[], dict[str, str]] | None = None) -> int | None:
     """Bytes ``[start, end)`` of ``url`` (``end`` None = to EOF) passed to ``write`` in order,
     each byte once, resuming after a broken body. Returns the file size from Content-Range.
     Made with the standard library when transport.py can (far less CPU per byte), else, and for
-    every HTTP error status, through huggingface_hub's client."""
+    every HTTP error status, through huggingface_hub's client (with ``library_headers()`` when
+    given: headers made by huggingface_hub, where ``headers`` may be a guess made without it)."""
     headers = dict(headers)
     headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets into the file
     got = 0
@@ -208,7 +210,9 @@ def get_range(url: str, headers: dict[str, str], start: int, end: int | None,
         from huggingface_hub.utils import hf_raise_for_status
 
         set_range()
-        with get_session().stream("GET", url, headers=headers, timeout=httpx2.Timeout(policy.timeout)) as r:
+        h = headers if library_headers is None else {**library_headers(), "Accept-Encoding": "identity",
+                                                    "Range": headers["Range"]}
+        with get_session().stream("GET", url, headers=h, timeout=httpx2.Timeout(policy.timeout)) as r:
             if r.status_code >= 400 and r.status_code not in RETRY_STATUS and r.status_code != 416:
                 r.read()
                 hf_raise_for_status(r)

@@ -16,9 +16,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import FormatError, NetworkError, SourceError, UnsafeInputError
 from ..tp_slices import read_joined
+from . import listing, transport
 from .base import Source
 from .digest import Digests
 from .http import (
@@ -31,15 +33,16 @@ from .http import (
     get_range,
     get_with_commit,
     http_error,
-    retrying,
 )
 from .hubspec import (
+    cached_file,
     hub_cache_dir,
     hub_endpoint,
     hub_offline,
     implicit_token,
     looks_like_repo_id,
     parse_hub_spec,
+    repo_cache_folder,
     valid_repo_id,
 )
 
@@ -135,18 +138,10 @@ class HubSource(Source):
         are kept for them. None when the answer names no commit (the listing will say why)."""
         if self._sha is not None or self._pin is not None:
             return self._sha or self._pin
-        from urllib.parse import quote
-
-        from .. import __version__
-
         full = self._full("config.json")
         url = (f"{self.endpoint}/{self.repo_id}/resolve/{quote(self.revision or 'main', safe='')}/"
                f"{quote(full)}")
-        headers = {"user-agent": f"ckptkit/{__version__}"}
-        token = implicit_token(self.token)
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        self._pin, body = get_with_commit(url, headers, self.timeout)
+        self._pin, body = get_with_commit(url, self._light_headers(), self.timeout)
         if self._pin and body is not None:
             self._early[full] = body
         return self._pin
@@ -169,67 +164,29 @@ class HubSource(Source):
             self._entries = entries
 
     def _resolve_online(self):
-        from huggingface_hub import HfApi
-
-        api = HfApi(endpoint=self.endpoint, token=self.token)
-        bad = SourceError(f"{self.endpoint} answered the model info request with malformed JSON", self.label)
-
-        def model_info():
-            try:
-                return api.model_info(self.repo_id, revision=self._pin or self.revision, files_metadata=True,
-                                      timeout=self.timeout)
-            except (ValueError, KeyError, TypeError, AttributeError):  # JSON or fields not as the Hub sends
-                raise bad from None
-
-        info = retrying(model_info, self.policy, "listing the repo", self.label, self._http_error)
-        if not isinstance(info.sha, str) or not _HEX40.fullmatch(info.sha) or not isinstance(info.siblings, list):
-            raise SourceError(f"{self.endpoint} did not return a commit sha and a file list", self.label)
-        if isinstance(info.id, str) and info.id != self.repo_id and "/" in info.id and valid_repo_id(info.id):
-            self._remote_id = info.id
-        entries = {}
-        for s in info.siblings:
-            size = s.size
-            if not isinstance(s.rfilename, str) or not (size is None or (isinstance(size, int) and size >= 0)):
-                raise bad
-            entries[s.rfilename] = (size, s.lfs.sha256 if s.lfs else None, s.blob_id)
-        return info.sha, entries
+        sha, remote_id, entries = listing.online(
+            self.endpoint, self.repo_id, self._pin or self.revision, self.token, self._light_headers(),
+            self.policy, self.label, self._http_error)
+        if remote_id and remote_id != self.repo_id and "/" in remote_id and valid_repo_id(remote_id):
+            self._remote_id = remote_id
+        return sha, entries
 
     def _resolve_offline(self):
-        from huggingface_hub.file_download import repo_folder_name
-
-        storage = Path(self.cache_dir) / repo_folder_name(repo_id=self.repo_id, repo_type="model")
-        rev = self.revision or "main"
-        if _HEX40.fullmatch(rev):
-            sha = rev
-        else:
-            ref = storage / "refs" / rev
-            if not ref.is_file():
-                raise SourceError(
-                    f"HF_HUB_OFFLINE is set and revision {rev!r} is not in the local HF cache ({self.cache_dir})",
-                    self.label,
-                )
-            sha = ref.read_text().strip()
-        entries: dict[str, tuple[int | None, str | None, str | None]] = {}
-        try:  # the full listing, when snapshot_download left one
-            from huggingface_hub._tree_cache import read_tree_cache
-
-            tree = read_tree_cache(str(storage), sha)
-        except Exception:  # noqa: BLE001 - private helper: absent or changed means "no listing"
-            tree = None
-        if tree:
-            entries = {k: (v.size, v.lfs_sha256, v.blob_id) for k, v in tree.items()}
-        snap = storage / "snapshots" / sha
-        if snap.is_dir():
-            for p in snap.rglob("*"):
-                if p.is_file():
-                    entries.setdefault(p.relative_to(snap).as_posix(), (p.stat().st_size, None, None))
-        if not entries:
-            raise SourceError(
-                f"HF_HUB_OFFLINE is set and commit {sha[:12]} is not in the local HF cache ({self.cache_dir})",
-                self.label,
-            )
-        self._offline_listing = not tree
+        storage = Path(repo_cache_folder(self.cache_dir, self.repo_id))
+        sha, entries, self._offline_listing = listing.offline(storage, self.revision, self.cache_dir, self.label)
         return sha, entries
+
+    def _light_headers(self) -> dict[str, str]:
+        """Headers of requests made without huggingface_hub (transport.py): its user agent's
+        library part and the token it would send, found without importing it. A wrong guess
+        gets an error status, and a request with one is asked again through huggingface_hub."""
+        from .. import __version__
+
+        headers = {"user-agent": f"ckptkit/{__version__}"}
+        token = implicit_token(self.token)
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        return headers
 
     # ---- paths -----------------------------------------------------------------------------------
     def _full(self, path: str) -> str:
@@ -256,13 +213,7 @@ class HubSource(Source):
         return {k[len(prefix) :]: v[0] for k, v in self._entries.items() if k.startswith(prefix)}
 
     def _cached(self, full: str) -> str | None:
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            hit = try_to_load_from_cache(self.repo_id, full, cache_dir=self.cache_dir, revision=self._sha)
-        except ValueError:
-            return None
-        return hit if isinstance(hit, str) and os.path.isfile(hit) else None
+        return cached_file(self.cache_dir, self.repo_id, self._sha, full) if self._sha else None
 
     def local_path(self, path: str) -> Path | None:
         if path in self.tp_joins:      # joined tensor-parallel slices: read from the repo's files
@@ -398,11 +349,9 @@ class HubSource(Source):
         """Bytes ``[start, end)`` of ``full`` (``end`` None = to EOF) passed to ``write`` in order,
         each byte once. Returns the file size from Content-Range. With ``check`` the bytes also go
         to the file's checksum (ChecksumError on a mismatch)."""
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers
-
-        url = hf_hub_url(self._remote_id, full, revision=self._sha, endpoint=self.endpoint)
-        headers = build_hf_headers(token=self.token, library_name="ckptkit")
+        # the URL hf_hub_url makes for a model repo
+        url = f"{self.endpoint}/{self._remote_id}/resolve/{quote(self._sha or 'main', safe='')}/{quote(full)}"
+        headers = self._light_headers() if transport.usable(url) else self._library_headers()
         where = self._where(path)
         sink = write
         early = self._early.get(full)
@@ -426,7 +375,12 @@ class HubSource(Source):
                 return write(chunk)
 
         return get_range(url, headers, start, end, sink, self.policy, where,
-                         lambda e: self._http_error(e, path))
+                         lambda e: self._http_error(e, path), library_headers=self._library_headers)
+
+    def _library_headers(self) -> dict[str, str]:
+        from huggingface_hub.utils import build_hf_headers
+
+        return build_hf_headers(token=self.token, library_name="ckptkit")
 
 
 def _matches(path: Path, sha256: str | None, blob_id: str | None) -> bool:

@@ -47,6 +47,18 @@ def hub_cache_dir() -> str:
     return constants.HF_HUB_CACHE
 
 
+def repo_cache_folder(cache_dir: str | os.PathLike, repo_id: str) -> str:
+    """A model repo's folder in the HF cache (``models--org--name``, the cache's documented layout)."""
+    return os.path.join(cache_dir, "models--" + repo_id.replace("/", "--"))
+
+
+def cached_file(cache_dir: str | os.PathLike, repo_id: str, commit: str, path: str) -> str | None:
+    """The file ``path`` of ``repo_id`` at ``commit`` in the HF cache's snapshot, if it is there
+    (what huggingface_hub's try_to_load_from_cache finds for a commit, without importing it)."""
+    full = os.path.join(repo_cache_folder(cache_dir, repo_id), "snapshots", commit, *path.split("/"))
+    return full if os.path.isfile(full) else None
+
+
 def looks_like_repo_id(spec: str) -> bool:
     """True for ``hf://...``, ``org/name[@rev]`` and canonical single-name repos (``gpt2``,
     ``bert-base-uncased[@rev]``) that are not an existing local path nor a file name. The one
