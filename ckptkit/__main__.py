@@ -4,14 +4,23 @@ A command that has finished has nothing left for the interpreter's teardown to d
 memory and modules one by one, which costs 0.1-0.3 s after a conversion or a large inspect. So
 ``run`` flushes the output, runs the exit handlers (``atexit``: temporary folders of libraries
 and the like) and ends the process with ``os._exit``. Every file ckptkit writes is complete and
-renamed into place before its command returns, so nothing is cut short. Calling ``cli.main``
-from Python (tests, click's CliRunner) keeps the ordinary exit.
+renamed into place before its command returns, so nothing is cut short.
+
+The index cache (index_cache.py) is not part of a command's answer: its stores are held back
+until the output is out, then made by a child process that has let go of the terminal and the
+output pipes, so the command ends 0.2-0.3 s sooner after a cold inspect of a large repo; a
+store is atomic (temporary name, rename), so a command that starts meanwhile finds the old
+entry or none. Where fork is missing, or other threads still run, they are made before exiting.
+Calling ``cli.main`` from Python (tests, click's CliRunner) keeps the ordinary behaviour.
 """
 from __future__ import annotations
 
 import atexit
 import os
 import sys
+import threading
+import warnings
+from collections.abc import Callable
 
 
 def _status(code: object) -> int:
@@ -24,14 +33,60 @@ def _status(code: object) -> int:
 
 
 def run() -> None:
+    from . import index_cache
     from .cli import main
 
+    index_cache.hold_writes()
     try:
         main()
         code = 0
     except SystemExit as e:
         code = _status(e.code)
+    _flush()
+    _in_background(index_cache.held_writes())
     exit_now(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _in_background(tasks: list[Callable[[], None]]) -> None:
+    """Run ``tasks`` in a detached child when this process can fork safely, else here."""
+    if not tasks:
+        return
+    if not hasattr(os, "fork") or sys.platform == "darwin" or threading.active_count() > 1:
+        _run_quietly(tasks)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            pid = os.fork()
+        except OSError:
+            _run_quietly(tasks)
+            return
+    if pid:
+        return
+    try:  # the child: no terminal, no pipes kept open for whoever reads the output
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        _run_quietly(tasks)
+    finally:
+        os._exit(0)
+
+
+def _run_quietly(tasks: list[Callable[[], None]]) -> None:
+    for task in tasks:
+        try:
+            task()
+        except Exception:  # noqa: BLE001 - a cache that could not be stored is only a later miss
+            pass
 
 
 def exit_now(code: int) -> None:

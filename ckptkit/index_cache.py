@@ -27,7 +27,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +132,13 @@ class Entry:
     def save(self, index: TensorIndex, before: list[Stamp]) -> None:
         """Store ``index``, read while the files had the stamps ``before``, unless a file changed
         meanwhile or too recently to tell a later change apart, or the index does not survive
-        the codec exactly."""
+        the codec exactly. Held back while ``hold_writes`` is in force."""
+        if _held is not None:
+            _held.append(lambda: self._save(index, before))
+        else:
+            self._save(index, before)
+
+    def _save(self, index: TensorIndex, before: list[Stamp]) -> None:
         stamps = self.stamps()
         if stamps != before or _racy(stamps):
             return
@@ -173,6 +179,12 @@ class Entry:
         return text
 
     def save_report(self, text: str) -> None:
+        if _held is not None:
+            _held.append(lambda: self._save_report(text))
+        else:
+            self._save_report(text)
+
+    def _save_report(self, text: str) -> None:
         index_head = _read_head(self.path, _INDEX_KIND, self.key)
         if index_head is None:  # the index itself was not stored (racy, or not cacheable)
             return
@@ -180,6 +192,23 @@ class Entry:
                                     "label": self.label, "index": index_head.get("sha256"),
                                     "code": code_fingerprint()},
                text.encode("utf-8"))  # not compressed: inflating 17 MB would cost more than reading it
+
+
+# Stores held back until a command's output is out (ckptkit/__main__.py writes them after it, in
+# a detached child where it can); None: stored at once, as a library call does.
+_held: list[Callable[[], None]] | None = None
+
+
+def hold_writes() -> None:
+    global _held
+    _held = []
+
+
+def held_writes() -> list[Callable[[], None]]:
+    """The held-back stores, in order; later ones are made at once again."""
+    global _held
+    got, _held = _held or [], None
+    return got
 
 
 def entry_for(source: Source, tokenizer: bool) -> Entry | None:

@@ -479,3 +479,26 @@ def test_private_branch_commit_with_the_saved_token(tiny_model, hub, hf_cache, c
     monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
     r = CliRunner().invoke(main, ["inspect", "cache/private", "--json"])
     assert r.exit_code == 2 and "HF_TOKEN" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_console_script_stores_the_cache_after_its_output(tiny_model, hub, hf_cache, cache_dir, tmp_path):
+    """`python -m ckptkit` (as the console script) prints the report, exits, and a detached
+    child stores the index: the next run, a separate process, reads no header."""
+    import subprocess
+    import time
+
+    hub.add_repo_from_dir("cache/script", tiny_model("llama"))
+    env = {**os.environ, "HF_HUB_CACHE": str(hf_cache), "HF_ASSETS_CACHE": str(cache_dir.parent.parent)}
+    cmd = [sys.executable, "-m", "ckptkit", "inspect", "cache/script", "--json", "--no-progress"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["tensors"] and first.stderr == ""
+    deadline = time.monotonic() + 30
+    while not (_entries(cache_dir, ".index") and _entries(cache_dir, ".report")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _entries(cache_dir, ".index") and _entries(cache_dir, ".report")
+    hub.reset_stats()
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0 and second.stdout == first.stdout
+    assert not any(r.range for r in hub.requests)
+    assert [r.path for r in hub.requests] == ["/cache/script/resolve/main/config.json"]
