@@ -6,8 +6,8 @@
 HF_ENDPOINT must already point at the server. Prints one JSON line: seconds spent importing,
 seconds in the call, and for hf the number of tensors found and the seconds spent counting them
 (not the tool's). ckptkit runs as `ckptkit inspect REPO --json --no-progress > REPORT_FILE`
-does, ending as the console script does (ckptkit.__main__.exit_now); the parent counts the
-report's tensors.
+does, ending as the console script does (ckptkit.__main__.finish: the index cache stored by a
+detached child after the output); the parent counts the report's tensors.
 """
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ def main() -> None:
     if tool == "ckptkit":
         from ckptkit.cli import main as cli
         t1 = time.perf_counter()
-        from ckptkit.__main__ import exit_now
+        from ckptkit import index_cache
+        from ckptkit.__main__ import finish
 
+        index_cache.hold_writes()  # as the console script runs a command (ckptkit/__main__.py)
         with open(sys.argv[3], "w") as f, contextlib.redirect_stdout(f):
             try:  # exactly `ckptkit inspect REPO --json --no-progress > REPORT_FILE`
                 cli(["inspect", repo, "--json", "--no-progress"], standalone_mode=False)
@@ -33,7 +35,7 @@ def main() -> None:
                     raise
         t2 = time.perf_counter()
         print(json.dumps({"import_s": t1 - t0, "call_s": t2 - t1}))
-        exit_now(0)
+        finish(0)
     elif tool == "hf":
         from huggingface_hub import get_safetensors_metadata
         t1 = time.perf_counter()

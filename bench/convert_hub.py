@@ -31,8 +31,8 @@ folder = snapshot_download(sys.argv[1])
 t1 = time.perf_counter()
 convert_to_gguf(folder, sys.argv[2], outtype="f16", threads=2)
 print(f"download {t1 - t:.2f} convert {time.perf_counter() - t1:.2f}")
-from ckptkit.__main__ import exit_now
-exit_now(0)  # as the ckptkit command ends (no interpreter teardown): the ways differ in reading only
+from ckptkit.__main__ import finish
+finish(0)  # as the ckptkit command ends (no interpreter teardown): the ways differ in reading only
 """
 
 

@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from _common import ROOT, check, git_rev, last_json, machine, median, run_measured, table, verdict
@@ -62,6 +63,19 @@ def bench_repo(spec: str, latency: float, rounds: int, tmp: Path) -> dict:
             # the hf child's own count of the tensors is not the tool's time
             got[kind].append({"wall": r.wall - out.get("check_s", 0.0), "call": out["call_s"],
                               "requests": len(server.requests)})
+            if tool == "ckptkit":
+                stored(home)
+
+        def stored(home: Path) -> None:
+            """Wait for the cache stores the command left to a detached child (a user's next
+            command would come seconds later)."""
+            d = home / "assets" / "ckptkit" / "index-v1"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if d.is_dir() and any(d.glob("*.index")) and any(d.glob("*.report")):
+                    return
+                time.sleep(0.05)
+            raise SystemExit(f"no index cache entry appeared in {d}")
 
         for i in range(rounds):
             home = Path(tempfile.mkdtemp(prefix="hfhome-", dir=tmp))

@@ -42,6 +42,14 @@ def run() -> None:
         code = 0
     except SystemExit as e:
         code = _status(e.code)
+    finish(code)
+
+
+def finish(code: int) -> None:
+    """The end of a command whose cache stores were held back (index_cache.hold_writes): the
+    output flushed, the stores handed to a detached child, the process ended (exit_now)."""
+    from . import index_cache
+
     _flush()
     _in_background(index_cache.held_writes())
     exit_now(code)
