@@ -262,19 +262,18 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool) -> T
 
     done = [0]
 
-    def fetch(path: str) -> tuple[bytes, int, int | None]:
-        got = st.fetch_header(source, path, guess=guesses.get(path, 1 << 16))
+    def fetch(path: str) -> tuple[st.SafetensorsHeader, int | None]:
+        raw, n, size = st.fetch_header(source, path, guess=guesses.get(path, 1 << 16))
         done[0] += 1
         if progress:
             progress(done[0], len(files))
-        return got
+        return st.parse_header(raw, n, path, size), size
 
-    raws = source.map(fetch, files)   # I/O on threads; parsing below on this one (it holds the GIL)
+    headers = source.map(fetch, files)   # each header parsed on its reading thread as it arrives
     parsed: list[tuple[str, list[TensorInfo]]] = []
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}
-    for path, (raw, n, size) in zip(files, raws, strict=True):
-        header = st.parse_header(raw, n, path, size)
+    for path, (header, size) in zip(files, headers, strict=True):
         infos.append(FileInfo(path, size, "safetensors", header.data_start))
         metadata.update(header.metadata)
         parsed.append((path, header.tensors))
