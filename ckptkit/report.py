@@ -22,14 +22,15 @@ SCHEMA_VERSION = 1
 
 def index_report(index: TensorIndex, with_tensors: bool = True) -> dict[str, Any]:
     """The report's keys that come from the index alone (inference fills the rest)."""
+    by_dtype = index.parameters_by_dtype()
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "source": index.source,
         "format": index.format,
         "files": [{"name": f.name, "size": f.size} for f in index.files],
         "total_bytes": index.total_bytes,
-        "parameters": {"total": index.total_parameters},
-        "dtypes": index.parameters_by_dtype(),
+        "parameters": {"total": sum(by_dtype.values())},
+        "dtypes": by_dtype,
         "tensor_count": len(index.tensors),
         "family": None,
         "facts": {},
