@@ -268,36 +268,24 @@ def _reason(e: BaseException) -> str:
 
 def get_with_commit(url: str, headers: dict[str, str], timeout: float,
                     limit: int = 1 << 20) -> tuple[str | None, bytes | None]:
-    """One GET of a small file, redirects not followed, made with the standard library (importing
-    the HTTP client huggingface_hub uses costs more than the request): the commit the Hub names in
-    its answer (``X-Repo-Commit``) and the body when the file is there, whole and at most ``limit``
-    bytes. An optimisation only: one attempt, no retry; (None, None) on any failure, behind a proxy
-    or when the answer names no commit, and the caller then asks through the retry core."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
-                                       "ALL_PROXY", "all_proxy")):
+    """One GET of a small file, redirects not followed, made by transport.py (importing the HTTP
+    client huggingface_hub uses costs more than the request): the commit the Hub names in its
+    answer (``X-Repo-Commit``) and the body when the file is there, whole and at most ``limit``
+    bytes. An optimisation only: one attempt, no retry; (None, None) on any failure, behind a
+    proxy or when the answer names no commit, and the caller then asks through the retry core."""
+    if not transport.usable(url):
         return None, None
-    u = urlsplit(url)
-    if u.scheme not in ("http", "https") or not u.hostname:
-        return None, None
-    conn_type = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
     try:
-        conn = conn_type(u.hostname, u.port, timeout=timeout)
+        reply = transport.get_once(url, {**headers, "Accept-Encoding": "identity"}, timeout)
         try:
-            conn.request("GET", u.path + (f"?{u.query}" if u.query else ""),
-                         headers={**headers, "Accept-Encoding": "identity"})
-            r = conn.getresponse()
-            sha = (r.getheader("X-Repo-Commit") or "").strip().lower()
+            sha = (reply.header("X-Repo-Commit") or "").strip().lower()
             if not _HEX40.fullmatch(sha):
                 return None, None
-            cl = r.getheader("Content-Length") or ""
-            if r.status != 200 or not cl.isdigit() or int(cl) > limit:
+            cl = reply.header("Content-Length") or ""
+            if reply.status != 200 or not cl.isdigit() or int(cl) > limit:
                 return sha, None
-            body = r.read(int(cl))
-            return sha, body if len(body) == int(cl) else None
+            return sha, reply.body(limit)
         finally:
-            conn.close()
-    except (OSError, http.client.HTTPException, ValueError):
+            reply.release()
+    except (*transport.TRANSPORT_ERRORS, transport.UseLibrary, ValueError):
         return None, None

@@ -67,9 +67,11 @@ def online(endpoint: str, repo_id: str, revision: str | None, token: str | bool 
             if reply.status != 200:
                 return library()  # its error, in its words
             try:
-                body = _read_all(reply)
+                body = reply.body(_MAX_LISTING)
             except transport.TRANSPORT_ERRORS as e:
                 raise Retry(f"{type(e).__name__}: {e}".rstrip(": ")) from None
+            except ValueError as e:
+                raise SourceError(f"listing the repo: {e}", label) from None
         finally:
             reply.release()
         try:
@@ -91,19 +93,6 @@ def online(endpoint: str, repo_id: str, revision: str | None, token: str | bool 
 
     way = stdlib if transport.usable(url) else library
     return retrying(way, policy, "listing the repo", label, http_error)
-
-
-def _read_all(reply: transport.Reply) -> bytes:
-    parts, n = [], 0
-    while chunk := reply.read(1 << 20):
-        parts.append(chunk)
-        n += len(chunk)
-        if n > _MAX_LISTING:
-            raise SourceError("the repo listing is larger than 256 MB", None)
-    length = reply.header("Content-Length")
-    if length and length.isdigit() and int(length) != n:
-        raise Retry(f"body ended after {n} of {length} bytes")
-    return b"".join(parts)
 
 
 def _checked(sha: Any, remote_id: Any, rows: list[tuple[Any, Any, Any, Any]] | None, endpoint: str, label: str,

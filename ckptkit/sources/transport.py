@@ -98,6 +98,20 @@ class Reply:
         arrived before a stall are returned, not lost with the timeout."""
         return self._resp.read1(n)
 
+    def body(self, limit: int) -> bytes:
+        """The whole body; ValueError past ``limit`` bytes, IncompleteRead when it ends before
+        its Content-Length."""
+        parts, n = [], 0
+        while chunk := self.read(1 << 20):
+            n += len(chunk)
+            if n > limit:
+                raise ValueError(f"the answer is larger than {limit >> 20} MB")
+            parts.append(chunk)
+        length = self.header("Content-Length")
+        if length and length.isdigit() and int(length) != n:
+            raise http.client.IncompleteRead(b"", int(length) - n)
+        return b"".join(parts)
+
     def release(self) -> None:
         resp, conn = self._resp, self._conn
         if resp.isclosed() and not resp.will_close:
@@ -142,18 +156,24 @@ def _request(origin: Origin, target: str, headers: dict[str, str], timeout: floa
     raise AssertionError("unreachable")
 
 
+def get_once(url: str, headers: dict[str, str], timeout: float) -> Reply:
+    """GET ``url`` without following a redirect. Raises TRANSPORT_ERRORS."""
+    u = urlsplit(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise http.client.InvalidURL(f"cannot fetch {url!r}")
+    return _request((u.scheme, u.hostname, u.port), (u.path or "/") + (f"?{u.query}" if u.query else ""),
+                    headers, timeout)
+
+
 def get(url: str, headers: dict[str, str], timeout: float) -> Reply:
     """GET ``url``, following redirects. Raises TRANSPORT_ERRORS or RedirectLoop."""
     headers = dict(headers)
     first = urlsplit(url)
     for _ in range(MAX_REDIRECTS + 1):
         u = urlsplit(url)
-        origin: Origin = (u.scheme, u.hostname or "", u.port)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise http.client.InvalidURL(f"cannot follow a redirect to {url!r}")
         if (u.scheme, u.hostname, u.port) != (first.scheme, first.hostname, first.port):
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        reply = _request(origin, (u.path or "/") + (f"?{u.query}" if u.query else ""), headers, timeout)
+        reply = get_once(url, headers, timeout)
         location = reply.header("Location")
         if reply.status not in _REDIRECT or not location:
             return reply
