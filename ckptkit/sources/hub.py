@@ -99,6 +99,7 @@ class HubSource(Source):
         self._entries: dict[str, tuple[int | None, str | None, str | None]] | None = None  # size, sha256, blob id
         self._offline_listing = False
         self._pin: str | None = None  # the commit named before any listing (light_commit)
+        self._light: dict[str, str] | None = None  # see _light_headers
         self._early: dict[str, bytes] = {}  # small files fetched with it, served to reads from memory
         #: checksums of files whose every byte this source has fetched (see digest.py)
         self.digests = Digests()
@@ -179,14 +180,16 @@ class HubSource(Source):
     def _light_headers(self) -> dict[str, str]:
         """Headers of requests made without huggingface_hub (transport.py): its user agent's
         library part and the token it would send, found without importing it. A wrong guess
-        gets an error status, and a request with one is asked again through huggingface_hub."""
-        from .. import __version__
+        gets an error status, and a request with one is asked again through huggingface_hub.
+        Made once per source (the token file is not read again for every range)."""
+        if self._light is None:
+            from .. import __version__
 
-        headers = {"user-agent": f"ckptkit/{__version__}"}
-        token = implicit_token(self.token)
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        return headers
+            self._light = {"user-agent": f"ckptkit/{__version__}"}
+            token = implicit_token(self.token)
+            if token:
+                self._light["authorization"] = f"Bearer {token}"
+        return dict(self._light)
 
     # ---- paths -----------------------------------------------------------------------------------
     def _full(self, path: str) -> str:
