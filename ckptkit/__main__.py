@@ -55,12 +55,17 @@ def finish(code: int) -> None:
     exit_now(code)
 
 
-def _flush() -> None:
+def _flush() -> bool:
+    """Flush stdout and stderr; False when the reader of one went away (a closed pipe)."""
+    ok = True
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
+        except BrokenPipeError:
+            ok = False
         except (OSError, ValueError):
             pass
+    return ok
 
 
 def _in_background(tasks: list[Callable[[], None]]) -> None:
@@ -101,12 +106,10 @@ def exit_now(code: int) -> None:
     """Flush, run the exit handlers and end the process without the interpreter's teardown."""
     try:
         atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-    except BrokenPipeError:  # the reader went away: as an ordinary exit with a closed pipe
-        code = code or 1
-    except Exception:
+    except Exception:  # noqa: BLE001 - as the interpreter, which reports and goes on exiting
         pass
+    if not _flush():  # the reader went away: as an ordinary exit with a closed pipe
+        code = code or 1
     os._exit(code)
 
 

@@ -225,12 +225,8 @@ def get_range(url: str, headers: dict[str, str], start: int, end: int | None,
             reply = transport.get(url, headers, policy.timeout)
         except transport.UseLibrary:
             return via_library()
-        except transport.ConnectTimeout as e:
-            raise Retry(f"ConnectTimeout: {e}") from None
-        except TimeoutError:
-            raise Retry("ReadTimeout: no answer within the timeout") from None
         except transport.TRANSPORT_ERRORS as e:
-            raise Retry(_reason(e)) from None
+            raise as_retry(e) from None
         except transport.RedirectLoop as e:
             raise NetworkError(f"reading: {e}", where) from None
         try:
@@ -253,17 +249,21 @@ def _chunks(reply: transport.Reply) -> Iterator[bytes]:
     while True:
         try:
             chunk = reply.read(_READ)
-        except TimeoutError:
-            raise Retry("ReadTimeout: no bytes within the timeout") from None
         except transport.TRANSPORT_ERRORS as e:
-            raise Retry(_reason(e)) from None
+            raise as_retry(e) from None
         if not chunk:
             return
         yield chunk
 
 
-def _reason(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".rstrip(": ")
+def as_retry(e: BaseException) -> Retry:
+    """A transport.py failure (TRANSPORT_ERRORS) as the transient failure it is, named as
+    huggingface_hub's client names its own (ConnectTimeout, ReadTimeout, ...)."""
+    if isinstance(e, transport.ConnectTimeout):
+        return Retry(f"ConnectTimeout: {e}")
+    if isinstance(e, TimeoutError):
+        return Retry("ReadTimeout: nothing received within the timeout")
+    return Retry(f"{type(e).__name__}: {e}".rstrip(": "))
 
 
 def get_with_commit(url: str, headers: dict[str, str], timeout: float,

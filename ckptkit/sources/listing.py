@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from ..errors import SourceError
 from . import transport
-from .http import RETRY_STATUS, Retry, RetryPolicy, retry_after, retrying
+from .http import RETRY_STATUS, Retry, RetryPolicy, as_retry, retry_after, retrying
 
 Entries = dict[str, tuple[int | None, str | None, str | None]]  # path -> (size, LFS sha256, git blob id)
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -58,7 +58,7 @@ def online(endpoint: str, repo_id: str, revision: str | None, token: str | bool 
         except transport.UseLibrary:
             return library()
         except transport.TRANSPORT_ERRORS as e:
-            raise Retry(f"{type(e).__name__}: {e}".rstrip(": ")) from None
+            raise as_retry(e) from None
         except transport.RedirectLoop as e:
             raise SourceError(f"listing the repo: {e}", label) from None
         try:
@@ -69,7 +69,7 @@ def online(endpoint: str, repo_id: str, revision: str | None, token: str | bool 
             try:
                 body = reply.body(_MAX_LISTING)
             except transport.TRANSPORT_ERRORS as e:
-                raise Retry(f"{type(e).__name__}: {e}".rstrip(": ")) from None
+                raise as_retry(e) from None
             except ValueError as e:
                 raise SourceError(f"listing the repo: {e}", label) from None
         finally:
