@@ -133,10 +133,7 @@ class Entry:
         """Store ``index``, read while the files had the stamps ``before``, unless a file changed
         meanwhile or too recently to tell a later change apart, or the index does not survive
         the codec exactly. Held back while ``hold_writes`` is in force."""
-        if _held is not None:
-            _held.append(lambda: self._save(index, before))
-        else:
-            self._save(index, before)
+        _store(lambda: self._save(index, before))
 
     def _save(self, index: TensorIndex, before: list[Stamp]) -> None:
         stamps = self.stamps()
@@ -179,10 +176,7 @@ class Entry:
         return text
 
     def save_report(self, text: str) -> None:
-        if _held is not None:
-            _held.append(lambda: self._save_report(text))
-        else:
-            self._save_report(text)
+        _store(lambda: self._save_report(text))
 
     def _save_report(self, text: str) -> None:
         index_head = _read_head(self.path, _INDEX_KIND, self.key)
@@ -202,6 +196,13 @@ _held: list[Callable[[], None]] | None = None
 def hold_writes() -> None:
     global _held
     _held = []
+
+
+def _store(task: Callable[[], None]) -> None:
+    if _held is not None:
+        _held.append(task)
+    else:
+        task()
 
 
 def held_writes() -> list[Callable[[], None]]:

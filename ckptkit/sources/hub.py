@@ -140,8 +140,7 @@ class HubSource(Source):
         if self._sha is not None or self._pin is not None:
             return self._sha or self._pin
         full = self._full("config.json")
-        url = (f"{self.endpoint}/{self.repo_id}/resolve/{quote(self.revision or 'main', safe='')}/"
-               f"{quote(full)}")
+        url = self._file_url(self.repo_id, self.revision, full)
         self._pin, body = get_with_commit(url, self._light_headers(), self.timeout)
         if self._pin and body is not None:
             self._early[full] = body
@@ -176,6 +175,10 @@ class HubSource(Source):
         storage = Path(repo_cache_folder(self.cache_dir, self.repo_id))
         sha, entries, self._offline_listing = listing.offline(storage, self.revision, self.cache_dir, self.label)
         return sha, entries
+
+    def _file_url(self, repo_id: str, revision: str | None, full: str) -> str:
+        """The URL huggingface_hub's hf_hub_url makes for a model repo's file."""
+        return f"{self.endpoint}/{repo_id}/resolve/{quote(revision or 'main', safe='')}/{quote(full)}"
 
     def _light_headers(self) -> dict[str, str]:
         """Headers of requests made without huggingface_hub (transport.py): its user agent's
@@ -352,8 +355,7 @@ class HubSource(Source):
         """Bytes ``[start, end)`` of ``full`` (``end`` None = to EOF) passed to ``write`` in order,
         each byte once. Returns the file size from Content-Range. With ``check`` the bytes also go
         to the file's checksum (ChecksumError on a mismatch)."""
-        # the URL hf_hub_url makes for a model repo
-        url = f"{self.endpoint}/{self._remote_id}/resolve/{quote(self._sha or 'main', safe='')}/{quote(full)}"
+        url = self._file_url(self._remote_id, self._sha, full)
         headers = self._light_headers() if transport.usable(url) else self._library_headers()
         where = self._where(path)
         sink = write
