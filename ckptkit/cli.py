@@ -6,13 +6,16 @@ import sys
 import threading
 import time
 from functools import wraps
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
 from . import __version__, api, index_cache
 from .errors import CkptError
 from .report import inspect_report, inspect_report_json
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -165,6 +168,8 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
         # compact: with indent json falls back to its pure-Python encoder, 3x slower on 90k tensors
         click.echo(json.dumps(report))
         return
+    from rich.console import Console
+
     from .render.text import render_index
     console = Console()
     render_index(index, console, all_tensors)
@@ -391,6 +396,7 @@ def validate_cmd(src, revision, as_json, fmt, fail_on, policy_path, no_cache) ->
 
 def _table_console() -> Console:
     """Terminal width on a terminal; wide when piped, so tables are not folded into slivers."""
+    from rich.console import Console
     return Console() if sys.stdout.isatty() else Console(width=240)
 
 

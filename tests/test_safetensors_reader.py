@@ -97,10 +97,27 @@ def test_rejects(tmp_path, blob, message):
         _read(tmp_path, blob)
 
 
-def test_duplicate_keys_rejected(tmp_path):
-    js = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+_ENTRY = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
+
+
+@pytest.mark.parametrize("js", [
+    f'{{"a":{_ENTRY},"a":{_ENTRY}}}',
+    f'{{"a" :{_ENTRY},"a"\n\t: {_ENTRY}}}',                         # whitespace before the colons
+    f'{{"a":{{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}}}',   # inside an entry
+    f'{{"__metadata__":{{"k":"v","k":"w"}},"a":{_ENTRY}}}',
+    f'{{"a:b":{_ENTRY},"a:b":{_ENTRY}}}',                            # colons in the names too
+])
+def test_duplicate_keys_rejected(tmp_path, js):
+    raw = js.encode()
     with pytest.raises(FormatError, match="duplicate key"):
-        _read(tmp_path, struct.pack("<Q", len(js)) + js + bytes(4))
+        _read(tmp_path, struct.pack("<Q", len(raw)) + raw + bytes(4))
+
+
+def test_colons_in_names_and_metadata_read(tmp_path):
+    """Colons inside strings take the slower duplicate check, and read the same."""
+    raw, _ = st.build_header([("x:y", "F32", (1,)), ("z", "F32", (1,))], {"a:b": "c:d"})
+    h = _read(tmp_path, raw + bytes(8))
+    assert [t.name for t in h.tensors] == ["x:y", "z"] and h.metadata == {"a:b": "c:d"}
 
 
 def test_build_header_roundtrip(tmp_path):
