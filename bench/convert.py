@@ -3,6 +3,12 @@ llama.cpp's `convert_hf_to_gguf.py` on the same generated model, same output typ
 
     python bench/convert.py                    # 1 GB Llama; RSS at 0.5/1/2 GB; 64-expert MoE
     python bench/convert.py --size 2 --full    # the issue's 2 GB model; reference at every size
+    python bench/convert.py --runs 5 --outtypes f16 --rss-sizes "" --experts 0   # issue 14's ratio
+
+The main comparison runs `cp` and ckptkit --runs times each, alternating (this VM's disk and CPU
+vary by a third from one run to the next), and reports the best wall time of each with the spread;
+"vs cp" is the ratio of the best throughputs (of the medians in parentheses). The reference
+converter runs once per output type.
 
 Models (real Llama / Mixtral tensor names, random BF16, 300 MB shards; Mixtral layout for the MoE,
 a generated Llama-2-style tokenizer so both tools convert a vocabulary) are written once under --workdir and reused.
@@ -24,7 +30,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from _common import check, git_rev, machine, mb, run_measured, table, verdict
+from _common import check, git_rev, machine, mb, median, run_measured, table, verdict
 from genmodel import make_llama, make_moe, model_bytes
 
 LLAMA_CPP_VERSION = "0.3.36"
@@ -107,6 +113,7 @@ def main() -> None:
     ap.add_argument("--rss-sizes", default="0.5,1,2", help="GB sizes for the peak-RSS growth table")
     ap.add_argument("--outtypes", default="f16,q8_0")
     ap.add_argument("--threads", type=int, default=2, help="ckptkit --threads")
+    ap.add_argument("--runs", type=int, default=3, help="runs of cp and of ckptkit in the main comparison")
     ap.add_argument("--experts", type=int, default=64, help="experts per layer of the MoE model (0: skip)")
     ap.add_argument("--full", action="store_true", help="also run the reference at every RSS size")
     ap.add_argument("--no-reference", action="store_true", help="skip convert_hf_to_gguf.py")
@@ -134,29 +141,47 @@ def main_comparison(args, work: Path, ref: Path | None, out: Path, results: dict
     src = with_tokenizer(make_llama(work / f"llama-{args.size:g}gb", args.size))
     total, largest = model_bytes(src)
     drop_cache_hint(src)
-    cp = run_tool("cp", src, work / "cp-copy", "-", 0, ref)
-    rows, runs = [row(cp, None, None)], [cp]
-    for t in args.outtypes.split(","):
-        ck = run_tool("ckptkit", src, out, t, args.threads, ref)
-        runs.append(ck)
-        rows.append(row(ck, cp, None))
-        if ref is not None:
-            rf = run_tool("reference", src, out, t, args.threads, ref)
-            runs.append(rf)
-            rows.append(row(rf, cp, ck))
-    results["main"] = runs
-    print(table(HEAD, rows, f"{src.name}: {mb(total)} of BF16 tensors, largest {mb(largest)}"))
+    outtypes = args.outtypes.split(",")
+    got: dict[tuple[str, str], list[dict]] = {}
+    for i in range(args.runs):  # alternating, so a slow spell of the machine hits both
+        order = [("cp", "-"), *(("ckptkit", t) for t in outtypes)]
+        for tool, t in (order if i % 2 == 0 else order[::-1]):
+            dest = work / "cp-copy" if tool == "cp" else out
+            got.setdefault((tool, t), []).append(run_tool(tool, src, dest, t, args.threads, ref))
+    if ref is not None:
+        for t in outtypes:
+            got[("reference", t)] = [run_tool("reference", src, out, t, args.threads, ref)]
+    results["main"] = [r for runs in got.values() for r in runs]
+    cp = got[("cp", "-")]
+    best = {k: min(v, key=lambda r: r["wall"]) for k, v in got.items()}
+
+    def speed(runs: list[dict], pick) -> float:
+        return pick([r["out"] / r["wall"] for r in runs])
+
+    rows = []
+    for (tool, t), runs in got.items():
+        b = best[(tool, t)]
+        vs_cp = "" if tool == "cp" else (f"{speed(runs, max) / speed(cp, max):.2f} "
+                                         f"({speed(runs, median) / speed(cp, median):.2f})")
+        vs_ref = f"{b['wall'] / best[('ckptkit', t)]['wall']:.2f}x" if tool == "reference" else ""
+        walls = [r["wall"] for r in runs]
+        rows.append([tool, t, f"{b['wall']:.2f} s", f"{min(walls):.2f}..{max(walls):.2f} s", f"{b['cpu']:.1f} s",
+                     mb(b["out"]), f"{b['out'] / b['wall'] / 1e6:.0f}", vs_cp, mb(b["rss"]), vs_ref])
+    print(table(["tool", "out type", "wall, best", "spread", "CPU", "output", "MB/s", "vs cp: best (median)",
+                 "peak RSS", "ref / ckptkit"], rows,
+                f"{src.name}: {mb(total)} of BF16 tensors, largest {mb(largest)}; {args.runs} runs of cp and ckptkit"))
     targets = []
-    cp_mbs = cp["out"] / cp["wall"]
-    for t in args.outtypes.split(","):
-        ck = next(r for r in runs if r["tool"] == "ckptkit" and r["outtype"] == t)
+    for t in outtypes:
+        ck = got[("ckptkit", t)]
         if t == "f16":
-            targets.append(["f16 throughput >= 0.5 x cp", f"{ck['out'] / ck['wall'] / 1e6:.0f} >= "
-                            f"{0.5 * cp_mbs / 1e6:.0f} MB/s", verdict(ck["out"] / ck["wall"] >= 0.5 * cp_mbs)])
-        rf = next((r for r in runs if r["tool"] == "reference" and r["outtype"] == t), None)
-        if rf:
-            targets.append([f"{t}: >= 1.5x faster than the reference", f"{rf['wall'] / ck['wall']:.2f}x",
-                            verdict(rf["wall"] >= 1.5 * ck["wall"])])
+            ratio = speed(ck, max) / speed(cp, max)
+            for goal in (0.5, 0.8):
+                targets.append([f"f16 throughput >= {goal} x cp (best of runs){' (issue 14)' if goal == 0.8 else ''}",
+                                f"{ratio:.2f} x", verdict(ratio >= goal)])
+        if ("reference", t) in best:
+            rf, b = best[("reference", t)], best[("ckptkit", t)]
+            targets.append([f"{t}: >= 1.5x faster than the reference", f"{rf['wall'] / b['wall']:.2f}x",
+                            verdict(rf["wall"] >= 1.5 * b["wall"])])
     print(table(["target", "measured", ""], targets))
 
 

@@ -15,8 +15,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType
-from gguf.quants import quantize
 
 from ..atomic import Chunk
 from ..dtypes import GGML_TYPES
@@ -43,6 +41,8 @@ def encode(x: np.ndarray, ggml_type: int, cols: int) -> Chunk:
         return _raw(x)
     if name == "F16":
         return _raw(x.astype(np.float16))
+    from gguf import GGMLQuantizationType  # gguf-py's quantizers (its import costs ~50 ms)
+    from gguf.quants import quantize
     return _raw(quantize(x.reshape(-1, cols), GGMLQuantizationType(ggml_type)))
 
 

@@ -1,10 +1,13 @@
-"""Terminal rendering of an index (and, when present, inferred facts)."""
+"""Terminal rendering of an index (and, when present, inferred facts). rich is imported only to
+render: commands that just print a size (convert) do not pay for it."""
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from ..index import TensorIndex, group_tensors
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def human_bytes(n: float | None) -> str:
@@ -36,6 +39,8 @@ def render_index(index: TensorIndex, console: Console, all_tensors: bool = False
     dtypes = ", ".join(f"{d} {100 * n / total:.1f}%" if total else d
                        for d, n in index.parameters_by_dtype().items())
     console.print(f"  dtypes      {dtypes}")
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     table.add_column("tensor" if all_tensors else "tensors (collapsed by pattern)", overflow="fold")
     table.add_column("shape", no_wrap=True)
