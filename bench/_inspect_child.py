@@ -23,10 +23,9 @@ def main() -> None:
     if tool == "ckptkit":
         from ckptkit.cli import main as cli
         t1 = time.perf_counter()
-        from ckptkit import index_cache
-        from ckptkit.__main__ import finish
+        from ckptkit.__main__ import finish, prepare
 
-        index_cache.hold_writes()  # as the console script runs a command (ckptkit/__main__.py)
+        prepare()  # as the console script runs a command (ckptkit/__main__.py)
         with open(sys.argv[3], "w") as f, contextlib.redirect_stdout(f):
             try:  # exactly `ckptkit inspect REPO --json --no-progress > REPORT_FILE`
                 cli(["inspect", repo, "--json", "--no-progress"], standalone_mode=False)

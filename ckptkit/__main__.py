@@ -37,11 +37,9 @@ def _status(code: object) -> int:
 
 
 def run() -> None:
-    from . import index_cache
     from .cli import main
 
-    index_cache.hold_writes()
-    _keep_freed()
+    prepare()
     try:
         main()
         code = 0
@@ -105,6 +103,16 @@ def _run_quietly(tasks: list[Callable[[], None]]) -> None:
             task()
         except Exception:  # noqa: BLE001 - a cache that could not be stored is only a later miss
             pass
+
+
+def prepare() -> None:
+    """What the console script sets up before a command: cache stores held back to ``finish``,
+    forked helpers allowed (forked.py), freed memory kept for reuse."""
+    from . import forked, index_cache
+
+    index_cache.hold_writes()
+    forked.allow()
+    _keep_freed()
 
 
 # glibc's mallopt parameters

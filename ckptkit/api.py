@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from . import index_cache, tp_slices
-from .errors import FormatError, SourceError, UnsafeInputError
+from .errors import CkptError, FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
 from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable, bulk
 from .sources.base import Source
@@ -196,27 +197,28 @@ def _header_guess(names: list[str]) -> int:
 
 
 def load_index(source: Source, progress: Progress | None = None,
-               tokenizer: bool = False) -> TensorIndex:
+               tokenizer: bool = False, split: bool = False) -> TensorIndex:
     """Read every header of the checkpoint in ``source`` into one TensorIndex (no tensor data);
-    ``tokenizer`` also reads a safetensors checkpoint's tokenizer files (TOKENIZER_FILES).
+    ``tokenizer`` also reads a safetensors checkpoint's tokenizer files (TOKENIZER_FILES);
+    ``split`` lets a forked child read half of many headers (``_read_headers``: headers only).
     An index already read from the same commit or unchanged files comes from ``index_cache``."""
     entry = index_cache.entry_for(source, tokenizer)
     if entry is None:
         with bulk():
-            return _read_index(source, progress, tokenizer)
+            return _read_index(source, progress, tokenizer, split)
     with bulk():
         cached = entry.load()
     if cached is not None:
         return cached
     before = entry.stamps()
     with bulk():
-        index = _read_index(source, progress, tokenizer)
+        index = _read_index(source, progress, tokenizer, split)
     if not index.joins:         # tensor-parallel joins are not cached (rare; rebuilt each time)
         entry.save(index, before)   # only after every strict check passed
     return index
 
 
-def _read_index(source: Source, progress: Progress | None, tokenizer: bool) -> TensorIndex:
+def _read_index(source: Source, progress: Progress | None, tokenizer: bool, split: bool = False) -> TensorIndex:
     from .sources.ckpt import ckpt_index, is_ckpt
     if is_ckpt(source):     # a uniform-layout folder: read as the HF checkpoint it holds
         return ckpt_index(source, tokenizer)
@@ -260,16 +262,11 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool) -> T
     if fmt == "gguf":
         return _load_gguf(source, files, config, progress)
 
-    done = [0]
-
     def fetch(path: str) -> tuple[st.SafetensorsHeader, int | None]:
         raw, n, size = st.fetch_header(source, path, guess=guesses.get(path, 1 << 16))
-        done[0] += 1
-        if progress:
-            progress(done[0], len(files))
         return st.parse_header(raw, n, path, size), size
 
-    headers = source.map(fetch, files)   # each header parsed on its reading thread as it arrives
+    headers = _read_headers(source, files, fetch, progress, split)
     parsed: list[tuple[str, list[TensorInfo]]] = []
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}
@@ -283,6 +280,50 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool) -> T
         tp_slices.attach(source, joins)
     return TensorIndex("safetensors", infos, tensors, config, shard_index, metadata, source.label,
                        tok_docs, joins)
+
+
+# Fewer headers than this are read here: a child's start-up and hand-back would cost more.
+SPLIT_MIN_FILES = 16
+
+
+def _read_headers(source: Source, files: list[str], fetch: Callable[[str], Any], progress: Progress | None,
+                  split: bool) -> list[tuple[st.SafetensorsHeader, int | None]]:
+    """Every file's header fetched and parsed (on the reading threads, as each arrives). With
+    ``split``, a forked child (forked.py) fetches and parses every other file while this process
+    does the rest: headers are CPU-bound to parse, and the child's core is otherwise idle. If
+    either half fails, all of them are read here again, so the error is the one a single process
+    meets first. The child's reads are not fed to this source's checksums: only for callers that
+    read headers alone (inspect)."""
+    from . import forked, index_codec
+    done = [0]
+
+    def counted(path: str) -> tuple[st.SafetensorsHeader, int | None]:
+        got = fetch(path)
+        done[0] += 1
+        if progress:
+            progress(done[0], len(files))
+        return got
+
+    theirs = files[1::2]
+    if split and _warming is not None:
+        _warming.join()   # a child is only made with no other thread running
+    child = (forked.start(lambda: index_codec.encode_headers(source.map(fetch, theirs)))
+             if split and len(files) >= SPLIT_MIN_FILES else None)
+    if child is None:
+        return source.map(counted, files)
+    try:
+        mine = source.map(counted, files[0::2])
+    except CkptError:
+        mine = None
+    data = child.result()
+    if mine is None or data is None:
+        return source.map(counted, files)
+    headers: list[Any] = [None] * len(files)
+    headers[0::2] = mine
+    headers[1::2] = index_codec.decode_headers(data, theirs)
+    if progress:
+        progress(len(files), len(files))
+    return headers
 
 
 def _load_gguf(source: Source, files: list[str], config: dict | None,
@@ -307,6 +348,25 @@ def _load_gguf(source: Source, files: list[str], config: dict | None,
     return TensorIndex("gguf", infos, tensors, config, None, metadata, source.label)
 
 
+_warming: threading.Thread | None = None
+
+
+def warm_up() -> None:
+    """Import inference and load the mapping tables it and the index's tensor-parallel check
+    read, on a thread, while this one waits for headers to arrive (~0.08 s of a cold inspect
+    that the network's waits hide). Failures are left for the main thread to meet and report."""
+    def load() -> None:
+        try:
+            from . import infer, mapdata
+            mapdata.convert_families()
+            infer.load_tables()
+        except BaseException:  # noqa: BLE001 - the same load on the main thread reports it
+            pass
+    global _warming
+    _warming = threading.Thread(target=load, name="ckptkit-warm-up", daemon=True)
+    _warming.start()
+
+
 def inspect(spec: str, revision: str | None = None, progress: Progress | None = None) -> TensorIndex:
     """Open ``spec`` and read its tensor index (with its tokenizer files)."""
     with open_source(spec, revision) as source:
@@ -321,7 +381,8 @@ def inspect_json(spec: str, revision: str | None, progress: Progress | None,
         entry = index_cache.entry_for(source, tokenizer=True)
         text = entry.load_report() if entry else None
         if text is None:
-            text = make_text(load_index(source, progress, tokenizer=True))
+            warm_up()
+            text = make_text(load_index(source, progress, tokenizer=True, split=True))
             if entry:
                 entry.save_report(text)
     return text

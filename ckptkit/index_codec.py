@@ -8,9 +8,12 @@ index is simply not cached.
 """
 from __future__ import annotations
 
+import json
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
+from .formats.safetensors import SafetensorsHeader
 from .index import FileInfo, TensorIndex, TensorInfo, Unreadable
 
 CODEC = 1
@@ -107,6 +110,33 @@ def decode_index(doc: Any, source: str) -> TensorIndex | None:
     for name, kind, value in doc["tokenizer_files"]:
         tokenizer[name] = Unreadable(value) if kind == "unreadable" else value
     return TensorIndex(doc["format"], files, tensors, config, shard_index, metadata, source, tokenizer)
+
+
+# ---- parsed headers, from a forked helper (forked.py) to its parent ---------------------------
+
+def encode_headers(headers: list[tuple[SafetensorsHeader, int | None]]) -> bytes:
+    """Parsed, checked safetensors headers (and file sizes) as JSON columns; ``decode_headers``
+    gives them back exactly (names with any characters: JSON escapes what it must)."""
+    out = []
+    for h, size in headers:
+        ts = h.tensors
+        dtype_table, dtype_col = _table([t.dtype for t in ts])
+        shape_table, shape_col = _table([t.shape for t in ts])
+        out.append([h.header_len, size, h.metadata, [t.name for t in ts], dtype_table, dtype_col,
+                    [list(s) for s in shape_table], shape_col, [t.offset for t in ts], [t.nbytes for t in ts]])
+    return json.dumps(out).encode()
+
+
+def decode_headers(data: bytes, files: list[str]) -> list[tuple[SafetensorsHeader, int | None]]:
+    """``encode_headers``'s bytes back, for ``files`` (the paths they were read from, in order)."""
+    got = []
+    for (n, size, meta, names, dtypes, dtype_col, shapes, shape_col, offsets, nbytes), path in zip(
+            json.loads(data), files, strict=True):
+        shape_table = [tuple(s) for s in shapes]
+        tensors = list(map(TensorInfo, names, map(dtypes.__getitem__, dtype_col),
+                           map(shape_table.__getitem__, shape_col), repeat(path, len(names)), offsets, nbytes))
+        got.append((SafetensorsHeader(n, tensors, meta), size))
+    return got
 
 
 def _ints(xs: Any) -> bool:

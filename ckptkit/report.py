@@ -53,15 +53,20 @@ def inspect_report(index: TensorIndex, inference: Inference | None = None) -> di
 
 def inspect_report_json(index: TensorIndex, inference: Inference | None = None) -> str:
     """``json.dumps(inspect_report(index, inference))``, the same text, with the tensor list (most
-    of it: 17 MB for DeepSeek-V3) written by ``tensors_json``."""
+    of it: 17 MB for DeepSeek-V3) written by ``tensors_json``, by a forked child (forked.py) while
+    this process infers when it can."""
+    from . import forked
     from .infer import infer
+    child = forked.start(lambda: tensors_json(index.tensors.values()).encode()) if inference is None else None
     report = index_report(index, with_tensors=False)
     marker = f"tensors-{secrets.token_hex(16)}"     # no other value of the report can be this
     report["tensors"] = marker                        # where index_report puts the list
     report.update((inference or infer(index)).to_json())
     text = json.dumps(report)
     at = text.index(f'"{marker}"')
-    return text[:at] + tensors_json(index.tensors.values()) + text[at + len(marker) + 2:]
+    made = child.result() if child is not None else None
+    tensors = made.decode() if made is not None else tensors_json(index.tensors.values())
+    return text[:at] + tensors + text[at + len(marker) + 2:]
 
 
 def tensors_json(tensors: Iterable[TensorInfo]) -> str:

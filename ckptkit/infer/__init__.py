@@ -52,6 +52,15 @@ class Inference:
                 "facts": {k: f.to_json() for k, f in self.facts.items()}}
 
 
+def load_tables() -> None:
+    """Load the mapping tables inference reads (``api.warm_up`` does it while headers download)."""
+    from .. import mapdata
+    mapdata.roles()
+    mapdata.config_keys()
+    mapdata.catalogue_families()
+    mapdata.known_models()
+
+
 def infer(index: TensorIndex, match: bool = True) -> Inference:
     """All facts of issue 3 for ``index``; ``match`` also names the catalogue family/model."""
     h = Hints(index.config, index.metadata, index.format)

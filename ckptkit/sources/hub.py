@@ -53,6 +53,8 @@ __all__ = [
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _DOWNLOAD_CHUNK = 8 << 20
+LIKELY_INDEX = "model.safetensors.index.json"   # fetched with the listing (_resolve_online)
+EARLY_LIMIT = 64 << 20                           # a larger one is read the ordinary way
 
 
 class HubSource(Source):
@@ -164,12 +166,32 @@ class HubSource(Source):
             self._entries = entries
 
     def _resolve_online(self):
-        sha, remote_id, entries = listing.online(
-            self.endpoint, self.repo_id, self._pin or self.revision, self.token, self._light_headers(),
-            self.policy, self.label, self._http_error)
+        # most large repos' next read is their shard index: asked for alongside the listing
+        ahead = self._fetch_early(self._full(LIKELY_INDEX)) if self._pin else None
+        try:
+            sha, remote_id, entries = listing.online(
+                self.endpoint, self.repo_id, self._pin or self.revision, self.token, self._light_headers(),
+                self.policy, self.label, self._http_error)
+        finally:
+            if ahead is not None:
+                ahead.join()
         if remote_id and remote_id != self.repo_id and "/" in remote_id and valid_repo_id(remote_id):
             self._remote_id = remote_id
         return sha, entries
+
+    def _fetch_early(self, full: str) -> threading.Thread:
+        """A thread fetching ``full`` at the pinned commit (one attempt, light_commit's way) into
+        the bytes reads are served from, checked like any read; nothing when it is not there."""
+        url = self._file_url(self.repo_id, self._pin, full)
+
+        def get() -> None:
+            sha, body = get_with_commit(url, self._light_headers(), self.timeout, limit=EARLY_LIMIT)
+            if sha == self._pin and body is not None:
+                self._early[full] = body
+
+        t = threading.Thread(target=get, name="ckptkit-early-index", daemon=True)
+        t.start()
+        return t
 
     def _resolve_offline(self):
         storage = Path(repo_cache_folder(self.cache_dir, self.repo_id))

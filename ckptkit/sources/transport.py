@@ -75,6 +75,15 @@ def _pool() -> dict[Origin, http.client.HTTPConnection]:
     return pool
 
 
+def _forget_connections() -> None:
+    """In a forked child (forked.py): no connection of the parent's is used, its sockets stay its own."""
+    _local.pool = {}
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_connections)
+
+
 def _connect(origin: Origin, timeout: float) -> http.client.HTTPConnection:
     scheme, host, port = origin
     if scheme == "https":

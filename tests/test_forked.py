@@ -1,0 +1,148 @@
+"""Forked helpers (ckptkit/forked.py) change how fast a result comes, never what it is: checked in
+fresh processes, as the console script runs (pytest's own process has threads, so ckptkit never
+forks in it)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from ckptkit.api import SPLIT_MIN_FILES
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="fork only")
+
+PROBE = r"""
+import os, sys, threading, time
+from ckptkit import forked
+case = sys.argv[1]
+if case != "not-allowed":
+    forked.allow()
+if case == "bytes":
+    c = forked.start(lambda: bytes(range(256)) * 40000)
+    print(c is not None and c.result() == bytes(range(256)) * 40000)
+elif case == "raises":
+    def bad():
+        raise ValueError("no")
+    c = forked.start(bad)
+    print(c is not None and c.result() is None)
+elif case == "killed":
+    def die():
+        os.kill(os.getpid(), 9)
+        return b"never"
+    c = forked.start(die)
+    print(c is not None and c.result() is None)
+elif case == "thread":
+    t = threading.Thread(target=time.sleep, args=(1,))
+    t.start()
+    print(forked.start(lambda: b"x") is None)
+else:   # "not-allowed", "env": no child
+    print(forked.start(lambda: b"x") is None)
+"""
+
+
+@pytest.mark.parametrize("case", ["bytes", "raises", "killed", "thread", "not-allowed", "env"])
+def test_child(case):
+    env = {**os.environ, **({"CKPTKIT_NO_FORK": "1"} if case == "env" else {})}
+    out = subprocess.run([sys.executable, "-c", PROBE, case], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True", out.stderr
+
+
+def _sharded(d: Path, n: int) -> Path:
+    """A checkpoint of ``n`` shards (two tensors each, one with a name JSON must escape) and its index."""
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    weight_map = {}
+    for i in range(n):
+        name = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        ts = {f"model.layers.{i}.mlp.up_proj.weight": rng.standard_normal((4, 3)).astype(np.float32),
+              f"model.layers.{i}.odd\u00e9\"name": rng.standard_normal((2,)).astype(np.float16)}
+        save_file(ts, str(d / name), metadata={"format": "pt", "shard": str(i)})
+        weight_map.update(dict.fromkeys(ts, name))
+    (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (d / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    return d
+
+
+# the console script, with every fork it makes logged
+RUN = r"""
+import os, sys
+real = os.fork
+def fork():
+    pid = real()
+    if pid:
+        with open(os.environ["FORK_LOG"], "a") as f:
+            f.write("fork\n")
+    return pid
+os.fork = fork
+sys.argv = ["ckptkit", *sys.argv[1:]]
+from ckptkit.__main__ import run
+run()
+"""
+
+
+def _inspect(d: Path, tmp: Path, fork: bool) -> tuple[subprocess.CompletedProcess, int]:
+    return _inspect_spec(str(d), tmp, fork, {"HF_HOME": str(tmp / "hf")})
+
+
+def _inspect_spec(spec: str, tmp: Path, fork: bool, extra: dict[str, str]) -> tuple[subprocess.CompletedProcess, int]:
+    """``ckptkit inspect SPEC --json`` and the number of children it forked."""
+    log = tmp / f"forks-{fork}.log"
+    log.unlink(missing_ok=True)
+    env = {**os.environ, **extra, "NO_COLOR": "1", "FORK_LOG": str(log)}
+    env.pop("CKPTKIT_NO_FORK", None)
+    if not fork:
+        env["CKPTKIT_NO_FORK"] = "1"
+    out = subprocess.run([sys.executable, "-c", RUN, "inspect", spec, "--json", "--no-progress", "--no-cache"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    return out, len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_forked_inspect_report_is_the_same(tmp_path):
+    d = _sharded(tmp_path / "ckpt", SPLIT_MIN_FILES + 3)
+    (forked, forks), (single, none) = _inspect(d, tmp_path, True), _inspect(d, tmp_path, False)
+    assert (forks, none) == (2, 0)    # half the headers, and the report's tensor list
+    assert forked.returncode == single.returncode == 0, forked.stderr + single.stderr
+    assert forked.stdout == single.stdout
+    report = json.loads(forked.stdout)
+    assert len(report["tensors"]) == 2 * (SPLIT_MIN_FILES + 3)
+    assert [t["file"] for t in report["tensors"][:4:2]] == ["model-00001-of-00019.safetensors",
+                                                           "model-00002-of-00019.safetensors"]
+
+
+@pytest.mark.parametrize("bad", [4, 5])  # the parent's half and the child's half
+def test_forked_inspect_error_is_the_same(tmp_path, bad):
+    n = SPLIT_MIN_FILES + 3
+    d = _sharded(tmp_path / "ckpt", n)
+    shard = d / f"model-{bad + 1:05d}-of-{n:05d}.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-3])   # truncated: its header says more than is there
+    later = d / f"model-{n:05d}-of-{n:05d}.safetensors"
+    later.write_bytes(b"\xff" * 8 + later.read_bytes()[8:])   # a second bad file, later in the order
+    (forked, forks), (single, none) = _inspect(d, tmp_path, True), _inspect(d, tmp_path, False)
+    assert (forks, none) == (1, 0)
+    assert forked.returncode == single.returncode != 0
+    assert forked.stderr == single.stderr
+    assert shard.name in forked.stderr and "Traceback" not in forked.stderr
+
+
+def test_forked_inspect_over_the_hub(tmp_path, hub, hf_cache):
+    """The same report from the Hub both ways, with the same requests: the child reads its half
+    of the headers once each, on connections of its own."""
+    n = SPLIT_MIN_FILES + 3
+    hub.add_repo_from_dir("fork/sharded", _sharded(tmp_path / "ckpt", n))
+    runs = []
+    for fork in (True, False):
+        hub.reset_stats()
+        out, forks = _inspect_spec("fork/sharded", tmp_path, fork, {"HF_HUB_CACHE": str(hf_cache)})
+        assert out.returncode == 0, out.stderr
+        runs.append((out.stdout, forks, sorted((r.path, r.range) for r in hub.requests)))
+    (forked_out, forks, forked_reqs), (single_out, none, single_reqs) = runs
+    assert (forks, none) == (2, 0)
+    assert forked_out == single_out and json.loads(forked_out)["tensors"]
+    assert forked_reqs == single_reqs and len(forked_reqs) == n + 3
