@@ -370,7 +370,7 @@ def warm_up() -> None:
 def inspect(spec: str, revision: str | None = None, progress: Progress | None = None) -> TensorIndex:
     """Open ``spec`` and read its tensor index (with its tokenizer files)."""
     with open_source(spec, revision) as source:
-        return load_index(source, progress, tokenizer=True)
+        return load_index(source, progress, tokenizer=True, split=True)
 
 
 def inspect_json(spec: str, revision: str | None, progress: Progress | None,

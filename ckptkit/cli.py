@@ -60,6 +60,7 @@ def _progress_bar(enabled: bool):
             return
         if "bar" not in state:
             from tqdm import tqdm
+            tqdm.monitor_interval = 0  # no monitor thread: redrawn here; forked.py forks only without threads
             state["bar"] = tqdm(total=total, unit="file", desc="headers", file=sys.stderr, leave=False)
         state["bar"].n = done
         state["bar"].refresh()

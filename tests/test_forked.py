@@ -91,7 +91,8 @@ def _inspect(d: Path, tmp: Path, fork: bool) -> tuple[subprocess.CompletedProces
     return _inspect_spec(str(d), tmp, fork, {"HF_HOME": str(tmp / "hf")})
 
 
-def _inspect_spec(spec: str, tmp: Path, fork: bool, extra: dict[str, str]) -> tuple[subprocess.CompletedProcess, int]:
+def _inspect_spec(spec: str, tmp: Path, fork: bool, extra: dict[str, str],
+                  args: tuple[str, ...] = ("--json",)) -> tuple[subprocess.CompletedProcess, int]:
     """``ckptkit inspect SPEC --json`` and the number of children it forked."""
     log = tmp / f"forks-{fork}.log"
     log.unlink(missing_ok=True)
@@ -99,7 +100,7 @@ def _inspect_spec(spec: str, tmp: Path, fork: bool, extra: dict[str, str]) -> tu
     env.pop("CKPTKIT_NO_FORK", None)
     if not fork:
         env["CKPTKIT_NO_FORK"] = "1"
-    out = subprocess.run([sys.executable, "-c", RUN, "inspect", spec, "--json", "--no-progress", "--no-cache"],
+    out = subprocess.run([sys.executable, "-c", RUN, "inspect", spec, *args, "--no-progress", "--no-cache"],
                          capture_output=True, text=True, env=env, timeout=120)
     return out, len(log.read_text().splitlines()) if log.exists() else 0
 
@@ -114,6 +115,15 @@ def test_forked_inspect_report_is_the_same(tmp_path):
     assert len(report["tensors"]) == 2 * (SPLIT_MIN_FILES + 3)
     assert [t["file"] for t in report["tensors"][:4:2]] == ["model-00001-of-00019.safetensors",
                                                            "model-00002-of-00019.safetensors"]
+
+
+def test_forked_inspect_text_is_the_same(tmp_path):
+    d = _sharded(tmp_path / "ckpt", SPLIT_MIN_FILES)
+    env = {"HF_HOME": str(tmp_path / "hf"), "COLUMNS": "200"}
+    (forked, forks), (single, none) = (_inspect_spec(str(d), tmp_path, f, env, ("--tensors",)) for f in (True, False))
+    assert (forks, none) == (1, 0)    # the headers (the text report is made here)
+    assert forked.returncode == single.returncode == 0, forked.stderr + single.stderr
+    assert forked.stdout == single.stdout and "up_proj" in forked.stdout
 
 
 @pytest.mark.parametrize("bad", [4, 5])  # the parent's half and the child's half

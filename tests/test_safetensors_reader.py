@@ -103,7 +103,7 @@ _ENTRY = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}'
 @pytest.mark.parametrize("js", [
     f'{{"a":{_ENTRY},"a":{_ENTRY}}}',
     f'{{"a" :{_ENTRY},"a"\n\t: {_ENTRY}}}',                         # whitespace before the colons
-    f'{{"a":{{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}}}',   # inside an entry
+    '{"a":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}',   # inside an entry
     f'{{"__metadata__":{{"k":"v","k":"w"}},"a":{_ENTRY}}}',
     f'{{"a:b":{_ENTRY},"a:b":{_ENTRY}}}',                            # colons in the names too
 ])
