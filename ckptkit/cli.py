@@ -156,7 +156,7 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
     finally:
         close()
     if report_only:
-        click.echo(text)
+        _echo_json(text)
         return
     report = inspect_report(index)
     if ctx is not None:
@@ -167,7 +167,7 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
         click.echo(f"wrote {diagram}", err=True)
     if as_json:
         # compact: with indent json falls back to its pure-Python encoder, 3x slower on 90k tensors
-        click.echo(json.dumps(report))
+        _echo_json(json.dumps(report))
         return
     from rich.console import Console
 
@@ -175,6 +175,15 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
     console = Console()
     render_index(index, console, all_tensors)
     _render_facts(report, console)
+
+
+def _echo_json(text: str) -> None:
+    """A JSON report on stdout. Not through click.echo, which runs a regex over the whole text to
+    strip terminal colour codes when stdout is not a terminal (17 MB for DeepSeek-V3); JSON text
+    holds none: json.dumps writes control characters as escapes."""
+    sys.stdout.write(text)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def _add_memory(report: dict, weights_bytes: int, ctx: int, kv_type: str) -> None:
