@@ -264,7 +264,8 @@ def _hub_sha(src: HubSource, light: bool = False) -> str | None:
             if _HEX40.fullmatch(sha):
                 return sha
         return None
-    sha = (src.light_commit() if light else None) or src.commit_sha
+    # never seen here: nothing of it can be cached, so the listing is asked for at once
+    sha = (src.light_commit(first_look=not refs.exists()) if light else None) or src.commit_sha
     try:
         known = refs.read_text().strip()
     except (OSError, UnicodeDecodeError):

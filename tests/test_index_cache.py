@@ -502,3 +502,28 @@ def test_console_script_stores_the_cache_after_its_output(tiny_model, hub, hf_ca
     assert second.returncode == 0 and second.stdout == first.stdout
     assert not any(r.range for r in hub.requests)
     assert [r.path for r in hub.requests] == ["/cache/script/resolve/main/config.json"]
+
+
+def test_first_look_is_kept_only_for_the_commit_config_json_names(tiny_model, hub, hf_cache, cache_dir):
+    """A first inspect asks for the listing and the shard index by the branch's name while
+    config.json names the commit. Here the branch moves while config.json's answer is held back:
+    the listing and index name the old commit, config.json the new one, so both are asked again
+    pinned to the new commit, and the report is the new commit's."""
+    import threading
+
+    hub.add_repo_from_dir("cache/moving", tiny_model("llama"))
+    qwen = tiny_model("qwen2")
+    hub.fail(r"/cache/moving/resolve/main/config\.json$", "stall", seconds=1.0)
+    mover = threading.Timer(0.5, lambda: hub.add_commit(
+        "cache/moving", {str(p.relative_to(qwen)): p for p in qwen.rglob("*") if p.is_file()}))
+    mover.start()
+    try:
+        report = json.loads(_inspect_json("cache/moving"))
+    finally:
+        mover.join()
+    listings = [r for r in hub.requests if r.path.startswith("/api/models/cache/moving")]
+    assert len(listings) == 2, listings      # by the branch's name, then pinned to the new commit
+    hub.add_repo_from_dir("cache/moved", qwen)
+    new = json.loads(_inspect_json("cache/moved"))
+    assert report["tensors"] == new["tensors"] and report["facts"] == new["facts"]
+    assert report["family"] == new["family"] and "qwen" in json.dumps(report["family"]).lower()

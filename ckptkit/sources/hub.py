@@ -103,6 +103,7 @@ class HubSource(Source):
         self._pin: str | None = None  # the commit named before any listing (light_commit)
         self._light: dict[str, str] | None = None  # see _light_headers
         self._early: dict[str, bytes] = {}  # small files fetched with it, served to reads from memory
+        self._ahead: dict[str, Any] = {}     # what light_commit's first look got (listing, index)
         #: checksums of files whose every byte this source has fetched (see digest.py)
         self.digests = Digests()
 
@@ -135,18 +136,51 @@ class HubSource(Source):
         assert self._sha is not None
         return self._sha
 
-    def light_commit(self) -> str | None:
+    def light_commit(self, first_look: bool = False) -> str | None:
         """The commit the revision is at, from one GET of config.json instead of the listing
         (which imports and runs ``HfApi``); later reads are pinned to it and config.json's bytes
-        are kept for them. None when the answer names no commit (the listing will say why)."""
+        are kept for them. None when the answer names no commit (the listing will say why).
+        ``first_look`` (nothing of this revision cached: the listing will be needed): the listing
+        and the likely shard index are asked for at the same time, by the revision's name, and
+        kept when they name the same commit as config.json (else asked again, pinned)."""
         if self._sha is not None or self._pin is not None:
             return self._sha or self._pin
-        full = self._full("config.json")
-        url = self._file_url(self.repo_id, self.revision, full)
-        self._pin, body = get_with_commit(url, self._light_headers(), self.timeout)
-        if self._pin and body is not None:
-            self._early[full] = body
+        ahead = self._ask_ahead() if first_look else []
+        try:
+            full = self._full("config.json")
+            url = self._file_url(self.repo_id, self.revision, full)
+            self._pin, body = get_with_commit(url, self._light_headers(), self.timeout)
+            if self._pin and body is not None:
+                self._early[full] = body
+        finally:
+            for t in ahead:
+                t.join()
+        early_index = self._ahead.pop("index", None)
+        if self._pin and early_index is not None and early_index[0] == self._pin:
+            self._early[self._full(LIKELY_INDEX)] = early_index[1]
         return self._pin
+
+    def _ask_ahead(self) -> list[threading.Thread]:
+        """Threads fetching the listing and the likely shard index at the revision, into
+        ``_ahead``; a failure leaves nothing there (the ordinary way then asks, and reports)."""
+        def listing_ahead() -> None:
+            try:
+                self._ahead["listing"] = listing.online(
+                    self.endpoint, self.repo_id, self.revision, self.token, self._light_headers(),
+                    self.policy, self.label, self._http_error)
+            except Exception:  # noqa: BLE001 - asked again the ordinary way, which reports it
+                pass
+
+        def index_ahead() -> None:
+            url = self._file_url(self.repo_id, self.revision, self._full(LIKELY_INDEX))
+            sha, body = get_with_commit(url, self._light_headers(), self.timeout, limit=EARLY_LIMIT)
+            if sha and body is not None:
+                self._ahead["index"] = (sha, body)
+
+        threads = [threading.Thread(target=f, name="ckptkit-ahead", daemon=True) for f in (listing_ahead, index_ahead)]
+        for t in threads:
+            t.start()
+        return threads
 
     def _resolve(self) -> None:
         if self._entries is not None:
@@ -166,15 +200,20 @@ class HubSource(Source):
             self._entries = entries
 
     def _resolve_online(self):
-        # most large repos' next read is their shard index: asked for alongside the listing
-        ahead = self._fetch_early(self._full(LIKELY_INDEX)) if self._pin else None
-        try:
-            sha, remote_id, entries = listing.online(
-                self.endpoint, self.repo_id, self._pin or self.revision, self.token, self._light_headers(),
-                self.policy, self.label, self._http_error)
-        finally:
-            if ahead is not None:
-                ahead.join()
+        got = self._ahead.pop("listing", None)
+        if got is not None and self._pin is not None and got[0] == self._pin:  # light_commit's first look
+            sha, remote_id, entries = got
+        else:
+            # most large repos' next read is their shard index: asked for alongside the listing
+            index = self._full(LIKELY_INDEX)
+            ahead = self._fetch_early(index) if self._pin and index not in self._early else None
+            try:
+                sha, remote_id, entries = listing.online(
+                    self.endpoint, self.repo_id, self._pin or self.revision, self.token, self._light_headers(),
+                    self.policy, self.label, self._http_error)
+            finally:
+                if ahead is not None:
+                    ahead.join()
         if remote_id and remote_id != self.repo_id and "/" in remote_id and valid_repo_id(remote_id):
             self._remote_id = remote_id
         return sha, entries
