@@ -305,16 +305,17 @@ def _read_headers(source: Source, files: list[str], fetch: Callable[[str], Any],
         return got
 
     theirs = files[1::2]
-    if split and _warming is not None:
-        _warming.join()   # a child is only made with no other thread running
     child = (forked.start(lambda: index_codec.encode_headers(source.map(fetch, theirs)))
              if split and len(files) >= SPLIT_MIN_FILES else None)
     if child is None:
         return source.map(counted, files)
+    warming = warm_up()  # in this process's waits for its headers (a fork needs it ended: joined below)
     try:
         mine = source.map(counted, files[0::2])
     except CkptError:
         mine = None
+    finally:
+        warming.join()
     data = child.result()
     if mine is None or data is None:
         return source.map(counted, files)
@@ -348,13 +349,10 @@ def _load_gguf(source: Source, files: list[str], config: dict | None,
     return TensorIndex("gguf", infos, tensors, config, None, metadata, source.label)
 
 
-_warming: threading.Thread | None = None
-
-
-def warm_up() -> None:
-    """Import inference and load the mapping tables it and the index's tensor-parallel check
-    read, on a thread, while this one waits for headers to arrive (~0.08 s of a cold inspect
-    that the network's waits hide). Failures are left for the main thread to meet and report."""
+def warm_up() -> threading.Thread:
+    """A thread importing inference and loading the mapping tables it and the index's
+    tensor-parallel check read, started while this one mostly waits for headers to arrive (~0.08 s
+    of a cold inspect that those waits hide). Failures are left for this thread to meet and report."""
     def load() -> None:
         try:
             from . import infer, mapdata
@@ -362,9 +360,9 @@ def warm_up() -> None:
             infer.load_tables()
         except BaseException:  # noqa: BLE001 - the same load on the main thread reports it
             pass
-    global _warming
-    _warming = threading.Thread(target=load, name="ckptkit-warm-up", daemon=True)
-    _warming.start()
+    t = threading.Thread(target=load, name="ckptkit-warm-up", daemon=True)
+    t.start()
+    return t
 
 
 def inspect(spec: str, revision: str | None = None, progress: Progress | None = None) -> TensorIndex:
@@ -381,7 +379,6 @@ def inspect_json(spec: str, revision: str | None, progress: Progress | None,
         entry = index_cache.entry_for(source, tokenizer=True)
         text = entry.load_report() if entry else None
         if text is None:
-            warm_up()
             text = make_text(load_index(source, progress, tokenizer=True, split=True))
             if entry:
                 entry.save_report(text)
