@@ -107,11 +107,14 @@ def _run_quietly(tasks: list[Callable[[], None]]) -> None:
 
 def prepare() -> None:
     """What the console script sets up before a command: cache stores held back to ``finish``,
-    forked helpers allowed (forked.py), freed memory kept for reuse."""
+    forked helpers allowed (forked.py), freed memory kept for reuse, large indexes frozen out
+    of the garbage collector's walks (index.freeze_after_bulk)."""
     from . import forked, index_cache
+    from .index import freeze_after_bulk
 
     index_cache.hold_writes()
     forked.allow()
+    freeze_after_bulk()
     _keep_freed()
 
 

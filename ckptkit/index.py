@@ -15,6 +15,17 @@ from math import prod
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+_freeze = False
+
+
+def freeze_after_bulk() -> None:
+    """In a process that is one command (the console script): what a ``bulk`` block made is
+    moved out of the collector's sight when it ends (``gc.freeze``), so the collection its first
+    allocation after it would start does not walk all of it once more (~25 ms after reading a
+    DeepSeek-V3 index). Objects with no cycles are still freed when their last reference goes."""
+    global _freeze
+    _freeze = True
+
 
 @contextmanager
 def bulk() -> Iterator[None]:
@@ -28,6 +39,8 @@ def bulk() -> Iterator[None]:
         yield
     finally:
         if was:
+            if _freeze:
+                gc.freeze()
             gc.enable()
 
 

@@ -44,3 +44,26 @@ def test_freed_memory_is_kept_for_the_next_chunk():
     default, kept = _faults("default"), _faults("keep")
     assert min(default) > PAGES // 2                 # the probe sees the default hand memory back
     assert max(kept[1:]) < PAGES // 10               # kept: later buffers reuse the first one's pages
+
+
+FREEZE = r"""
+import gc, sys
+from ckptkit.index import bulk
+if sys.argv[1] == "console":
+    from ckptkit.__main__ import prepare
+    prepare()
+with bulk():
+    made = [(str(i), (i, i)) for i in range(50_000)]
+print(gc.get_freeze_count(), gc.isenabled())
+"""
+
+
+def test_console_script_freezes_what_a_bulk_block_made():
+    """The console script moves a large index out of the collector's walks when it is built;
+    a program that imports ckptkit keeps its collector as it was."""
+    def run(mode: str) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", FREEZE, mode], capture_output=True, text=True, check=True)
+        return out.stdout.split()
+    frozen, enabled = run("console")
+    assert int(frozen) >= 50_000 and enabled == "True"
+    assert run("library") == ["0", "True"]
