@@ -14,6 +14,7 @@ import hashlib
 import os
 import tempfile
 import threading
+from pathlib import Path
 from typing import IO
 
 from ..errors import NetworkError
@@ -174,3 +175,17 @@ class Digests:
                 d.close()
             self._files.clear()
             self._held = 0
+
+
+def matches_published(path: Path, sha256: str | None, blob_id: str | None) -> bool:
+    """Whether the file's bytes have the Hub's sha256 (LFS) or git blob id; True when neither is known."""
+    if sha256:
+        h = hashlib.sha256()
+    elif blob_id:
+        h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    else:
+        return True
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest() == (sha256 or blob_id)

@@ -8,7 +8,6 @@ and the environment are in hubspec.py; their names are re-exported here.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import shutil
@@ -21,8 +20,9 @@ from urllib.parse import quote
 from ..errors import FormatError, NetworkError, SourceError, UnsafeInputError
 from ..tp_slices import read_joined
 from . import listing, transport
+from .ahead import Ahead
 from .base import Source
-from .digest import Digests
+from .digest import Digests, matches_published
 from .http import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -103,7 +103,7 @@ class HubSource(Source):
         self._pin: str | None = None  # the commit named before any listing (light_commit)
         self._light: dict[str, str] | None = None  # see _light_headers
         self._early: dict[str, bytes] = {}  # small files fetched with it, served to reads from memory
-        self._ahead: dict[str, Any] = {}     # what light_commit's first look got (listing, index)
+        self._ahead_listing: Any = None      # the listing light_commit's first look got
         #: checksums of files whose every byte this source has fetched (see digest.py)
         self.digests = Digests()
 
@@ -145,42 +145,33 @@ class HubSource(Source):
         kept when they name the same commit as config.json (else asked again, pinned)."""
         if self._sha is not None or self._pin is not None:
             return self._sha or self._pin
-        ahead = self._ask_ahead() if first_look else []
+        index = self._full(LIKELY_INDEX)
+        ahead = (Ahead(self._listing, self.revision), Ahead(self._get_small, self.revision, index)) \
+            if first_look else ()
         try:
-            full = self._full("config.json")
-            url = self._file_url(self.repo_id, self.revision, full)
-            self._pin, body = get_with_commit(url, self._light_headers(), self.timeout)
+            self._pin, body = self._get_small(self.revision, self._full("config.json"), 1 << 20)
             if self._pin and body is not None:
-                self._early[full] = body
+                self._early[self._full("config.json")] = body
         finally:
-            for t in ahead:
-                t.join()
-        early_index = self._ahead.pop("index", None)
-        if self._pin and early_index is not None and early_index[0] == self._pin:
-            self._early[self._full(LIKELY_INDEX)] = early_index[1]
+            got = [a.value() for a in ahead]
+        if got:
+            self._ahead_listing = got[0]
+            self._keep_early(index, got[1])
         return self._pin
 
-    def _ask_ahead(self) -> list[threading.Thread]:
-        """Threads fetching the listing and the likely shard index at the revision, into
-        ``_ahead``; a failure leaves nothing there (the ordinary way then asks, and reports)."""
-        def listing_ahead() -> None:
-            try:
-                self._ahead["listing"] = listing.online(
-                    self.endpoint, self.repo_id, self.revision, self.token, self._light_headers(),
-                    self.policy, self.label, self._http_error)
-            except Exception:  # noqa: BLE001 - asked again the ordinary way, which reports it
-                pass
+    def _get_small(self, revision: str | None, full: str, limit: int = EARLY_LIMIT):
+        """(commit, body) of one GET of a small file (http.get_with_commit: one attempt)."""
+        return get_with_commit(self._file_url(self.repo_id, revision, full), self._light_headers(), self.timeout, limit)
 
-        def index_ahead() -> None:
-            url = self._file_url(self.repo_id, self.revision, self._full(LIKELY_INDEX))
-            sha, body = get_with_commit(url, self._light_headers(), self.timeout, limit=EARLY_LIMIT)
-            if sha and body is not None:
-                self._ahead["index"] = (sha, body)
+    def _keep_early(self, full: str, got: tuple[str | None, bytes | None] | None) -> None:
+        """Bytes fetched ahead, served to reads when they are of the pinned commit (and checked
+        against the listing like any others)."""
+        if got is not None and self._pin and got[0] == self._pin and got[1] is not None:
+            self._early[full] = got[1]
 
-        threads = [threading.Thread(target=f, name="ckptkit-ahead", daemon=True) for f in (listing_ahead, index_ahead)]
-        for t in threads:
-            t.start()
-        return threads
+    def _listing(self, revision: str | None):
+        return listing.online(self.endpoint, self.repo_id, revision, self.token, self._light_headers(),
+                              self.policy, self.label, self._http_error)
 
     def _resolve(self) -> None:
         if self._entries is not None:
@@ -200,37 +191,21 @@ class HubSource(Source):
             self._entries = entries
 
     def _resolve_online(self):
-        got = self._ahead.pop("listing", None)
+        got = self._ahead_listing
         if got is not None and self._pin is not None and got[0] == self._pin:  # light_commit's first look
             sha, remote_id, entries = got
         else:
             # most large repos' next read is their shard index: asked for alongside the listing
             index = self._full(LIKELY_INDEX)
-            ahead = self._fetch_early(index) if self._pin and index not in self._early else None
+            early = Ahead(self._get_small, self._pin, index) if self._pin and index not in self._early else None
             try:
-                sha, remote_id, entries = listing.online(
-                    self.endpoint, self.repo_id, self._pin or self.revision, self.token, self._light_headers(),
-                    self.policy, self.label, self._http_error)
+                sha, remote_id, entries = self._listing(self._pin or self.revision)
             finally:
-                if ahead is not None:
-                    ahead.join()
+                if early is not None:
+                    self._keep_early(index, early.value())
         if remote_id and remote_id != self.repo_id and "/" in remote_id and valid_repo_id(remote_id):
             self._remote_id = remote_id
         return sha, entries
-
-    def _fetch_early(self, full: str) -> threading.Thread:
-        """A thread fetching ``full`` at the pinned commit (one attempt, light_commit's way) into
-        the bytes reads are served from, checked like any read; nothing when it is not there."""
-        url = self._file_url(self.repo_id, self._pin, full)
-
-        def get() -> None:
-            sha, body = get_with_commit(url, self._light_headers(), self.timeout, limit=EARLY_LIMIT)
-            if sha == self._pin and body is not None:
-                self._early[full] = body
-
-        t = threading.Thread(target=get, name="ckptkit-early-index", daemon=True)
-        t.start()
-        return t
 
     def _resolve_offline(self):
         storage = Path(repo_cache_folder(self.cache_dir, self.repo_id))
@@ -396,7 +371,7 @@ class HubSource(Source):
         got = tmp.stat().st_size
         if size is not None and got != size:
             raise NetworkError(f"downloaded {got} of {size} bytes", self._where(path))
-        if verify and not _matches(tmp, sha256, blob_id):
+        if verify and not matches_published(tmp, sha256, blob_id):
             tmp.unlink()
             raise NetworkError("downloaded bytes do not match the Hub's checksum", self._where(path))
         os.replace(tmp, dest)
@@ -447,17 +422,3 @@ class HubSource(Source):
         from huggingface_hub.utils import build_hf_headers
 
         return build_hf_headers(token=self.token, library_name="ckptkit")
-
-
-def _matches(path: Path, sha256: str | None, blob_id: str | None) -> bool:
-    """Whether the file's bytes have the Hub's sha256 (LFS) or git blob id; True when neither is known."""
-    if sha256:
-        h = hashlib.sha256()
-    elif blob_id:
-        h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    else:
-        return True
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest() == (sha256 or blob_id)
