@@ -14,8 +14,8 @@ entry or none. Where fork is missing, or other threads still run, they are made 
 Calling ``cli.main`` from Python (tests, click's CliRunner) keeps the ordinary behaviour.
 
 The console script also asks glibc's allocator to keep freed memory for reuse (``_keep_freed``):
-by default it hands blocks of 128 KB-32 MB back to the kernel when freed, and a conversion, which
-allocates and frees a few MB per chunk, then faults fresh zeroed pages in again for every chunk.
+by default it hands freed blocks back to the kernel, and a conversion, which allocates and frees
+a few MB per chunk on several threads, then faults fresh zeroed pages in again for every chunk.
 """
 from __future__ import annotations
 
@@ -119,15 +119,15 @@ def prepare() -> None:
 
 
 # glibc's mallopt parameters
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2
 
 
 def _keep_freed() -> None:
-    """Freed memory stays in the process for the next allocation, instead of being returned to
-    the kernel (munmap, or madvise on a thread's heap) and faulted in afresh: HF -> GGUF f16 of
+    """Freed memory stays in the process for the next allocation instead of being handed back
+    to the kernel (a thread's heap trimmed with madvise) and faulted in afresh: HF -> GGUF f16 of
     1 GB made ~100k minor page faults and 0.8-1.8 s of system time before, ~16k and 0.6 s after.
-    Blocks up to 256 MB come from the heap, which keeps 1 GB free before trimming; the peak is
-    unchanged (what a command holds at once), and it all goes back when the command ends."""
+    The heap keeps up to 1 GB free before trimming; what a command holds at once is unchanged
+    (GGUF -> GGUF, which holds the most, peaks 10-30 MB higher), and it all goes at exit."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -136,7 +136,6 @@ def _keep_freed() -> None:
     except (OSError, AttributeError):  # not glibc-like: nothing to tune
         return
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mallopt(_M_MMAP_THRESHOLD, 256 << 20)
     mallopt(_M_TRIM_THRESHOLD, 1 << 30)
     mallopt(_M_TOP_PAD, 64 << 20)
 
