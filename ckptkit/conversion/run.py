@@ -9,7 +9,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import ExitStack, closing, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -158,19 +158,39 @@ def tensor_jobs(out: OutTensor, chunk_bytes: int = CHUNK_BYTES) -> list[Job]:
     return [j for p in out.pieces for j in piece_jobs(p, out.slot, chunk_bytes)]
 
 
-def _ordered(jobs: Iterable[Job], read: Callable[[str, int, int], Chunk], threads: int) -> Iterator[Chunk]:
-    if threads <= 1:
-        for j in jobs:
-            yield j(read)
-        return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        pending: deque[Future[Chunk]] = deque()
-        for j in jobs:
-            pending.append(pool.submit(j, read))
-            if len(pending) > threads:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+class _Ordered:
+    """The chunks of ``jobs`` in order, made ``threads`` at a time with one more queued. The first
+    ones are started at once, so they are being made while the writer encodes the file's header."""
+
+    def __init__(self, jobs: Iterable[Job], read: Callable[[str, int, int], Chunk], threads: int):
+        self._jobs, self._read, self._threads = iter(jobs), read, threads
+        self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        self._pending: deque[Future[Chunk]] = deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._pool is not None and len(self._pending) <= self._threads:
+            job = next(self._jobs, None)
+            if job is None:
+                return
+            self._pending.append(self._pool.submit(job, self._read))
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return self
+
+    def __next__(self) -> Chunk:
+        if self._pool is None:
+            return next(self._jobs)(self._read)
+        if not self._pending:
+            raise StopIteration
+        chunk = self._pending.popleft().result()
+        self._fill()
+        return chunk
+
+    def close(self) -> None:
+        """Jobs not started are dropped; running ones are waited for."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: int = 1,
@@ -197,8 +217,10 @@ def execute(plan: Plan, source: Source, out_path: str | os.PathLike, threads: in
     # published hash; a resumed run fetches only what is left and checks the files it reads whole
     ahead = ReadAhead(source, [r for j in all_jobs for r in j.reads], connections,
                       whole=skip == 0) if read_ahead else None
-    with ahead or nullcontext(), resumable(journal) if journal is not None else nullcontext():
-        stream = _ordered(all_jobs, ahead.view if ahead is not None else source.read, threads)
+    with ahead or nullcontext(), resumable(journal) if journal is not None else nullcontext(), \
+            ExitStack() as stack:  # the stream's pool closes first: its jobs read through ``ahead``
+        stream = stack.enter_context(closing(_Ordered(all_jobs, ahead.view if ahead is not None else source.read,
+                                                      threads)))
 
         def chunks(i: int) -> Iterator[Chunk]:
             if i < skip:  # on disk already: the writer passes over it
