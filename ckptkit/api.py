@@ -193,7 +193,7 @@ def _header_guess(names: list[str]) -> int:
     # A header entry is the quoted name plus 74-82 bytes of dtype, shape and offsets in the
     # published layouts measured (DeepSeek-V3, Kimi K2, Llama 3, gpt-oss, Llama 4); overshooting
     # slightly is cheaper than a second round trip, and an undershoot costs just that one.
-    return 8 + sum(len(n) + 84 for n in names) + 384
+    return 8 + sum(map(len, names)) + 84 * len(names) + 384
 
 
 def load_index(source: Source, progress: Progress | None = None,
