@@ -22,8 +22,12 @@ def test_tokenizer_facts_import_neither_numpy_nor_gguf():
     assert _loaded_after(code) == set()
 
 
-def test_a_conversion_still_loads_what_it_needs():
-    assert _loaded_after("from ckptkit.conversion.run import execute") == {"numpy", "gguf"}
+def test_a_conversion_loads_gguf_py_only_to_quantize():
+    assert _loaded_after("from ckptkit.conversion.run import execute") == {"numpy"}
+    f16 = "import numpy as np; from ckptkit.conversion.run import encode; encode(np.ones(64), 1, 32)"
+    assert _loaded_after(f16) == {"numpy"}
+    q8_0 = "import numpy as np; from ckptkit.conversion.run import encode; encode(np.ones(64), 8, 32)"
+    assert _loaded_after(q8_0) == {"numpy", "gguf"}
 
 
 @pytest.mark.parametrize("module, names", [
