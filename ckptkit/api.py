@@ -317,11 +317,15 @@ def _read_headers(source: Source, files: list[str], fetch: Callable[[str], Any],
     finally:
         warming.join()
     data = child.result()
-    if mine is None or data is None:
+    try:
+        got = index_codec.decode_headers(data, theirs) if mine is not None and data is not None else None
+    except (ValueError, TypeError, KeyError, IndexError):  # not what encode_headers wrote: read here
+        got = None
+    if mine is None or got is None:
         return source.map(counted, files)
     headers: list[Any] = [None] * len(files)
     headers[0::2] = mine
-    headers[1::2] = index_codec.decode_headers(data, theirs)
+    headers[1::2] = got
     if progress:
         progress(len(files), len(files))
     return headers
