@@ -217,6 +217,7 @@ class HubServer:
         self._bytes_sent = 0
         self._stop = threading.Event()
         self._conns: set[socket.socket] = set()
+        self._opened = 0  # connections accepted since reset_stats
         self._httpd = _Server((host, port), _Handler)
         self._httpd.hub = self
         self._thread: threading.Thread | None = None
@@ -383,6 +384,7 @@ class HubServer:
         with self._lock:
             self._requests.clear()
             self._bytes_sent = 0
+            self._opened = 0
 
     def reset(self) -> None:
         """Stats, faults, latency and redirect mode back to defaults (repos are kept)."""
@@ -390,6 +392,12 @@ class HubServer:
         self.clear_faults()
         self.latency = 0.0
         self.lfs_redirect = False
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections accepted since the last reset_stats (kept-alive ones count once)."""
+        with self._lock:
+            return self._opened
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -466,6 +474,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.server.hub._lock:
             self.server.hub._conns.add(self.connection)
+            self.server.hub._opened += 1
 
     def finish(self):
         try:

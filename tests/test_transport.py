@@ -52,6 +52,21 @@ def test_both_ways_make_the_same_requests(hub, repos, hf_cache, monkeypatch):
     assert seen[0] == seen[1] == [("GET", "bytes=100-90099"), ("GET", "bytes=7100-90099")]
 
 
+def test_ranged_reads_on_one_thread_keep_one_connection(hub, repos, hf_cache, monkeypatch):
+    """A read that stops at the end of its range leaves the connection ready for the next (a
+    new one per range would cost a TCP and TLS handshake each on the real Hub)."""
+    monkeypatch.setenv("CKPTKIT_HTTP", "")
+    s = HubSource("transport/public", timeout=2, retries=2, backoff=0.01)
+    transport._forget_connections()                 # this thread's connection starts with this test
+    hub.reset_stats()
+    s.files()                                       # the listing opens this thread's connection
+    got = [s.read("model.safetensors", i * 10_000, 10_000) for i in range(8)]
+    got.append(s.read_head("model.safetensors", 5_000)[0])
+    assert got[:8] == [DATA[i * 10_000:(i + 1) * 10_000] for i in range(8)] and got[8] == DATA[:5_000]
+    assert len([r for r in hub.requests if r.range]) == 9
+    assert hub.connections_opened == 1
+
+
 def test_error_status_is_reported_as_the_library_reports_it(hub, repos, hf_cache, monkeypatch):
     monkeypatch.setenv("CKPTKIT_HTTP", "")
     s = HubSource("transport/public", timeout=2, retries=1, backoff=0.01)

@@ -93,7 +93,8 @@ def _connect(origin: Origin, timeout: float) -> http.client.HTTPConnection:
 
 class Reply:
     """A response whose body is read with ``read``; ``release`` hands its connection back for
-    the next request of this thread when the body was read to its end, else closes it."""
+    the next request of this thread when the body was read to its end (also when the reader
+    stopped at its last byte without asking for more), else closes it."""
 
     def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, origin: Origin):
         self._conn, self._resp, self._origin = conn, resp, origin
@@ -123,6 +124,8 @@ class Reply:
 
     def release(self) -> None:
         resp, conn = self._resp, self._conn
+        if not resp.isclosed() and resp.length == 0:
+            resp.read()  # the body was read to its end (a range's last byte): mark the answer done
         if resp.isclosed() and not resp.will_close:
             _pool()[self._origin] = conn
         else:
