@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import threading
 import warnings
 from collections.abc import Callable
 
@@ -75,7 +74,9 @@ def _in_background(tasks: list[Callable[[], None]]) -> None:
     """Run ``tasks`` in a detached child when this process can fork safely, else here."""
     if not tasks:
         return
-    if not hasattr(os, "fork") or sys.platform == "darwin" or threading.active_count() > 1:
+    from .forked import fork_safe
+
+    if not fork_safe():
         _run_quietly(tasks)
         return
     with warnings.catch_warnings():

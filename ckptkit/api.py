@@ -13,7 +13,7 @@ from .errors import CkptError, FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
 from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable, bulk
 from .sources.base import Source
-from .sources.files import is_pickle, parse_split_gguf
+from .sources.files import SHARD_INDEX, is_pickle, parse_split_gguf
 from .sources.hub import looks_like_repo_id
 from .sources.local import LocalSource
 
@@ -151,7 +151,7 @@ def find_checkpoint_files(source: Source) -> tuple[str, list[str], str | None]:
     indexes = sorted(f for f in top if f.endswith(".safetensors.index.json"))
     if indexes:
         # model.safetensors.index.json wins over e.g. consolidated.safetensors.index.json
-        idx = "model.safetensors.index.json" if "model.safetensors.index.json" in indexes else indexes[0]
+        idx = SHARD_INDEX if SHARD_INDEX in indexes else indexes[0]
         return "safetensors", [], idx
     sts = sorted(f for f in top if f.endswith(".safetensors"))
     if "model.safetensors" in sts:

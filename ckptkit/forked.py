@@ -28,9 +28,14 @@ def allow() -> None:
     _allowed = True
 
 
+def fork_safe() -> bool:
+    """Whether this process can fork safely: a POSIX system other than macOS (whose system
+    libraries may not survive a fork), and no other thread (one could hold a lock forever)."""
+    return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
+
+
 def possible() -> bool:
-    return (_allowed and hasattr(os, "fork") and sys.platform != "darwin"
-            and threading.active_count() == 1 and not os.environ.get(ENV_NO_FORK))
+    return _allowed and fork_safe() and not os.environ.get(ENV_NO_FORK)
 
 
 class Child:

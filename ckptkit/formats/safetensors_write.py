@@ -20,10 +20,9 @@ from typing import BinaryIO
 from ..atomic import _fsync_dir, _umask, write_tensor
 from ..dtypes import safetensors_nbytes
 from ..errors import CkptError, FormatError
+from ..sources.files import SHARD_INDEX
 from . import pack_in_order
 from .safetensors import build_header
-
-INDEX_NAME = "model.safetensors.index.json"
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def write_sharded(open_file: Callable[[str], BinaryIO], entries: list[Entry],
             _write_shard(f, header, shard, it, weight_map, fname, on_bytes)
             total += sum(e.nbytes for e in shard)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    with open_file(INDEX_NAME) as f:
+    with open_file(SHARD_INDEX) as f:
         f.write((json.dumps(index, indent=2) + "\n").encode())
     return index
 

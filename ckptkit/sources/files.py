@@ -5,6 +5,7 @@ import re
 from typing import NamedTuple
 
 # torch.save / pickle files: loading one can run code, so ckptkit lists them but never opens them
+SHARD_INDEX = "model.safetensors.index.json"   # the shard index of a sharded HF checkpoint
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 # gguf-split's part names: <stem>-00001-of-00003.gguf

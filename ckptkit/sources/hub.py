@@ -23,6 +23,7 @@ from . import listing, transport
 from .ahead import Ahead
 from .base import Source
 from .digest import Digests, matches_published
+from .files import SHARD_INDEX
 from .http import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -53,7 +54,6 @@ __all__ = [
 
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _DOWNLOAD_CHUNK = 8 << 20
-LIKELY_INDEX = "model.safetensors.index.json"   # fetched with the listing (_resolve_online)
 EARLY_LIMIT = 64 << 20                           # a larger one is read the ordinary way
 
 
@@ -145,7 +145,7 @@ class HubSource(Source):
         kept when they name the same commit as config.json (else asked again, pinned)."""
         if self._sha is not None or self._pin is not None:
             return self._sha or self._pin
-        index = self._full(LIKELY_INDEX)
+        index = self._full(SHARD_INDEX)
         ahead = (Ahead(self._listing, self.revision), Ahead(self._get_small, self.revision, index)) \
             if first_look else ()
         try:
@@ -196,7 +196,7 @@ class HubSource(Source):
             sha, remote_id, entries = got
         else:
             # most large repos' next read is their shard index: asked for alongside the listing
-            index = self._full(LIKELY_INDEX)
+            index = self._full(SHARD_INDEX)
             early = Ahead(self._get_small, self._pin, index) if self._pin and index not in self._early else None
             try:
                 sha, remote_id, entries = self._listing(self._pin or self.revision)

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..index import TensorIndex
 from ..infer import Inference, infer
 from ..infer.scan import scan
+from ..sources.files import SHARD_INDEX
 from .catalogue import check_catalogue
 from .config import check_config
 from .findings import CODES, LEVELS, MAX_PER_CODE, Finding, Validation, cap, finding
@@ -82,7 +83,7 @@ def validate_index(index: TensorIndex, files: dict[str, int | None] | None = Non
         out += check_config(index, inf, layout, head_copy)
         out += check_structure(index, inf, layout)
     if index.shard_index is not None:
-        out += check_shard_index(index, index_file or "model.safetensors.index.json", files)
+        out += check_shard_index(index, index_file or SHARD_INDEX, files)
     if not vocab_only:
         out += check_catalogue(index, inf, repo_id)
     out += check_tokenizer(index, inf)
