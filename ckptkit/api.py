@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from . import index_cache, tp_slices
-from .errors import CkptError, FormatError, SourceError, UnsafeInputError
+from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
+from .header_reads import read_headers
 from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable, bulk
 from .sources.base import Source
 from .sources.files import SHARD_INDEX, is_pickle, parse_split_gguf
@@ -200,7 +200,7 @@ def load_index(source: Source, progress: Progress | None = None,
                tokenizer: bool = False, split: bool = False) -> TensorIndex:
     """Read every header of the checkpoint in ``source`` into one TensorIndex (no tensor data);
     ``tokenizer`` also reads a safetensors checkpoint's tokenizer files (TOKENIZER_FILES);
-    ``split`` lets a forked child read half of many headers (``_read_headers``: headers only).
+    ``split`` lets a forked child share the reading of many headers (header_reads.py: headers only).
     An index already read from the same commit or unchanged files comes from ``index_cache``."""
     entry = index_cache.entry_for(source, tokenizer)
     if entry is None:
@@ -266,7 +266,7 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool, spli
         raw, n, size = st.fetch_header(source, path, guess=guesses.get(path, 1 << 16))
         return st.parse_header(raw, n, path, size), size
 
-    headers = _read_headers(source, files, fetch, progress, split)
+    headers = read_headers(source, files, fetch, progress, split)
     parsed: list[tuple[str, list[TensorInfo]]] = []
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}
@@ -280,55 +280,6 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool, spli
         tp_slices.attach(source, joins)
     return TensorIndex("safetensors", infos, tensors, config, shard_index, metadata, source.label,
                        tok_docs, joins)
-
-
-# Fewer headers than this are read here: a child's start-up and hand-back would cost more.
-SPLIT_MIN_FILES = 16
-
-
-def _read_headers(source: Source, files: list[str], fetch: Callable[[str], Any], progress: Progress | None,
-                  split: bool) -> list[tuple[st.SafetensorsHeader, int | None]]:
-    """Every file's header fetched and parsed (on the reading threads, as each arrives). With
-    ``split``, a forked child (forked.py) fetches and parses every other file while this process
-    does the rest: headers are CPU-bound to parse, and the child's core is otherwise idle. If
-    either half fails, all of them are read here again, so the error is the one a single process
-    meets first. The child's reads are not fed to this source's checksums: only for callers that
-    read headers alone (inspect)."""
-    from . import forked, index_codec
-    done = [0]
-
-    def counted(path: str) -> tuple[st.SafetensorsHeader, int | None]:
-        got = fetch(path)
-        done[0] += 1
-        if progress:
-            progress(done[0], len(files))
-        return got
-
-    theirs = files[1::2]
-    child = (forked.start(lambda: index_codec.encode_headers(source.map(fetch, theirs)))
-             if split and len(files) >= SPLIT_MIN_FILES else None)
-    if child is None:
-        return source.map(counted, files)
-    warming = warm_up()  # in this process's waits for its headers (a fork needs it ended: joined below)
-    try:
-        mine = source.map(counted, files[0::2])
-    except CkptError:
-        mine = None
-    finally:
-        warming.join()
-    data = child.result()
-    try:
-        got = index_codec.decode_headers(data, theirs) if mine is not None and data is not None else None
-    except (ValueError, TypeError, KeyError, IndexError):  # not what encode_headers wrote: read here
-        got = None
-    if mine is None or got is None:
-        return source.map(counted, files)
-    headers: list[Any] = [None] * len(files)
-    headers[0::2] = mine
-    headers[1::2] = got
-    if progress:
-        progress(len(files), len(files))
-    return headers
 
 
 def _load_gguf(source: Source, files: list[str], config: dict | None,
@@ -353,22 +304,6 @@ def _load_gguf(source: Source, files: list[str], config: dict | None,
     return TensorIndex("gguf", infos, tensors, config, None, metadata, source.label)
 
 
-def warm_up() -> threading.Thread:
-    """A thread importing inference and loading the mapping tables it and the index's
-    tensor-parallel check read, started while this one mostly waits for headers to arrive (~0.08 s
-    of a cold inspect that those waits hide). Failures are left for this thread to meet and report."""
-    def load() -> None:
-        try:
-            from . import infer, mapdata
-            mapdata.convert_families()
-            infer.load_tables()
-        except BaseException:  # noqa: BLE001 - the same load on the main thread reports it
-            pass
-    t = threading.Thread(target=load, name="ckptkit-warm-up", daemon=True)
-    t.start()
-    return t
-
-
 def inspect(spec: str, revision: str | None = None, progress: Progress | None = None) -> TensorIndex:
     """Open ``spec`` and read its tensor index (with its tokenizer files)."""
     with open_source(spec, revision) as source:
@@ -376,14 +311,16 @@ def inspect(spec: str, revision: str | None = None, progress: Progress | None = 
 
 
 def inspect_json(spec: str, revision: str | None, progress: Progress | None,
-                 make_text: Callable[[TensorIndex], str]) -> str:
-    """`inspect --json`'s text for ``spec``: ``make_text(index)`` (report.inspect_report_json), or
-    the same text from ``index_cache`` when this build of ckptkit made it for the same index and label."""
+                 make_parts: Callable[[TensorIndex], list[bytes]]) -> list[bytes]:
+    """`inspect --json`'s text for ``spec`` as UTF-8 parts: ``make_parts(index)``
+    (report.inspect_report_parts), or the same text from ``index_cache`` when this build of
+    ckptkit made it for the same index and label."""
     with open_source(spec, revision) as source:
         entry = index_cache.entry_for(source, tokenizer=True)
         text = entry.load_report() if entry else None
-        if text is None:
-            text = make_text(load_index(source, progress, tokenizer=True, split=True))
-            if entry:
-                entry.save_report(text)
-    return text
+        if text is not None:
+            return [text]
+        parts = make_parts(load_index(source, progress, tokenizer=True, split=True))
+        if entry:
+            entry.save_report(parts)
+    return parts

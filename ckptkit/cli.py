@@ -12,7 +12,7 @@ import click
 
 from . import __version__, api, index_cache
 from .errors import CkptError
-from .report import inspect_report, inspect_report_json
+from .report import inspect_report, inspect_report_parts
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -150,13 +150,13 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
     report_only = as_json and ctx is None and not diagram  # then the whole text is cached
     try:
         if report_only:
-            text = api.inspect_json(src, revision, progress, inspect_report_json)
+            parts = api.inspect_json(src, revision, progress, inspect_report_parts)
         else:
             index = api.inspect(src, revision, progress)
     finally:
         close()
     if report_only:
-        _echo_json(text)
+        _echo_json_parts(parts)
         return
     report = inspect_report(index)
     if ctx is not None:
@@ -183,6 +183,21 @@ def _echo_json(text: str) -> None:
     holds none: json.dumps writes control characters as escapes."""
     sys.stdout.write(text)
     sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _echo_json_parts(parts: list[bytes]) -> None:
+    """``_echo_json`` of the UTF-8 text made of ``parts``, written as they are where stdout takes
+    bytes (no 17 MB decoded, joined and encoded again)."""
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None or (sys.stdout.encoding or "").lower().replace("-", "") not in ("utf8", "ascii"):
+        _echo_json(b"".join(parts).decode())
+        return
+    sys.stdout.flush()
+    for part in parts:
+        out.write(part)
+    out.flush()
+    sys.stdout.write("\n")   # as the text layer ends a line here
     sys.stdout.flush()
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 ENV_NO_FORK = "CKPTKIT_NO_FORK"
 _allowed = False
@@ -38,25 +38,58 @@ def possible() -> bool:
     return _allowed and fork_safe() and not os.environ.get(ENV_NO_FORK)
 
 
+_END = b"\xff" * 8   # the frame length that marks a child's last frame: it finished its work
+
+
 class Child:
-    """``work()`` run in a forked child; ``result()`` is its bytes, or None if it failed."""
+    """``work`` run in a forked child; its frames of bytes as they come (``frames``), or all of
+    them at its end (``result``). ``complete`` says whether the child finished cleanly."""
 
     def __init__(self, pid: int, fd: int):
-        self._pid, self._fd = pid, fd
+        self._pid = pid
+        self._fd: int | None = fd   # None once read
+        self.complete = False
 
-    def result(self) -> bytes | None:
+    def frames(self) -> Generator[bytes, None, None]:
+        """Each frame the child sends, as it comes. After the last, ``complete`` is True if the
+        child sent its end mark and exited with status 0. Leaving early stops the child. Only
+        once: a second call has nothing."""
+        if self._fd is None:   # already read
+            return
+        fd, self._fd = self._fd, None
+        ended = False
         try:
-            with os.fdopen(self._fd, "rb") as f:
-                data = f.read()
+            with os.fdopen(fd, "rb") as f:
+                while True:
+                    head = f.read(8)
+                    if head == _END:
+                        ended = True
+                        break
+                    n = int.from_bytes(head, "little")
+                    data = f.read(n) if len(head) == 8 else b""
+                    if len(data) != n or len(head) != 8:
+                        break   # cut short: the child died or failed
+                    yield data
         finally:
             _, status = os.waitpid(self._pid, 0)
-        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0 or len(data) < 1 or data[-1:] != b"\n":
-            return None
-        return data[:-1]    # the child's closing newline says it wrote everything
+            self.complete = ended and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+    def result(self) -> bytes | None:
+        """Everything the child sent, or None if it did not finish cleanly."""
+        data = b"".join(self.frames())
+        return data if self.complete else None
 
 
 def start(work: Callable[[], bytes]) -> Child | None:
-    """``work`` in a forked child, or None where no child can be made (the caller works here)."""
+    """``work`` in a forked child, its bytes sent as one frame (``Child.result``), or None where
+    no child can be made (the caller works here)."""
+    return start_stream(lambda emit: emit(work()))
+
+
+def start_stream(work: Callable[[Callable[[bytes], None]], object]) -> Child | None:
+    """``work(emit)`` in a forked child, or None where no child can be made (the caller works
+    here); ``emit`` sends a frame of bytes to the parent and may be called from any thread;
+    what ``work`` returns is dropped."""
     if not possible():
         return None
     r, w = os.pipe()
@@ -70,10 +103,17 @@ def start(work: Callable[[], bytes]) -> Child | None:
         code = 1
         try:
             os.close(r)
-            data = work()
             with os.fdopen(w, "wb") as out:
-                out.write(data)
-                out.write(b"\n")
+                lock = threading.Lock()
+
+                def emit(data: bytes) -> None:
+                    with lock:
+                        out.write(len(data).to_bytes(8, "little"))
+                        out.write(data)
+                        out.flush()
+
+                work(emit)
+                out.write(_END)
             code = 0
         except BaseException:  # noqa: BLE001 - the parent does the work itself
             pass
@@ -81,3 +121,43 @@ def start(work: Callable[[], bytes]) -> Child | None:
             os._exit(code)
     os.close(w)
     return Child(pid, r)
+
+
+class Claims:
+    """The numbers 0..n-1, each handed to the first thread that asks, in this process or in a
+    child forked after this was made: 4-byte records in a pipe filled before the fork. Linux
+    reads a pipe under a lock, so a 4-byte read takes one whole record; so the two processes
+    share out work as each gets free instead of by halves fixed in advance."""
+
+    RECORD = 4
+
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    @classmethod
+    def make(cls, n: int) -> Claims | None:
+        """None where the records cannot all wait in a pipe (not Linux, or a pipe too small)."""
+        if not sys.platform.startswith("linux"):
+            return None
+        import fcntl
+        r, w = os.pipe()
+        try:
+            fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+            data = b"".join(i.to_bytes(cls.RECORD, "little") for i in range(n))
+            written = os.write(w, data) if data else 0
+        except OSError:  # a full pipe (EAGAIN): fewer than n records fit
+            written = -1
+        finally:
+            os.close(w)
+        if written != len(data):
+            os.close(r)
+            return None
+        return cls(r)
+
+    def next(self) -> int | None:
+        """The next unclaimed number, or None when all are claimed."""
+        got = os.read(self._fd, self.RECORD)
+        return int.from_bytes(got, "little") if len(got) == self.RECORD else None
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -150,9 +150,9 @@ class Entry:
                            "stamps": [list(s) for s in stamps]}, payload)
 
     # ---- the report of `inspect --json` --------------------------------------------------------
-    def load_report(self) -> str | None:
-        """The cached report text for this index, label and ckptkit build, or None. Only while
-        the index entry itself is intact (a few ms to check): a damaged one is rebuilt with it."""
+    def load_report(self) -> bytes | None:
+        """The cached report text (UTF-8) for this index, label and ckptkit build, or None. Only
+        while the index entry itself is intact (a few ms to check): a damaged one is rebuilt with it."""
         got_index = _read(self.path, _INDEX_KIND, self.key)
         if got_index is None or got_index[0].get("stamps") != [list(s) for s in self.stamps()]:
             return None
@@ -164,28 +164,26 @@ class Entry:
         if (head.get("index") != index_head.get("sha256") or head.get("label") != self.label
                 or head.get("code") != code_fingerprint()):
             return None
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        # a report is one JSON object; parsing all of it would cost what the cache saves
-        if not (text.startswith("{") and text.endswith("}")):
+        # a report is one JSON object (ASCII: json escapes the rest); parsing all of it would
+        # cost what the cache saves
+        if not (payload.startswith(b"{") and payload.endswith(b"}") and payload.isascii()):
             return None
         _used(self.path)
         _used(self.report_path())
-        return text
+        return payload
 
-    def save_report(self, text: str) -> None:
-        _store(lambda: self._save_report(text))
+    def save_report(self, parts: list[bytes]) -> None:
+        """Store the report text made of ``parts`` (UTF-8), joined when the store is made."""
+        _store(lambda: self._save_report(b"".join(parts)))
 
-    def _save_report(self, text: str) -> None:
+    def _save_report(self, text: bytes) -> None:
         index_head = _read_head(self.path, _INDEX_KIND, self.key)
         if index_head is None:  # the index itself was not stored (racy, or not cacheable)
             return
         _write(self.report_path(), {"kind": _REPORT_KIND, "version": VERSION, "key": self.key,
                                     "label": self.label, "index": index_head.get("sha256"),
                                     "code": code_fingerprint()},
-               text.encode("utf-8"))  # not compressed: inflating 17 MB would cost more than reading it
+               text)  # not compressed: inflating 17 MB would cost more than reading it
 
 
 # Stores held back until a command's output is out (ckptkit/__main__.py writes them after it, in

@@ -114,28 +114,31 @@ def decode_index(doc: Any, source: str) -> TensorIndex | None:
 
 # ---- parsed headers, from a forked helper (forked.py) to its parent ---------------------------
 
-def encode_headers(headers: list[tuple[SafetensorsHeader, int | None]]) -> bytes:
-    """Parsed, checked safetensors headers (and file sizes) as JSON columns; ``decode_headers``
-    gives them back exactly (names with any characters: JSON escapes what it must)."""
+def encode_headers(headers: dict[int, tuple[SafetensorsHeader, int | None]]) -> bytes:
+    """Parsed, checked safetensors headers (and file sizes) by position in a list of files, as
+    JSON columns; ``decode_headers`` gives them back exactly (names with any characters: JSON
+    escapes what it must)."""
     out = []
-    for h, size in headers:
+    for at, (h, size) in sorted(headers.items()):
         ts = h.tensors
         dtype_table, dtype_col = _table([t.dtype for t in ts])
         shape_table, shape_col = _table([t.shape for t in ts])
-        out.append([h.header_len, size, h.metadata, [t.name for t in ts], dtype_table, dtype_col,
+        out.append([at, h.header_len, size, h.metadata, [t.name for t in ts], dtype_table, dtype_col,
                     [list(s) for s in shape_table], shape_col, [t.offset for t in ts], [t.nbytes for t in ts]])
     return json.dumps(out).encode()
 
 
-def decode_headers(data: bytes, files: list[str]) -> list[tuple[SafetensorsHeader, int | None]]:
-    """``encode_headers``'s bytes back, for ``files`` (the paths they were read from, in order)."""
-    got = []
-    for (n, size, meta, names, dtypes, dtype_col, shapes, shape_col, offsets, nbytes), path in zip(
-            json.loads(data), files, strict=True):
+def decode_headers(data: bytes, files: list[str]) -> dict[int, tuple[SafetensorsHeader, int | None]]:
+    """``encode_headers``'s bytes back, for ``files`` (the paths the positions are of); ValueError
+    for a position out of range or given twice."""
+    got = {}
+    for at, n, size, meta, names, dtypes, dtype_col, shapes, shape_col, offsets, nbytes in json.loads(data):
+        if type(at) is not int or not 0 <= at < len(files) or at in got:
+            raise ValueError(f"no file at position {at!r}, or twice")
         shape_table = [tuple(s) for s in shapes]
         tensors = list(map(TensorInfo, names, map(dtypes.__getitem__, dtype_col),
-                           map(shape_table.__getitem__, shape_col), repeat(path, len(names)), offsets, nbytes))
-        got.append((SafetensorsHeader(n, tensors, meta), size))
+                           map(shape_table.__getitem__, shape_col), repeat(files[at], len(names)), offsets, nbytes))
+        got[at] = (SafetensorsHeader(n, tensors, meta), size)
     return got
 
 

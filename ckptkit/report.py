@@ -52,9 +52,15 @@ def inspect_report(index: TensorIndex, inference: Inference | None = None) -> di
 
 
 def inspect_report_json(index: TensorIndex, inference: Inference | None = None) -> str:
-    """``json.dumps(inspect_report(index, inference))``, the same text, with the tensor list (most
-    of it: 17 MB for DeepSeek-V3) written by ``tensors_json``, by a forked child (forked.py) while
-    this process infers when it can."""
+    """``json.dumps(inspect_report(index, inference))``, the same text."""
+    return b"".join(inspect_report_parts(index, inference)).decode()
+
+
+def inspect_report_parts(index: TensorIndex, inference: Inference | None = None) -> list[bytes]:
+    """``inspect_report_json``'s text as UTF-8 (ASCII: JSON escapes the rest) in parts that join
+    to it, so that 17 MB of it (DeepSeek-V3) is written out without being copied: the tensor list,
+    most of it, is written by ``tensors_json``, by a forked child (forked.py) while this process
+    infers when it can."""
     from . import forked
     from .infer import infer
     child = forked.start(lambda: tensors_json(index.tensors.values()).encode()) if inference is None else None
@@ -65,8 +71,8 @@ def inspect_report_json(index: TensorIndex, inference: Inference | None = None) 
     text = json.dumps(report)
     at = text.index(f'"{marker}"')
     made = child.result() if child is not None else None
-    tensors = made.decode() if made is not None else tensors_json(index.tensors.values())
-    return text[:at] + tensors + text[at + len(marker) + 2:]
+    tensors = made if made is not None else tensors_json(index.tensors.values()).encode()
+    return [text[:at].encode(), tensors, text[at + len(marker) + 2:].encode()]
 
 
 def tensors_json(tensors: Iterable[TensorInfo]) -> str:

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from ckptkit.api import SPLIT_MIN_FILES
+from ckptkit.header_reads import SPLIT_MIN_FILES
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="fork only")
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Claims: Linux only")
 
 PROBE = r"""
 import os, sys, threading, time
@@ -41,12 +42,46 @@ elif case == "thread":
     t = threading.Thread(target=time.sleep, args=(1,))
     t.start()
     print(forked.start(lambda: b"x") is None)
+elif case == "frames":    # frames come one by one, in order, and the end is seen
+    c = forked.start_stream(lambda emit: [emit(str(i).encode() * i) for i in range(1, 200)])
+    got = list(c.frames())
+    print(got == [str(i).encode() * i for i in range(1, 200)] and c.complete)
+elif case == "cut-short":  # frames before a crash arrive; the stream is not complete
+    def crash(emit):
+        emit(b"one")
+        emit(b"two")
+        os.kill(os.getpid(), 9)
+    c = forked.start_stream(crash)
+    print(list(c.frames()) == [b"one", b"two"] and not c.complete and c.result() is None)
+elif case == "claims":    # every number once, to threads of two processes
+    from concurrent.futures import ThreadPoolExecutor
+    n = 3000
+    claims = forked.Claims.make(n)
+    def take(_):
+        got = []
+        while (i := claims.next()) is not None:
+            got.append(i)
+        return got
+    def work(emit):
+        with ThreadPoolExecutor(4) as pool:
+            for got in pool.map(take, range(4)):
+                emit(" ".join(map(str, got)).encode())
+    c = forked.start_stream(work)
+    with ThreadPoolExecutor(4) as pool:
+        mine = [i for got in pool.map(take, range(4)) for i in got]
+    theirs = [int(x) for frame in c.frames() for x in frame.split()]
+    claims.close()
+    print(c.complete and sorted(mine + theirs) == list(range(n)))
+elif case == "claims-too-many":  # more records than a pipe holds: none, and no pipe left open
+    before = len(os.listdir("/proc/self/fd"))
+    print(forked.Claims.make(1 << 20) is None and len(os.listdir("/proc/self/fd")) == before)
 else:   # "not-allowed", "env": no child
     print(forked.start(lambda: b"x") is None)
 """
 
 
-@pytest.mark.parametrize("case", ["bytes", "raises", "killed", "thread", "not-allowed", "env"])
+@pytest.mark.parametrize("case", ["bytes", "raises", "killed", "thread", "not-allowed", "env", "frames", "cut-short",
+                                  pytest.param("claims", marks=LINUX), pytest.param("claims-too-many", marks=LINUX)])
 def test_child(case):
     env = {**os.environ, **({"CKPTKIT_NO_FORK": "1"} if case == "env" else {})}
     out = subprocess.run([sys.executable, "-c", PROBE, case], capture_output=True, text=True, env=env, timeout=60)
@@ -87,12 +122,29 @@ run()
 """
 
 
+# the child's headers spoiled on their way to the parent (index_codec.encode_headers in the child)
+SPOIL = r"""
+import os
+from ckptkit import index_codec
+parent, real, how = os.getpid(), index_codec.encode_headers, os.environ["SPOIL"]
+def encode(headers):
+    if os.getpid() == parent:
+        return real(headers)
+    if how == "garbage":
+        return b"[[not json"
+    if how == "same-position":     # each header claimed as file 0's
+        return real({0: h for h in headers.values()})
+    return b"[]"                   # "nothing": the child's files never arrive
+index_codec.encode_headers = encode
+"""
+
+
 def _inspect(d: Path, tmp: Path, fork: bool) -> tuple[subprocess.CompletedProcess, int]:
     return _inspect_spec(str(d), tmp, fork, {"HF_HOME": str(tmp / "hf")})
 
 
 def _inspect_spec(spec: str, tmp: Path, fork: bool, extra: dict[str, str],
-                  args: tuple[str, ...] = ("--json",)) -> tuple[subprocess.CompletedProcess, int]:
+                  args: tuple[str, ...] = ("--json",), before: str = "") -> tuple[subprocess.CompletedProcess, int]:
     """``ckptkit inspect SPEC --json`` and the number of children it forked."""
     log = tmp / f"forks-{fork}.log"
     log.unlink(missing_ok=True)
@@ -100,7 +152,7 @@ def _inspect_spec(spec: str, tmp: Path, fork: bool, extra: dict[str, str],
     env.pop("CKPTKIT_NO_FORK", None)
     if not fork:
         env["CKPTKIT_NO_FORK"] = "1"
-    out = subprocess.run([sys.executable, "-c", RUN, "inspect", spec, *args, "--no-progress", "--no-cache"],
+    out = subprocess.run([sys.executable, "-c", before + RUN, "inspect", spec, *args, "--no-progress", "--no-cache"],
                          capture_output=True, text=True, env=env, timeout=120)
     return out, len(log.read_text().splitlines()) if log.exists() else 0
 
@@ -126,7 +178,18 @@ def test_forked_inspect_text_is_the_same(tmp_path):
     assert forked.stdout == single.stdout and "up_proj" in forked.stdout
 
 
-@pytest.mark.parametrize("bad", [4, 5])  # the parent's half and the child's half
+@pytest.mark.parametrize("spoil", ["garbage", "same-position", "nothing"])
+def test_forked_headers_that_arrive_wrong_are_read_here(tmp_path, spoil):
+    """A child's headers that do not decode, name a file twice or never come: all are read here."""
+    d = _sharded(tmp_path / "ckpt", SPLIT_MIN_FILES + 9)
+    env = {"HF_HOME": str(tmp_path / "hf"), "SPOIL": spoil}
+    (forked, forks), (single, none) = (_inspect_spec(str(d), tmp_path, f, env, before=SPOIL) for f in (True, False))
+    assert (forks, none) == (2, 0)
+    assert forked.returncode == single.returncode == 0, forked.stderr + single.stderr
+    assert forked.stdout == single.stdout and len(json.loads(forked.stdout)["tensors"]) == 2 * (SPLIT_MIN_FILES + 9)
+
+
+@pytest.mark.parametrize("bad", [0, 4, 5, 17])  # files taken early or late, by either process
 def test_forked_inspect_error_is_the_same(tmp_path, bad):
     n = SPLIT_MIN_FILES + 3
     d = _sharded(tmp_path / "ckpt", n)

@@ -53,3 +53,21 @@ def test_inspect_json_of_a_gguf_equals_json_dumps(outtype, gguf_of):
     index = api.inspect(str(gguf_of("llama", outtype)))
     assert index.format == "gguf"
     assert inspect_report_json(index) == json.dumps(inspect_report(index))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_json_parts_reach_stdout_as_one_text(monkeypatch, encoding):
+    """The report's parts are written as bytes where stdout's encoding keeps ASCII as it is, and
+    through the text layer otherwise; either way the text, then a line end, and nothing else."""
+    import io
+    import sys
+
+    from ckptkit.cli import _echo_json_parts
+    text = json.dumps({"name": "a\u00e9\"\n\\b", "tensors": list(range(5))})
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding=encoding, newline="\n")
+    out.write("before ")     # what the text layer holds must come first
+    monkeypatch.setattr(sys, "stdout", out)
+    parts = text.encode()
+    _echo_json_parts([parts[:7], parts[7:30], parts[30:]])
+    assert raw.getvalue().decode(encoding) == "before " + text + "\n"
