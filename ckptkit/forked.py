@@ -39,6 +39,7 @@ def possible() -> bool:
 
 
 _END = b"\xff" * 8   # the frame length that marks a child's last frame: it finished its work
+_READ = 1 << 20     # bytes read from a child's pipe at once (and the pipe's size, where it can be set)
 
 
 class Child:
@@ -58,19 +59,31 @@ class Child:
             return
         fd, self._fd = self._fd, None
         ended = False
+        buf = bytearray()
+        at = 0          # where the next frame starts in buf
         try:
-            with os.fdopen(fd, "rb") as f:
-                while True:
-                    head = f.read(8)
+            while not ended:
+                # as much as the pipe holds in one call: under load this thread may wait for
+                # the interpreter lock after each read, so few large reads keep the child going
+                chunk = os.read(fd, _READ)
+                if not chunk:
+                    break   # the child ended without its end mark: it died or failed
+                buf += chunk
+                while len(buf) - at >= 8:
+                    head = bytes(buf[at:at + 8])
                     if head == _END:
-                        ended = True
+                        ended = len(buf) == at + 8
                         break
                     n = int.from_bytes(head, "little")
-                    data = f.read(n) if len(head) == 8 else b""
-                    if len(data) != n or len(head) != 8:
-                        break   # cut short: the child died or failed
-                    yield data
+                    if len(buf) - at - 8 < n:
+                        break
+                    yield bytes(buf[at + 8:at + 8 + n])
+                    at += 8 + n
+                if at:
+                    del buf[:at]
+                    at = 0
         finally:
+            os.close(fd)
             _, status = os.waitpid(self._pid, 0)
             self.complete = ended and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
@@ -93,6 +106,7 @@ def start_stream(work: Callable[[Callable[[bytes], None]], object]) -> Child | N
     if not possible():
         return None
     r, w = os.pipe()
+    _widen(w)
     try:
         pid = os.fork()
     except OSError:
@@ -121,6 +135,16 @@ def start_stream(work: Callable[[Callable[[bytes], None]], object]) -> Child | N
             os._exit(code)
     os.close(w)
     return Child(pid, r)
+
+
+def _widen(fd: int) -> None:
+    """A pipe that holds ``_READ`` bytes where Linux allows it (``/proc/sys/fs/pipe-max-size``,
+    1 MB by default), so a child rarely waits for this process to read what it sent."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _READ)
+    except (ImportError, AttributeError, OSError):
+        pass    # not Linux, or over the limit: the default size (64 kB) works, more slowly
 
 
 class Claims:

@@ -15,19 +15,23 @@ from contextlib import closing
 from . import forked, index_codec
 from .errors import CkptError
 from .formats.safetensors import SafetensorsHeader
+from .index import TensorInfo
 from .sources.base import Source
 
 Progress = Callable[[int, int], None]  # (done, total)
 Header = tuple[SafetensorsHeader, int | None]   # a parsed header and its file's size
+RowText = Callable[[list[TensorInfo]], bytes]   # a file's tensors as rows of a report (report.tensor_rows)
 
 # Fewer headers than this are read here: a child's start-up and hand-back would cost more.
 SPLIT_MIN_FILES = 16
 
 
 def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header], progress: Progress | None,
-                 split: bool) -> list[Header]:
+                 split: bool, rows_of: RowText | None = None) -> tuple[list[Header], list[bytes] | None]:
     """``fetch(path)`` for every file of ``files`` (each parsed on the reading thread as it
-    arrives), in order; with ``split``, shared with a forked child when there are many."""
+    arrives), in order; with ``split``, shared with a forked child when there are many. Then
+    also, when a child shared the work and ``rows_of`` is given, ``rows_of`` of each file's
+    tensors, made by the process that read it (else None)."""
     done = [0]
 
     def counted(path: str) -> Header:
@@ -38,17 +42,18 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
         return got
 
     claims = forked.Claims.make(len(files)) if split and len(files) >= SPLIT_MIN_FILES else None
-    child = forked.start_stream(lambda emit: _claimed(source, files, fetch, claims, emit)) if claims else None
+    child = forked.start_stream(lambda emit: _claimed(source, files, fetch, claims, rows_of, emit)) \
+        if claims else None
     if claims and child is None:
         claims.close()
     if claims is None or child is None:
-        return source.map(counted, files)
-    theirs: dict[int, Header] = {}
+        return source.map(counted, files), None
+    theirs: dict[int, tuple[Header, bytes]] = {}
     collector = threading.Thread(target=_collect, args=(child, files, theirs), name="ckptkit-headers", daemon=True)
     collector.start()   # takes the child's headers in as they come
     warming = warm_up()  # in this process's waits for its headers (a fork needs it ended: joined below)
     try:
-        mine: dict[int, Header] | None = _claimed(source, files, counted, claims)
+        mine: dict[int, tuple[Header, bytes]] | None = _claimed(source, files, counted, claims, rows_of)
     except CkptError:
         mine = None
     finally:
@@ -56,41 +61,47 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
         collector.join()
         claims.close()
     if mine is None or not child.complete or len(mine) + len(theirs) != len(files) or mine.keys() & theirs.keys():
-        return source.map(counted, files)
+        return source.map(counted, files), None
     got = {**mine, **theirs}
     if progress:
         progress(len(files), len(files))
-    return [got[i] for i in range(len(files))]
+    return [got[i][0] for i in range(len(files))], [got[i][1] for i in range(len(files))] if rows_of else None
 
 
 def _claimed(source: Source, files: list[str], fetch: Callable[[str], Header], claims: forked.Claims,
-             emit: Callable[[bytes], None] | None = None) -> dict[int, Header]:
-    """``fetch`` of each file whose position this process claims first, by position; ``emit``
-    also sends each one on as it is read (in a forked child: ``_collect`` takes them in)."""
-    got: dict[int, Header] = {}
+             rows_of: RowText | None, emit: Callable[[bytes], None] | None = None) -> dict[int, tuple[Header, bytes]]:
+    """``fetch`` (and ``rows_of``) of each file whose position this process claims first, by
+    position; ``emit`` also sends each one on as it is read (in a forked child: ``_collect``
+    takes them in)."""
+    got: dict[int, tuple[Header, bytes]] = {}
 
     def one(_: int) -> None:
         at = claims.next()
-        if at is not None:
-            got[at] = header = fetch(files[at])
-            if emit:
-                emit(index_codec.encode_headers({at: header}))
+        if at is None:
+            return
+        header = fetch(files[at])
+        rows = rows_of(header[0].tensors) if rows_of else b""
+        got[at] = header, rows
+        if emit:   # the header as JSON columns, then the rows as they are
+            head = index_codec.encode_headers({at: header})
+            emit(len(head).to_bytes(8, "little") + head + rows)
 
     source.map(one, range(len(files)))
     return got
 
 
-def _collect(child: forked.Child, files: list[str], into: dict[int, Header]) -> None:
-    """The headers ``child`` sends, by position, until it ends; on anything that is not what
-    ``_claimed`` sent, stop (the child is stopped, ``child.complete`` stays False)."""
+def _collect(child: forked.Child, files: list[str], into: dict[int, tuple[Header, bytes]]) -> None:
+    """The headers (and rows) ``child`` sends, by position, until it ends; on anything that is
+    not what ``_claimed`` sent, stop (the child is stopped, ``child.complete`` stays False)."""
     try:
         with closing(child.frames()) as frames:
             for frame in frames:
-                for at, header in index_codec.decode_headers(frame, files).items():
-                    if at in into:
-                        raise ValueError(f"position {at} sent twice")
-                    into[at] = header
-    except (ValueError, TypeError, KeyError, IndexError):  # not what encode_headers wrote: read here
+                n = int.from_bytes(frame[:8], "little")
+                ((at, header),) = index_codec.decode_headers(frame[8:8 + n], files).items()
+                if at in into or len(frame) < 8 + n:
+                    raise ValueError(f"position {at} sent twice, or cut short")
+                into[at] = header, frame[8 + n:]
+    except (ValueError, TypeError, KeyError, IndexError):  # not what _claimed sent: read here
         pass
 
 

@@ -97,6 +97,9 @@ class TensorIndex:
     # virtual file -> tp_slices.Join for tensors joined from tensor-parallel slices (their
     # TensorInfo.file is that virtual file); empty for every other checkpoint
     joins: dict[str, Any] = field(default_factory=dict)
+    # the report's tensor list (report.tensors_json of ``tensors``) as UTF-8 rows, one piece per
+    # file, when they were made as the headers were read (header_reads.py); else None
+    tensor_rows: list[bytes] | None = field(default=None, compare=False, repr=False)
 
     def census(self) -> Counter[tuple[str, tuple[int, ...]]]:
         """How many tensors have each (dtype, shape), in order of first appearance: 92k tensors

@@ -63,16 +63,30 @@ def inspect_report_parts(index: TensorIndex, inference: Inference | None = None)
     infers when it can."""
     from . import forked
     from .infer import infer
-    child = forked.start(lambda: tensors_json(index.tensors.values()).encode()) if inference is None else None
+    rows = index.tensor_rows if index.tensor_rows is not None and len(index.tensor_rows) == len(index.files) else None
+    child = (forked.start(lambda: tensors_json(index.tensors.values()).encode())
+             if inference is None and rows is None else None)
     report = index_report(index, with_tensors=False)
     marker = f"tensors-{secrets.token_hex(16)}"     # no other value of the report can be this
     report["tensors"] = marker                        # where index_report puts the list
     report.update((inference or infer(index)).to_json())
     text = json.dumps(report)
     at = text.index(f'"{marker}"')
-    made = child.result() if child is not None else None
-    tensors = made if made is not None else tensors_json(index.tensors.values()).encode()
-    return [text[:at].encode(), tensors, text[at + len(marker) + 2:].encode()]
+    if rows is not None:    # made as the headers were read: "[" + ", ".join(rows of each file) + "]"
+        listed = [b"["]
+        for i, piece in enumerate(filter(None, rows)):   # a file with no tensors has no rows
+            listed += [b", ", piece] if i else [piece]
+        listed.append(b"]")
+    else:
+        made = child.result() if child is not None else None
+        listed = [made if made is not None else tensors_json(index.tensors.values()).encode()]
+    return [text[:at].encode(), *listed, text[at + len(marker) + 2:].encode()]
+
+
+def tensor_rows(tensors: list[TensorInfo]) -> bytes:
+    """``tensors_json(tensors)`` without its brackets, as UTF-8: one file's piece of the list,
+    joined to the others' by ", " (header_reads.py makes them as it reads the headers)."""
+    return tensors_json(tensors)[1:-1].encode()
 
 
 def tensors_json(tensors: Iterable[TensorInfo]) -> str:

@@ -41,9 +41,9 @@ def reads(monkeypatch) -> list[str]:
     seen: list[str] = []
     real = api._read_index
 
-    def counting(source, progress, tokenizer, split=False):
+    def counting(source, *args):
         seen.append(source.label)
-        return real(source, progress, tokenizer, split)
+        return real(source, *args)
 
     monkeypatch.setattr(api, "_read_index", counting)
     return seen

@@ -8,7 +8,7 @@ import pytest
 
 from ckptkit import api
 from ckptkit.index import TensorIndex, TensorInfo
-from ckptkit.report import inspect_report, inspect_report_json, tensors_json
+from ckptkit.report import inspect_report, inspect_report_json, inspect_report_parts, tensors_json
 
 NAMES = ["model.embed_tokens.weight", 'quote"and\\backslash', "tab\there\nnewline", "\x00\x1f\x7f",
          "caf\u00e9 \u4e2d\u6587 \U0001f600", "\ud800lone-surrogate", "", "model.layers.0.mlp.down_proj.weight",
@@ -37,6 +37,29 @@ def test_unusual_field_types_fall_back_to_json():
 def test_inspect_json_text_equals_json_dumps_of_the_report(spec, header_only_dir):
     index = api.inspect(str(header_only_dir(spec)))
     assert inspect_report_json(index) == json.dumps(inspect_report(index))
+
+
+@pytest.mark.parametrize("empty", [None, 0, 2, 4])
+def test_tensor_rows_made_per_file_join_to_the_same_text(header_only_dir, empty):
+    """The tensor list joined from rows made file by file as the headers were read (a file may
+    hold no tensors) is the list tensors_json writes."""
+    import dataclasses
+
+    from ckptkit.index import FileInfo
+    from ckptkit.report import tensor_rows
+    index = api.inspect(str(header_only_dir("llama3_8b")))
+    assert index.tensor_rows is None        # read in this process alone: none made
+    files = [f.name for f in index.files]
+    if empty is not None:   # a file with no tensors, at the start, inside or at the end
+        files.insert(empty, "empty.safetensors")
+        index = dataclasses.replace(index, files=[*index.files, FileInfo("empty.safetensors", 8, "safetensors")])
+    by_file = {f: [t for t in index.tensors.values() if t.file == f] for f in files}
+    rows = [tensor_rows(by_file[f]) for f in files]
+    assert any(rows) and (empty is None or rows[empty] == b"")
+    expected = json.dumps(inspect_report(index))
+    assert b"".join(inspect_report_parts(dataclasses.replace(index, tensor_rows=rows))).decode() == expected
+    # rows that do not fit the files are not used
+    assert b"".join(inspect_report_parts(dataclasses.replace(index, tensor_rows=rows[1:]))).decode() == expected
 
 
 def test_a_name_equal_to_no_marker_is_harmless():
