@@ -10,7 +10,7 @@ from typing import Any
 from . import index_cache, tp_slices
 from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
-from .header_reads import RowText, read_headers
+from .header_reads import PerFile, read_headers
 from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable, bulk
 from .sources.base import Source
 from .sources.files import SHARD_INDEX, is_pickle, parse_split_gguf
@@ -197,30 +197,30 @@ def _header_guess(names: list[str]) -> int:
 
 
 def load_index(source: Source, progress: Progress | None = None, tokenizer: bool = False,
-               split: bool = False, rows_of: RowText | None = None) -> TensorIndex:
+               split: bool = False, per_file: PerFile | None = None) -> TensorIndex:
     """Read every header of the checkpoint in ``source`` into one TensorIndex (no tensor data);
     ``tokenizer`` also reads a safetensors checkpoint's tokenizer files (TOKENIZER_FILES);
     ``split`` lets a forked child share the reading of many headers (header_reads.py: headers only),
-    and then ``rows_of`` (report.tensor_rows) makes ``TensorIndex.tensor_rows`` as they are read.
+    and then ``per_file`` (report.PER_FILE) makes ``TensorIndex.per_file`` as they are read.
     An index already read from the same commit or unchanged files comes from ``index_cache``."""
     entry = index_cache.entry_for(source, tokenizer)
     if entry is None:
         with bulk():
-            return _read_index(source, progress, tokenizer, split, rows_of)
+            return _read_index(source, progress, tokenizer, split, per_file)
     with bulk():
         cached = entry.load()
     if cached is not None:
         return cached
     before = entry.stamps()
     with bulk():
-        index = _read_index(source, progress, tokenizer, split, rows_of)
+        index = _read_index(source, progress, tokenizer, split, per_file)
     if not index.joins:         # tensor-parallel joins are not cached (rare; rebuilt each time)
         entry.save(index, before)   # only after every strict check passed
     return index
 
 
 def _read_index(source: Source, progress: Progress | None, tokenizer: bool, split: bool = False,
-                rows_of: RowText | None = None) -> TensorIndex:
+                per_file: PerFile | None = None) -> TensorIndex:
     from .sources.ckpt import ckpt_index, is_ckpt
     if is_ckpt(source):     # a uniform-layout folder: read as the HF checkpoint it holds
         return ckpt_index(source, tokenizer)
@@ -268,7 +268,7 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool, spli
         raw, n, size = st.fetch_header(source, path, guess=guesses.get(path, 1 << 16))
         return st.parse_header(raw, n, path, size), size
 
-    headers, rows = read_headers(source, files, fetch, progress, split, rows_of)
+    headers, made = read_headers(source, files, fetch, progress, split, per_file)
     parsed: list[tuple[str, list[TensorInfo]]] = []
     infos: list[FileInfo] = []
     metadata: dict[str, Any] = {}
@@ -281,7 +281,7 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool, spli
     if joins:
         tp_slices.attach(source, joins)
     return TensorIndex("safetensors", infos, tensors, config, shard_index, metadata, source.label,
-                       tok_docs, joins, None if joins else rows)
+                       tok_docs, joins, {} if joins else made)
 
 
 def _load_gguf(source: Source, files: list[str], config: dict | None,
@@ -313,16 +313,16 @@ def inspect(spec: str, revision: str | None = None, progress: Progress | None = 
 
 
 def inspect_json(spec: str, revision: str | None, progress: Progress | None,
-                 make_parts: Callable[[TensorIndex], list[bytes]], rows_of: RowText | None = None) -> list[bytes]:
+                 make_parts: Callable[[TensorIndex], list[bytes]], per_file: PerFile | None = None) -> list[bytes]:
     """`inspect --json`'s text for ``spec`` as UTF-8 parts: ``make_parts(index)``
-    (report.inspect_report_parts; ``rows_of``: see load_index), or the same text from
+    (report.inspect_report_parts; ``per_file``: see load_index), or the same text from
     ``index_cache`` when this build of ckptkit made it for the same index and label."""
     with open_source(spec, revision) as source:
         entry = index_cache.entry_for(source, tokenizer=True)
         text = entry.load_report() if entry else None
         if text is not None:
             return [text]
-        parts = make_parts(load_index(source, progress, tokenizer=True, split=True, rows_of=rows_of))
+        parts = make_parts(load_index(source, progress, tokenizer=True, split=True, per_file=per_file))
         if entry:
             entry.save_report(parts)
     return parts

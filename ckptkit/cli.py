@@ -12,7 +12,7 @@ import click
 
 from . import __version__, api, index_cache
 from .errors import CkptError
-from .report import inspect_report, inspect_report_parts, tensor_rows
+from .report import PER_FILE, inspect_report, inspect_report_parts
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -150,7 +150,7 @@ def _inspect(src: str, revision: str | None, all_tensors: bool, as_json: bool, n
     report_only = as_json and ctx is None and not diagram  # then the whole text is cached
     try:
         if report_only:
-            parts = api.inspect_json(src, revision, progress, inspect_report_parts, tensor_rows)
+            parts = api.inspect_json(src, revision, progress, inspect_report_parts, PER_FILE)
         else:
             index = api.inspect(src, revision, progress)
     finally:

@@ -9,7 +9,7 @@ to the source's checksums: only for callers that read headers alone (inspect).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 
 from . import forked, index_codec
@@ -20,19 +20,21 @@ from .sources.base import Source
 
 Progress = Callable[[int, int], None]  # (done, total)
 Header = tuple[SafetensorsHeader, int | None]   # a parsed header and its file's size
-RowText = Callable[[list[TensorInfo]], bytes]   # a file's tensors as rows of a report (report.tensor_rows)
+# things made of each file's tensors as its header is read (report.PER_FILE), by name, as bytes
+PerFile = Mapping[str, Callable[[list[TensorInfo]], bytes]]
 
 # Fewer headers than this are read here: a child's start-up and hand-back would cost more.
 SPLIT_MIN_FILES = 16
 
 
 def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header], progress: Progress | None,
-                 split: bool, rows_of: RowText | None = None) -> tuple[list[Header], list[bytes] | None]:
+                 split: bool, per_file: PerFile | None = None) -> tuple[list[Header], dict[str, list[bytes]]]:
     """``fetch(path)`` for every file of ``files`` (each parsed on the reading thread as it
     arrives), in order; with ``split``, shared with a forked child when there are many. Then
-    also, when a child shared the work and ``rows_of`` is given, ``rows_of`` of each file's
-    tensors, made by the process that read it (else None)."""
+    also, when a child shared the work, each of ``per_file`` (name -> function) of each file's
+    tensors, made by the process that read it, by name, in the order of ``files`` (else empty)."""
     done = [0]
+    makers = per_file or {}
 
     def counted(path: str) -> Header:
         got = fetch(path)
@@ -42,18 +44,19 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
         return got
 
     claims = forked.Claims.make(len(files)) if split and len(files) >= SPLIT_MIN_FILES else None
-    child = forked.start_stream(lambda emit: _claimed(source, files, fetch, claims, rows_of, emit)) \
+    child = forked.start_stream(lambda emit: _claimed(source, files, fetch, claims, makers, emit)) \
         if claims else None
     if claims and child is None:
         claims.close()
     if claims is None or child is None:
-        return source.map(counted, files), None
-    theirs: dict[int, tuple[Header, bytes]] = {}
-    collector = threading.Thread(target=_collect, args=(child, files, theirs), name="ckptkit-headers", daemon=True)
+        return source.map(counted, files), {}
+    theirs: dict[int, tuple[Header, list[bytes]]] = {}
+    collector = threading.Thread(target=_collect, args=(child, files, len(makers), theirs),
+                                 name="ckptkit-headers", daemon=True)
     collector.start()   # takes the child's headers in as they come
     warming = warm_up()  # in this process's waits for its headers (a fork needs it ended: joined below)
     try:
-        mine: dict[int, tuple[Header, bytes]] | None = _claimed(source, files, counted, claims, rows_of)
+        mine: dict[int, tuple[Header, list[bytes]]] | None = _claimed(source, files, counted, claims, makers)
     except CkptError:
         mine = None
     finally:
@@ -61,48 +64,61 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
         collector.join()
         claims.close()
     if mine is None or not child.complete or len(mine) + len(theirs) != len(files) or mine.keys() & theirs.keys():
-        return source.map(counted, files), None
+        return source.map(counted, files), {}
     got = {**mine, **theirs}
     if progress:
         progress(len(files), len(files))
-    return [got[i][0] for i in range(len(files))], [got[i][1] for i in range(len(files))] if rows_of else None
+    made = {name: [got[i][1][k] for i in range(len(files))] for k, name in enumerate(makers)}
+    return [got[i][0] for i in range(len(files))], made
 
 
 def _claimed(source: Source, files: list[str], fetch: Callable[[str], Header], claims: forked.Claims,
-             rows_of: RowText | None, emit: Callable[[bytes], None] | None = None) -> dict[int, tuple[Header, bytes]]:
-    """``fetch`` (and ``rows_of``) of each file whose position this process claims first, by
+             makers: PerFile, emit: Callable[[bytes], None] | None = None) -> dict[int, tuple[Header, list[bytes]]]:
+    """``fetch`` (and ``makers``) of each file whose position this process claims first, by
     position; ``emit`` also sends each one on as it is read (in a forked child: ``_collect``
     takes them in)."""
-    got: dict[int, tuple[Header, bytes]] = {}
+    got: dict[int, tuple[Header, list[bytes]]] = {}
 
     def one(_: int) -> None:
         at = claims.next()
         if at is None:
             return
         header = fetch(files[at])
-        rows = rows_of(header[0].tensors) if rows_of else b""
-        got[at] = header, rows
-        if emit:   # the header as JSON columns, then the rows as they are
-            head = index_codec.encode_headers({at: header})
-            emit(len(head).to_bytes(8, "little") + head + rows)
+        made = [make(header[0].tensors) for make in makers.values()]
+        got[at] = header, made
+        if emit:   # the header as JSON columns, then each thing made, each after its length
+            emit(b"".join(len(x).to_bytes(8, "little") + x for x in [index_codec.encode_headers({at: header}), *made]))
 
     source.map(one, range(len(files)))
     return got
 
 
-def _collect(child: forked.Child, files: list[str], into: dict[int, tuple[Header, bytes]]) -> None:
-    """The headers (and rows) ``child`` sends, by position, until it ends; on anything that is
-    not what ``_claimed`` sent, stop (the child is stopped, ``child.complete`` stays False)."""
+def _collect(child: forked.Child, files: list[str], n_made: int, into: dict[int, tuple[Header, list[bytes]]]) -> None:
+    """The headers (and things made of them) ``child`` sends, by position, until it ends; on
+    anything that is not what ``_claimed`` sent, stop (the child is stopped, ``child.complete``
+    stays False)."""
     try:
         with closing(child.frames()) as frames:
             for frame in frames:
-                n = int.from_bytes(frame[:8], "little")
-                ((at, header),) = index_codec.decode_headers(frame[8:8 + n], files).items()
-                if at in into or len(frame) < 8 + n:
-                    raise ValueError(f"position {at} sent twice, or cut short")
-                into[at] = header, frame[8 + n:]
+                pieces = _split(frame)
+                ((at, header),) = index_codec.decode_headers(pieces[0], files).items()
+                if at in into or len(pieces) != 1 + n_made:
+                    raise ValueError(f"position {at} sent twice, or not all of it")
+                into[at] = header, pieces[1:]
     except (ValueError, TypeError, KeyError, IndexError):  # not what _claimed sent: read here
         pass
+
+
+def _split(frame: bytes) -> list[bytes]:
+    """The pieces of ``frame``, each after its 8-byte length; ValueError if one is cut short."""
+    pieces, at = [], 0
+    while at < len(frame):
+        n = int.from_bytes(frame[at:at + 8], "little")
+        if at + 8 + n > len(frame):
+            raise ValueError("a piece cut short")
+        pieces.append(frame[at + 8:at + 8 + n])
+        at += 8 + n
+    return pieces
 
 
 def warm_up() -> threading.Thread:

@@ -82,6 +82,11 @@ class Unreadable:
     message: str
 
 
+# The things TensorIndex.per_file may hold, by name: the report's tensor rows
+# (report.tensor_rows) and the tensor names grouped by pattern (infer.names.file_groups)
+TENSOR_ROWS, NAME_GROUPS = "tensor_rows", "name_groups"
+
+
 @dataclass
 class TensorIndex:
     format: str                                  # "safetensors" | "gguf"
@@ -97,9 +102,10 @@ class TensorIndex:
     # virtual file -> tp_slices.Join for tensors joined from tensor-parallel slices (their
     # TensorInfo.file is that virtual file); empty for every other checkpoint
     joins: dict[str, Any] = field(default_factory=dict)
-    # the report's tensor list (report.tensors_json of ``tensors``) as UTF-8 rows, one piece per
-    # file, when they were made as the headers were read (header_reads.py); else None
-    tensor_rows: list[bytes] | None = field(default=None, compare=False, repr=False)
+    # things made of each file's tensors as the headers were read, one piece per file of
+    # ``files``, by name (header_reads.py, report.PER_FILE): what reading them all again would
+    # give, made on two cores; empty when none were made
+    per_file: dict[str, list[bytes]] = field(default_factory=dict, compare=False, repr=False)
 
     def census(self) -> Counter[tuple[str, tuple[int, ...]]]:
         """How many tensors have each (dtype, shape), in order of first appearance: 92k tensors

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-from .index import TensorIndex, TensorInfo
+from .index import NAME_GROUPS, TENSOR_ROWS, TensorIndex, TensorInfo
 
 if TYPE_CHECKING:
     from .infer import Inference
@@ -63,7 +63,8 @@ def inspect_report_parts(index: TensorIndex, inference: Inference | None = None)
     infers when it can."""
     from . import forked
     from .infer import infer
-    rows = index.tensor_rows if index.tensor_rows is not None and len(index.tensor_rows) == len(index.files) else None
+    rows = index.per_file.get(TENSOR_ROWS)
+    rows = rows if rows is not None and len(rows) == len(index.files) else None
     child = (forked.start(lambda: tensors_json(index.tensors.values()).encode())
              if inference is None and rows is None else None)
     report = index_report(index, with_tensors=False)
@@ -87,6 +88,17 @@ def tensor_rows(tensors: list[TensorInfo]) -> bytes:
     """``tensors_json(tensors)`` without its brackets, as UTF-8: one file's piece of the list,
     joined to the others' by ", " (header_reads.py makes them as it reads the headers)."""
     return tensors_json(tensors)[1:-1].encode()
+
+
+def name_groups(tensors: list[TensorInfo]) -> bytes:
+    """One file's tensor names grouped by pattern, for inference (infer.names.file_groups)."""
+    from .infer.names import file_groups
+    return file_groups([t.name for t in tensors])
+
+
+#: What `inspect --json` has made of each file's tensors as the headers are read, on the cores
+#: that read them (TensorIndex.per_file): the report's rows and the names grouped for inference.
+PER_FILE = {TENSOR_ROWS: tensor_rows, NAME_GROUPS: name_groups}
 
 
 def tensors_json(tensors: Iterable[TensorInfo]) -> str:

@@ -48,7 +48,7 @@ def test_tensor_rows_made_per_file_join_to_the_same_text(header_only_dir, empty)
     from ckptkit.index import FileInfo
     from ckptkit.report import tensor_rows
     index = api.inspect(str(header_only_dir("llama3_8b")))
-    assert index.tensor_rows is None        # read in this process alone: none made
+    assert index.per_file == {}        # read in this process alone: none made
     files = [f.name for f in index.files]
     if empty is not None:   # a file with no tensors, at the start, inside or at the end
         files.insert(empty, "empty.safetensors")
@@ -57,9 +57,10 @@ def test_tensor_rows_made_per_file_join_to_the_same_text(header_only_dir, empty)
     rows = [tensor_rows(by_file[f]) for f in files]
     assert any(rows) and (empty is None or rows[empty] == b"")
     expected = json.dumps(inspect_report(index))
-    assert b"".join(inspect_report_parts(dataclasses.replace(index, tensor_rows=rows))).decode() == expected
+    assert b"".join(inspect_report_parts(dataclasses.replace(index, per_file={"tensor_rows": rows}))).decode() == expected
     # rows that do not fit the files are not used
-    assert b"".join(inspect_report_parts(dataclasses.replace(index, tensor_rows=rows[1:]))).decode() == expected
+    assert b"".join(inspect_report_parts(dataclasses.replace(index, per_file={"tensor_rows": rows[1:]}))).decode() \
+        == expected
 
 
 def test_a_name_equal_to_no_marker_is_harmless():

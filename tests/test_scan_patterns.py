@@ -10,8 +10,16 @@ from math import prod
 import pytest
 
 from ckptkit import api, mapdata
-from ckptkit.index import TensorIndex, TensorInfo
-from ckptkit.infer.names import group_by_pattern, number_text, parse_name, resolve_contextual, split_at_numbers
+from ckptkit.index import NAME_GROUPS, FileInfo, TensorIndex, TensorInfo
+from ckptkit.infer.names import (
+    file_groups,
+    group_by_pattern,
+    merged_groups,
+    number_text,
+    parse_name,
+    resolve_contextual,
+    split_at_numbers,
+)
 from ckptkit.infer.scan import SCALE_PARTS, Layer, Scan, Seen, logical_shape, scan
 
 
@@ -141,3 +149,31 @@ def test_patterns_group_names_by_their_text_between_numbers(names):
             assert tuple(parts[0::2]) == pattern
             assert [number_text(names[i], pattern, k) for k in range(len(pattern) - 1)] == parts[1::2]
     assert list(groups) == list(dict.fromkeys(tuple(split_at_numbers(n)[0::2]) for n in names))
+
+
+@pytest.mark.parametrize("cuts", [(), (3,), (1, 5, 9), (0, 0, 7)])   # files (some with no names)
+def test_groups_made_file_by_file_merge_to_the_groups_of_all(cuts):
+    """Names grouped per file as the headers are read, then merged, are grouped as all at once;
+    pieces that do not add up to the names are refused (None), not trusted."""
+    bounds = [0, *cuts, len(ODD)]
+    files = [ODD[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    pieces = [file_groups(f) for f in files]
+    merged = merged_groups(pieces, len(ODD))
+    assert merged == group_by_pattern(ODD) and list(merged) == list(group_by_pattern(ODD))
+    assert merged_groups(pieces, len(ODD) + 1) is None
+    assert merged_groups(pieces[1:], len(ODD) - len(files[0])) == group_by_pattern(ODD[len(files[0]):])
+    assert merged_groups([b"[2, [[[\"a\"], [0, 5]]]]"], 2) is None     # a position past its file
+    assert merged_groups([b"not json"], 2) is None
+
+
+def test_scan_uses_groups_made_per_file_and_gets_the_same_result():
+    tensors = {n: TensorInfo(n, "BF16", (4, 2), f"{i % 3}.safetensors", 0, 16) for i, n in enumerate(ODD)}
+    files = [FileInfo(f"{k}.safetensors", None, "safetensors") for k in range(3)]
+    index = TensorIndex("safetensors", files, dict(sorted(tensors.items(), key=lambda kv: kv[1].file)),
+                        None, None, {}, "odd")
+    by_file = [[t.name for t in index.tensors.values() if t.file == f.name] for f in files]
+    made = dataclasses.replace(index, per_file={NAME_GROUPS: [file_groups(n) for n in by_file]})
+    assert as_data(scan(made)) == as_data(scan(index)) == as_data(oracle(index))
+    for wrong in ([file_groups(n) for n in by_file[1:]],              # not one piece per file
+                  [file_groups(n) for n in by_file[:2]] + [b"[0, []]"]):  # not all the names
+        assert as_data(scan(dataclasses.replace(index, per_file={NAME_GROUPS: wrong}))) == as_data(scan(index))

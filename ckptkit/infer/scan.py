@@ -8,8 +8,8 @@ from math import prod
 from operator import itemgetter
 
 from .. import mapdata
-from ..index import TensorIndex, TensorInfo
-from .names import NameInfo, group_by_pattern, number_text, pattern_info, resolve_contextual
+from ..index import NAME_GROUPS, TensorIndex, TensorInfo
+from .names import NameInfo, group_by_pattern, merged_groups, number_text, pattern_info, resolve_contextual
 
 SCALE_PARTS = ("scale", "scales", "input_scale")
 _DTYPE_SHAPE, _NAME, _FIRST_TEXT, _SECOND_TEXT = itemgetter(1, 2), itemgetter(0), itemgetter(0), itemgetter(1)
@@ -62,7 +62,10 @@ def scan(index: TensorIndex) -> Scan:
     pattern (a 92k-tensor checkpoint has about a hundred) and each pattern is parsed once; every
     ordered result (layers, roles, globals, dtypes, lists) keeps the index's tensor order."""
     tensors = list(index.tensors.values())
-    groups = group_by_pattern([t.name for t in tensors])
+    pieces = index.per_file.get(NAME_GROUPS)    # grouped file by file as the headers were read
+    groups = merged_groups(pieces, len(tensors)) if pieces and len(pieces) == len(index.files) else None
+    if groups is None:
+        groups = group_by_pattern([t.name for t in tensors])
     acc = _Acc(mapdata.roles().groups["routed_experts"].prefixes)
     for pattern, positions in groups.items():
         acc.add(pattern, *pattern_info(pattern), [(i, tensors[i]) for i in positions])
