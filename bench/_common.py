@@ -140,6 +140,20 @@ def machine() -> str:
             f"Python {platform.python_version()}, numpy {numpy.__version__}, huggingface_hub {hh}")
 
 
+def cpu_probe() -> float:
+    """Seconds for a fixed pure-Python loop, best of three: how fast this machine runs Python at
+    the moment. On a shared VM it moves by 30 % and more between minutes, and a CPU-bound tool
+    measured against a network-bound one moves with it; printed beside the figures to read them by."""
+    import time
+    best = float("inf")
+    for _ in range(3):
+        t, x = time.perf_counter(), 0
+        for i in range(3_000_000):
+            x += i
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def git_rev() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,

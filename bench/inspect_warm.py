@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, check, git_rev, last_json, machine, median, run_measured, table, verdict
+from _common import ROOT, check, cpu_probe, git_rev, last_json, machine, median, run_measured, table, verdict
 
 CHILD = str(Path(__file__).with_name("_inspect_child.py"))
 RUNS = {"hf": "huggingface_hub.get_safetensors_metadata", "cold": "ckptkit inspect --json, cold",
@@ -105,7 +105,11 @@ def main() -> None:
     out = []
     with tempfile.TemporaryDirectory(prefix="ckptkit-bench-") as tmpd:
         for spec in args.repos.split(","):
+            probe = cpu_probe()
             res = bench_repo(spec, args.latency, args.runs, Path(tmpd))
+            res["cpu_probe_s"] = [probe, cpu_probe()]
+            print(f"CPU probe (a fixed Python loop, lower is faster) before and after: "
+                  f"{res['cpu_probe_s'][0]:.3f} s, {res['cpu_probe_s'][1]:.3f} s")
             s = {k: summary(v) for k, v in res["runs"].items()}
             hf = s["hf"]
             rows = [[RUNS[k], f"{v['best']:.2f} s", f"{v['best']:.2f}..{v['max']:.2f} s", f"{v['call']:.2f} s",
