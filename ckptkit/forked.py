@@ -183,5 +183,11 @@ class Claims:
         got = os.read(self._fd, self.RECORD)
         return int.from_bytes(got, "little") if len(got) == self.RECORD else None
 
+    def drain(self) -> None:
+        """Claim every number left, so that no thread of either process starts more work (the
+        records are whole: every other read takes exactly one)."""
+        while os.read(self._fd, 1 << 16):
+            pass
+
     def close(self) -> None:
         os.close(self._fd)

@@ -84,13 +84,17 @@ def _claimed(source: Source, files: list[str], fetch: Callable[[str], Header], c
     got: dict[int, tuple[Header, list[bytes]]] = {}
 
     def worker(_: int) -> None:
-        while (at := claims.next()) is not None:
-            header = fetch(files[at])
-            made = [make(header[0].tensors) for make in makers.values()]
-            got[at] = header, made
-            if emit:   # the header as JSON columns, then each thing made, each after its length
-                emit(b"".join(len(x).to_bytes(8, "little") + x
-                              for x in [index_codec.encode_headers({at: header}), *made]))
+        try:
+            while (at := claims.next()) is not None:
+                header = fetch(files[at])
+                made = [make(header[0].tensors) for make in makers.values()]
+                got[at] = header, made
+                if emit:   # the header as JSON columns, then each thing made, each after its length
+                    emit(b"".join(len(x).to_bytes(8, "little") + x
+                                  for x in [index_codec.encode_headers({at: header}), *made]))
+        except BaseException:
+            claims.drain()  # all will be read again here: neither process need read more
+            raise
 
     source.map(worker, range(min(source.concurrency, len(files))))   # each reading thread claims in turn
     return got

@@ -72,6 +72,11 @@ elif case == "claims":    # every number once, to threads of two processes
     theirs = [int(x) for frame in c.frames() for x in frame.split()]
     claims.close()
     print(c.complete and sorted(mine + theirs) == list(range(n)))
+elif case == "drain":     # after a drain nothing is left to claim, in either process
+    claims = forked.Claims.make(5000)
+    first = [claims.next() for _ in range(3)]
+    c = forked.start_stream(lambda emit: (claims.drain(), emit(repr(claims.next()).encode())))
+    print(first == [0, 1, 2] and c.result() == b"None" and claims.next() is None)
 elif case == "claims-too-many":  # more records than a pipe holds: none, and no pipe left open
     before = len(os.listdir("/proc/self/fd"))
     print(forked.Claims.make(1 << 20) is None and len(os.listdir("/proc/self/fd")) == before)
@@ -81,7 +86,8 @@ else:   # "not-allowed", "env": no child
 
 
 @pytest.mark.parametrize("case", ["bytes", "raises", "killed", "thread", "not-allowed", "env", "frames", "cut-short",
-                                  pytest.param("claims", marks=LINUX), pytest.param("claims-too-many", marks=LINUX)])
+                                  pytest.param("claims", marks=LINUX), pytest.param("drain", marks=LINUX),
+                                  pytest.param("claims-too-many", marks=LINUX)])
 def test_child(case):
     env = {**os.environ, **({"CKPTKIT_NO_FORK": "1"} if case == "env" else {})}
     out = subprocess.run([sys.executable, "-c", PROBE, case], capture_output=True, text=True, env=env, timeout=60)
