@@ -6,6 +6,7 @@ validation, rendering and the converters.
 from __future__ import annotations
 
 import gc
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -83,8 +84,29 @@ class Unreadable:
 
 
 # The things TensorIndex.per_file may hold, by name: the report's tensor rows
-# (report.tensor_rows) and the tensor names grouped by pattern (infer.names.file_groups)
-TENSOR_ROWS, NAME_GROUPS = "tensor_rows", "name_groups"
+# (report.tensor_rows), the tensor names grouped by pattern (infer.names.file_groups) and the
+# count of each (dtype, shape) (file_census)
+TENSOR_ROWS, NAME_GROUPS, CENSUS = "tensor_rows", "name_groups", "census"
+
+
+def file_census(tensors: list[TensorInfo]) -> bytes:
+    """``TensorIndex.census`` of one file's tensors, as JSON: ``[[dtype, shape, count], ...]``."""
+    return json.dumps([[d, list(s), n] for (d, s), n in Counter(map(_DTYPE_SHAPE, tensors)).items()]).encode()
+
+
+def _merged_census(pieces: list[bytes], total: int) -> Counter[tuple[str, tuple[int, ...]]] | None:
+    """The census of several files from their ``file_census``, in order of first appearance;
+    None unless the pieces are what it writes and count ``total`` tensors in all."""
+    out: Counter[tuple[str, tuple[int, ...]]] = Counter()
+    try:
+        for piece in pieces:
+            for dtype, shape, n in json.loads(piece):
+                if type(dtype) is not str or type(n) is not int or n < 1 or not set(map(type, shape)) <= {int}:
+                    return None
+                out[(dtype, tuple(shape))] += n
+    except (ValueError, TypeError):
+        return None
+    return out if sum(out.values()) == total else None
 
 
 @dataclass
@@ -110,7 +132,9 @@ class TensorIndex:
     def census(self) -> Counter[tuple[str, tuple[int, ...]]]:
         """How many tensors have each (dtype, shape), in order of first appearance: 92k tensors
         are a few dozen kinds, counted in C, so totals cost per kind, not per tensor."""
-        return Counter(map(_DTYPE_SHAPE, self.tensors.values()))
+        pieces = self.per_file.get(CENSUS)     # counted file by file as the headers were read
+        merged = _merged_census(pieces, len(self.tensors)) if pieces and len(pieces) == len(self.files) else None
+        return merged if merged is not None else Counter(map(_DTYPE_SHAPE, self.tensors.values()))
 
     @property
     def total_parameters(self) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-from .index import NAME_GROUPS, TENSOR_ROWS, TensorIndex, TensorInfo
+from .index import CENSUS, NAME_GROUPS, TENSOR_ROWS, TensorIndex, TensorInfo, file_census
 
 if TYPE_CHECKING:
     from .infer import Inference
@@ -97,8 +97,9 @@ def name_groups(tensors: list[TensorInfo]) -> bytes:
 
 
 #: What `inspect --json` has made of each file's tensors as the headers are read, on the cores
-#: that read them (TensorIndex.per_file): the report's rows and the names grouped for inference.
-PER_FILE = {TENSOR_ROWS: tensor_rows, NAME_GROUPS: name_groups}
+#: that read them (TensorIndex.per_file): the report's rows, the names grouped for inference,
+#: and the census the report's parameter counts come from.
+PER_FILE = {TENSOR_ROWS: tensor_rows, NAME_GROUPS: name_groups, CENSUS: file_census}
 
 
 def tensors_json(tensors: Iterable[TensorInfo]) -> str:

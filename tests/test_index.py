@@ -134,3 +134,23 @@ def test_bulk_pauses_the_collector_and_always_restores_it(tmp_path):
     with pytest.raises(FormatError):
         api.inspect(str(bad))
     assert gc.isenabled()
+
+
+def test_census_counted_per_file_merges_to_the_census_of_all(header_only_dir):
+    """A census made file by file as the headers were read (TensorIndex.per_file) is the census
+    of all the tensors, in the same order; pieces that do not count them all are not used."""
+    import dataclasses
+
+    from ckptkit.index import CENSUS, file_census
+    index = api.inspect(str(header_only_dir("deepseek_v3_671b")))
+    by_file = [[t for t in index.tensors.values() if t.file == f.name] for f in index.files]
+    made = dataclasses.replace(index, per_file={CENSUS: [file_census(ts) for ts in by_file]})
+    assert list(made.census().items()) == list(index.census().items())
+    assert made.parameters_by_dtype() == index.parameters_by_dtype()
+    short = dataclasses.replace(index, per_file={CENSUS: [file_census(ts) for ts in by_file[:-1]] + [b"[]"]})
+    assert list(short.census().items()) == list(index.census().items())    # counted again, not trusted
+    odd = dataclasses.replace(index, per_file={CENSUS: [b'[["F32", [2], "3"]]'] * len(by_file)})
+    assert list(odd.census().items()) == list(index.census().items())
+    # pieces that count every tensor are what the census is made of (here: a made-up one)
+    taken = dataclasses.replace(index, per_file={CENSUS: [f'[["F32", [1], {len(ts)}]]'.encode() for ts in by_file]})
+    assert dict(taken.census()) == {("F32", (1,)): len(index.tensors)}
