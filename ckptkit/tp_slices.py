@@ -19,11 +19,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from math import prod
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from .errors import FormatError
 from .index import TensorInfo, span_text
+
+_NAME = itemgetter(0)  # TensorInfo -> name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,10 +65,12 @@ def merge(parsed: Sequence[tuple[str, Sequence[TensorInfo]]], config: dict | Non
           label: str) -> tuple[dict[str, TensorInfo], dict[str, Join]]:
     """The tensors of every file (``parsed``: file -> its header's tensors, in file order) as one
     name -> tensor map, tensor-parallel slices joined; and the joins by virtual file name."""
-    tensors: dict[str, TensorInfo] = {}
+    every = list(chain.from_iterable(ts for _, ts in parsed))
+    tensors: dict[str, TensorInfo] = dict(zip(map(_NAME, every), every, strict=True))  # in C: 92k names
     dups: dict[str, list[TensorInfo]] = {}
-    for _, ts in parsed:
-        for t in ts:
+    if len(tensors) < len(every):     # a name in several files: keep the first, list the others
+        tensors = {}
+        for t in every:
             prev = tensors.setdefault(t.name, t)
             if prev is not t:
                 dups.setdefault(t.name, [prev]).append(t)
