@@ -3,9 +3,12 @@
 Python runs one thread at a time, so the parsing and text building of a large inspect (91,991
 DeepSeek-V3 tensors: ~0.5 s of headers, ~0.15 s of report text) cannot share a machine's cores
 through threads. A forked child can: it starts with this process's memory as it is (no copy, no
-pickling), computes, and sends plain bytes back through a pipe. Anything that goes wrong in it
-(an exception, a crash, a kill) comes back as ``None``, and the caller then does the work itself,
-so a child changes how fast a result comes, never what it is, nor which error is reported.
+pickling), computes, and sends plain bytes back through a pipe, at its end (``start``) or frame
+by frame as it goes (``start_stream``); ``Claims`` shares a list of work out between the threads
+of both processes as each gets free. Anything that goes wrong in a child (an exception, a crash,
+a kill) shows as a result of ``None`` or a stream not ``complete``, and the caller then does the
+work itself, so a child changes how fast a result comes, never what it is, nor which error is
+reported.
 
 Only the console script allows it (``allow``): a program that imports ckptkit may hold state a
 forked copy must not touch. Even then a child is made only where fork is safe: a POSIX system
