@@ -10,7 +10,7 @@ from typing import Any
 from . import index_cache, tp_slices
 from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
-from .header_reads import PerFile, read_headers
+from .header_reads import PerFile, read_headers, warm_up
 from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable, bulk
 from .sources.base import Source
 from .sources.files import SHARD_INDEX, is_pickle, parse_split_gguf
@@ -309,6 +309,8 @@ def _load_gguf(source: Source, files: list[str], config: dict | None,
 def inspect(spec: str, revision: str | None = None, progress: Progress | None = None) -> TensorIndex:
     """Open ``spec`` and read its tensor index (with its tokenizer files)."""
     with open_source(spec, revision) as source:
+        if index_cache.first_look(source):  # a cold read follows: load inference's tables meanwhile
+            warm_up()
         return load_index(source, progress, tokenizer=True, split=True)
 
 
@@ -318,6 +320,8 @@ def inspect_json(spec: str, revision: str | None, progress: Progress | None,
     (report.inspect_report_parts; ``per_file``: see load_index), or the same text from
     ``index_cache`` when this build of ckptkit made it for the same index and label."""
     with open_source(spec, revision) as source:
+        if index_cache.first_look(source):  # a cold read follows: load inference's tables meanwhile
+            warm_up()
         entry = index_cache.entry_for(source, tokenizer=True)
         text = entry.load_report() if entry else None
         if text is not None:

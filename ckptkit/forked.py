@@ -31,9 +31,26 @@ def allow() -> None:
     _allowed = True
 
 
+_helpers: list[threading.Thread] = []
+
+
+def helper(thread: threading.Thread) -> None:
+    """Count ``thread``, one that ends on its own soon (a warm-up), as one to wait for before
+    forking rather than a reason not to fork."""
+    _helpers.append(thread)
+
+
+def settle() -> None:
+    """Wait for the threads ``helper`` counted."""
+    while _helpers:
+        _helpers.pop().join()
+
+
 def fork_safe() -> bool:
-    """Whether this process can fork safely: a POSIX system other than macOS (whose system
-    libraries may not survive a fork), and no other thread (one could hold a lock forever)."""
+    """Whether this process can fork safely, once the ``helper`` threads have ended: a POSIX
+    system other than macOS (whose system libraries may not survive a fork), and no other thread
+    (one could hold a lock forever)."""
+    settle()
     return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
 
 

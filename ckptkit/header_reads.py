@@ -58,13 +58,13 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
     collector = threading.Thread(target=_collect, args=(child, files, len(makers), theirs),
                                  name="ckptkit-headers", daemon=True)
     collector.start()   # takes the child's headers in as they come
-    warming = warm_up()  # in this process's waits for its headers (a fork needs it ended: joined below)
+    warm_up()  # in this process's waits for its headers, unless done earlier (joined below)
     try:
         mine: dict[int, tuple[Header, list[bytes]]] | None = _claimed(source, files, counted, claims, makers)
     except CkptError:
         mine = None
     finally:
-        warming.join()
+        forked.settle()     # the warm-up
         collector.join()
         claims.close()
     if mine is None or not child.complete or len(mine) + len(theirs) != len(files) or mine.keys() & theirs.keys():
@@ -128,10 +128,19 @@ def _split(frame: bytes) -> list[bytes]:
     return pieces
 
 
-def warm_up() -> threading.Thread:
-    """A thread importing inference and loading the mapping tables it and the index's
-    tensor-parallel check read, started while this one mostly waits for headers to arrive (~0.08 s
-    of a cold inspect that those waits hide). Failures are left for this thread to meet and report."""
+_warmed = False
+
+
+def warm_up() -> None:
+    """Start a thread importing inference and loading the mapping tables it and the index's
+    tensor-parallel check read, while this one mostly waits on the network (~0.05-0.08 s of a
+    cold inspect that those waits hide); once per process. Failures are left for the main thread
+    to meet and report. A fork waits for it to end (``forked.helper``)."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
+
     def load() -> None:
         try:
             from . import infer, mapdata
@@ -141,4 +150,4 @@ def warm_up() -> threading.Thread:
             pass
     t = threading.Thread(target=load, name="ckptkit-warm-up", daemon=True)
     t.start()
-    return t
+    forked.helper(t)

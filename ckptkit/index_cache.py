@@ -242,6 +242,21 @@ def entry_for(source: Source, tokenizer: bool) -> Entry | None:
     return None
 
 
+def first_look(source: Source) -> bool:
+    """Whether ``source`` is a Hub repo at a branch or tag this cache has never seen (so nothing
+    of it is cached here and its index will be read), told without a request."""
+    inner = source.inner if type(source) is OnlyFiles else source
+    if type(inner) is not HubSource or not enabled() or hub_offline():
+        return False
+    rev = inner.revision or "main"
+    return not _HEX40.fullmatch(rev) and not _refs(inner, rev).exists()
+
+
+def _refs(src: HubSource, rev: str) -> Path:
+    """Where this cache keeps the commit it last saw ``rev`` of ``src`` name."""
+    return cache_root() / "refs" / f"{_digest(src.endpoint, src.repo_id, rev)}.json"
+
+
 def _hub_sha(src: HubSource, light: bool = False) -> str | None:
     """The commit of ``src``: its revision when that is a full sha (no request), else what the
     listing says (``light``: what one HEAD says, the listing only when it says nothing); offline,
@@ -249,7 +264,7 @@ def _hub_sha(src: HubSource, light: bool = False) -> str | None:
     rev = src.revision or "main"
     if _HEX40.fullmatch(rev):
         return rev
-    refs = cache_root() / "refs" / f"{_digest(src.endpoint, src.repo_id, rev)}.json"
+    refs = _refs(src, rev)
     if hub_offline():
         from .sources.hubspec import repo_cache_folder
 

@@ -38,6 +38,12 @@ elif case == "killed":
         return b"never"
     c = forked.start(die)
     print(c is not None and c.result() is None)
+elif case == "helper":    # a helper thread is waited for, then the fork is made
+    t = threading.Thread(target=time.sleep, args=(0.3,))
+    t.start()
+    forked.helper(t)
+    c = forked.start(lambda: b"x")
+    print(c is not None and not t.is_alive() and c.result() == b"x")
 elif case == "thread":
     t = threading.Thread(target=time.sleep, args=(1,))
     t.start()
@@ -85,7 +91,7 @@ else:   # "not-allowed", "env": no child
 """
 
 
-@pytest.mark.parametrize("case", ["bytes", "raises", "killed", "thread", "not-allowed", "env", "frames", "cut-short",
+@pytest.mark.parametrize("case", ["bytes", "raises", "killed", "helper", "thread", "not-allowed", "env", "frames", "cut-short",
                                   pytest.param("claims", marks=LINUX), pytest.param("drain", marks=LINUX),
                                   pytest.param("claims-too-many", marks=LINUX)])
 def test_child(case):
