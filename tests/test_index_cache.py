@@ -109,6 +109,26 @@ def test_hub_second_inspect_reads_no_headers(tiny_model, hub, hf_cache, cache_di
     assert _inspect_json("cache/llama", "--no-cache") == first
 
 
+def test_first_look_is_a_revision_never_seen_here(tiny_model, hub, hf_cache, cache_dir, tmp_path):
+    """``first_look`` (which starts inference's warm-up during the first requests) holds for a
+    branch of a Hub repo this cache has no ref of, and for nothing else; it makes no request."""
+    from ckptkit import api
+    from ckptkit.index_cache import first_look
+    sha = hub.add_repo_from_dir("cache/first", tiny_model("llama"))
+    hub.reset_stats()
+    with api.open_source("cache/first") as src:
+        assert first_look(src)
+    with api.open_source(str(tiny_model("llama"))) as local:
+        assert not first_look(local)
+    assert not hub.requests
+    _inspect_json("cache/first")
+    for spec, revision in (("cache/first", None), ("cache/first", sha)):
+        with api.open_source(spec, revision) as src:
+            assert not first_look(src), revision
+    with api.open_source("cache/first", "other-branch") as src:
+        assert first_look(src)
+
+
 def test_hub_index_reused_by_validate_and_compare(tiny_model, hub, hf_cache, cache_dir, reads):
     sha = hub.add_repo_from_dir("cache/qwen3", tiny_model("qwen3_moe"))
     spec = f"cache/qwen3@{sha}"
