@@ -40,11 +40,14 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
     done = [0]
     makers = per_file or {}
 
-    def counted(path: str) -> Header:
-        got = fetch(path)
+    def one_done() -> None:     # a header read here, or taken in from the child
         done[0] += 1
         if progress:
             progress(done[0], len(files))
+
+    def counted(path: str) -> Header:
+        got = fetch(path)
+        one_done()
         return got
 
     claims = forked.Claims.make(len(files)) if split and len(files) >= SPLIT_MIN_FILES else None
@@ -55,7 +58,7 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
     if claims is None or child is None:
         return source.map(counted, files), {}
     theirs: dict[int, tuple[Header, list[bytes]]] = {}
-    collector = threading.Thread(target=_collect, args=(child, files, len(makers), theirs),
+    collector = threading.Thread(target=_collect, args=(child, files, len(makers), theirs, one_done),
                                  name="ckptkit-headers", daemon=True)
     collector.start()   # takes the child's headers in as they come
     warm_up()  # in this process's waits for its headers, unless done earlier (joined below)
@@ -68,6 +71,7 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
         collector.join()
         claims.close()
     if mine is None or not child.complete or len(mine) + len(theirs) != len(files) or mine.keys() & theirs.keys():
+        done[0] = 0     # all of them again
         return source.map(counted, files), {}
     got = {**mine, **theirs}
     if progress:
@@ -100,7 +104,8 @@ def _claimed(source: Source, files: list[str], fetch: Callable[[str], Header], c
     return got
 
 
-def _collect(child: forked.Child, files: list[str], n_made: int, into: dict[int, tuple[Header, list[bytes]]]) -> None:
+def _collect(child: forked.Child, files: list[str], n_made: int, into: dict[int, tuple[Header, list[bytes]]],
+             arrived: Callable[[], None]) -> None:
     """The headers (and things made of them) ``child`` sends, by position, until it ends; on
     anything that is not what ``_claimed`` sent, stop (the child is stopped, ``child.complete``
     stays False)."""
@@ -112,6 +117,7 @@ def _collect(child: forked.Child, files: list[str], n_made: int, into: dict[int,
                 if at in into or len(pieces) != 1 + n_made:
                     raise ValueError(f"position {at} sent twice, or not all of it")
                 into[at] = header, pieces[1:]
+                arrived()
     except (ValueError, TypeError, KeyError, IndexError):  # not what _claimed sent: read here
         pass
 

@@ -190,6 +190,30 @@ def test_forked_inspect_text_is_the_same(tmp_path):
     assert forked.stdout == single.stdout and "up_proj" in forked.stdout
 
 
+PROGRESS = r"""
+import json, sys
+from ckptkit import api, forked
+forked.allow()
+seen = []
+index = api.load_index(api.open_source(sys.argv[1]), progress=lambda done, total: seen.append((done, total)),
+                       split=True)
+print(json.dumps({"seen": seen, "tensors": len(index.tensors)}))
+"""
+
+
+def test_progress_counts_the_headers_of_both_processes(tmp_path):
+    n = SPLIT_MIN_FILES + 5
+    d = _sharded(tmp_path / "ckpt", n)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "CKPTKIT_NO_CACHE": "1"}
+    env.pop("CKPTKIT_NO_FORK", None)
+    out = subprocess.run([sys.executable, "-c", PROGRESS, str(d)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    done = [k for k, total in got["seen"] if total == n]
+    assert got["tensors"] == 2 * n and done[-1] == n and max(done) == n
+    assert len(done) >= n    # one step per header, wherever it was read
+
+
 @pytest.mark.parametrize("spoil", ["garbage", "same-position", "nothing"])
 def test_forked_headers_that_arrive_wrong_are_read_here(tmp_path, spoil):
     """A child's headers that do not decode, name a file twice or never come: all are read here."""
