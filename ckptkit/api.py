@@ -10,7 +10,7 @@ from typing import Any
 from . import index_cache, tp_slices
 from .errors import FormatError, SourceError, UnsafeInputError
 from .formats import safetensors as st
-from .header_reads import PerFile, read_headers, warm_up
+from .header_reads import PerFile, Progress, read_headers, warm_up
 from .index import TOKENIZER_FILES, FileInfo, TensorIndex, TensorInfo, Unreadable, bulk
 from .sources.base import Source
 from .sources.files import SHARD_INDEX, is_pickle, parse_split_gguf
@@ -18,8 +18,6 @@ from .sources.hub import looks_like_repo_id
 from .sources.local import LocalSource
 
 MAX_JSON_BYTES = 200_000_000  # config/index files larger than this are refused
-
-Progress = Callable[[int, int], None]  # (done, total)
 
 
 # ---- sources ----------------------------------------------------------------------------------

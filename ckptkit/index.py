@@ -129,11 +129,16 @@ class TensorIndex:
     # give, made on two cores; empty when none were made
     per_file: dict[str, list[bytes]] = field(default_factory=dict, compare=False, repr=False)
 
+    def pieces(self, name: str) -> list[bytes] | None:
+        """``per_file[name]`` when it holds one piece for each of ``files``, else None."""
+        got = self.per_file.get(name)
+        return got if got is not None and len(got) == len(self.files) else None
+
     def census(self) -> Counter[tuple[str, tuple[int, ...]]]:
         """How many tensors have each (dtype, shape), in order of first appearance: 92k tensors
         are a few dozen kinds, counted in C, so totals cost per kind, not per tensor."""
-        pieces = self.per_file.get(CENSUS)     # counted file by file as the headers were read
-        merged = _merged_census(pieces, len(self.tensors)) if pieces and len(pieces) == len(self.files) else None
+        pieces = self.pieces(CENSUS)     # counted file by file as the headers were read
+        merged = _merged_census(pieces, len(self.tensors)) if pieces is not None else None
         return merged if merged is not None else Counter(map(_DTYPE_SHAPE, self.tensors.values()))
 
     @property

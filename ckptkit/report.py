@@ -63,8 +63,7 @@ def inspect_report_parts(index: TensorIndex, inference: Inference | None = None)
     infers when it can."""
     from . import forked
     from .infer import infer
-    rows = index.per_file.get(TENSOR_ROWS)
-    rows = rows if rows is not None and len(rows) == len(index.files) else None
+    rows = index.pieces(TENSOR_ROWS)
     child = (forked.start(lambda: tensors_json(index.tensors.values()).encode())
              if inference is None and rows is None else None)
     report = index_report(index, with_tensors=False)

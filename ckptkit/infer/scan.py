@@ -62,8 +62,8 @@ def scan(index: TensorIndex) -> Scan:
     pattern (a 92k-tensor checkpoint has about a hundred) and each pattern is parsed once; every
     ordered result (layers, roles, globals, dtypes, lists) keeps the index's tensor order."""
     tensors = list(index.tensors.values())
-    pieces = index.per_file.get(NAME_GROUPS)    # grouped file by file as the headers were read
-    groups = merged_groups(pieces, len(tensors)) if pieces and len(pieces) == len(index.files) else None
+    pieces = index.pieces(NAME_GROUPS)    # grouped file by file as the headers were read
+    groups = merged_groups(pieces, len(tensors)) if pieces is not None else None
     if groups is None:
         groups = group_by_pattern([t.name for t in tensors])
     acc = _Acc(mapdata.roles().groups["routed_experts"].prefixes)
