@@ -17,6 +17,7 @@ other than macOS, and no other thread running. ``CKPTKIT_NO_FORK=1`` turns it of
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 from collections.abc import Callable, Generator
@@ -137,24 +138,54 @@ def start_stream(work: Callable[[Callable[[bytes], None]], object]) -> Child | N
         code = 1
         try:
             os.close(r)
-            with os.fdopen(w, "wb") as out:
-                lock = threading.Lock()
-
-                def emit(data: bytes) -> None:
-                    with lock:
-                        out.write(len(data).to_bytes(8, "little"))
-                        out.write(data)
-                        out.flush()
-
-                work(emit)
-                out.write(_END)
-            code = 0
+            code = _child(w, work)
         except BaseException:  # noqa: BLE001 - the parent does the work itself
             pass
         finally:
             os._exit(code)
     os.close(w)
     return Child(pid, r)
+
+
+def _child(fd: int, work: Callable[[Callable[[bytes], None]], object]) -> int:
+    """``work(emit)`` with one thread writing the frames ``emit`` queues, so that the threads of
+    ``work`` go on as soon as they have one: writing waits for the pipe and, after each system
+    call, for the interpreter lock, which ``work``'s threads hold while they compute. 0 if all
+    was written, with the end mark (only when ``work`` returned)."""
+    frames: queue.SimpleQueue[bytes | bool] = queue.SimpleQueue()  # then True: work ended; False: it failed
+    written: list[bool] = []
+
+    def writer() -> None:
+        try:
+            while type(frame := frames.get()) is bytes:
+                _write_all(fd, [len(frame).to_bytes(8, "little"), frame])
+            if frame:
+                _write_all(fd, [_END])
+                written.append(True)
+        except OSError:     # a broken pipe: the parent stopped reading
+            pass
+
+    t = threading.Thread(target=writer, name="ckptkit-child-writer", daemon=True)
+    t.start()
+    ok = False
+    try:
+        work(frames.put)
+        ok = True
+    finally:
+        frames.put(ok)
+        t.join()
+    return 0 if written else 1
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Each of ``parts`` written to ``fd`` in one system call where the pipe takes it all."""
+    views = [memoryview(p) for p in parts]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
 
 
 def _widen(fd: int) -> None:

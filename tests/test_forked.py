@@ -52,13 +52,20 @@ elif case == "frames":    # frames come one by one, in order, and the end is see
     c = forked.start_stream(lambda emit: [emit(str(i).encode() * i) for i in range(1, 200)])
     got = list(c.frames())
     print(got == [str(i).encode() * i for i in range(1, 200)] and c.complete)
-elif case == "cut-short":  # frames before a crash arrive; the stream is not complete
+elif case == "cut-short":  # frames written before a crash arrive whole, in order; the stream is not complete
     def crash(emit):
         emit(b"one")
-        emit(b"two")
+        emit(b"two" * 100000)
+        time.sleep(0.2)   # the child's writer thread has written them by now
         os.kill(os.getpid(), 9)
     c = forked.start_stream(crash)
-    print(list(c.frames()) == [b"one", b"two"] and not c.complete and c.result() is None)
+    print(list(c.frames()) == [b"one", b"two" * 100000] and not c.complete and c.result() is None)
+elif case == "fails-late":  # work that raises after its frames: they arrive, but no end mark
+    def late(emit):
+        emit(b"one")
+        raise ValueError("no")
+    c = forked.start_stream(late)
+    print(list(c.frames()) == [b"one"] and not c.complete)
 elif case == "claims":    # every number once, to threads of two processes
     from concurrent.futures import ThreadPoolExecutor
     n = 3000
@@ -91,7 +98,7 @@ else:   # "not-allowed", "env": no child
 """
 
 
-@pytest.mark.parametrize("case", ["bytes", "raises", "killed", "helper", "thread", "not-allowed", "env", "frames", "cut-short",
+@pytest.mark.parametrize("case", ["bytes", "raises", "killed", "helper", "thread", "not-allowed", "env", "frames", "cut-short", "fails-late",
                                   pytest.param("claims", marks=LINUX), pytest.param("drain", marks=LINUX),
                                   pytest.param("claims-too-many", marks=LINUX)])
 def test_child(case):
