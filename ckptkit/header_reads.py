@@ -4,7 +4,7 @@ together with a forked child (forked.py) on the second core: headers are CPU-bou
 The two share the files out as each gets free (``forked.Claims``), not by halves fixed in
 advance, so neither waits long for the other; the child sends each header back as soon as it is
 parsed, and a thread here takes it in. Whatever the caller wants made of each file's tensors
-(``PerFile``: the report's rows, the names grouped for inference) is made there too, by the
+(``PerFile``: the report's rows, inference's scan) is made there too, by the
 process that read the file, so that work is shared by two cores instead of following the reads
 on one. If either side fails, all of the headers are read here again, so the error is the one a
 single process meets first. The child's reads are not fed to the source's checksums: only for

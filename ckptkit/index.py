@@ -84,9 +84,9 @@ class Unreadable:
 
 
 # The things TensorIndex.per_file may hold, by name: the report's tensor rows
-# (report.tensor_rows), the tensor names grouped by pattern (infer.names.file_groups) and the
-# count of each (dtype, shape) (file_census)
-TENSOR_ROWS, NAME_GROUPS, CENSUS = "tensor_rows", "name_groups", "census"
+# (report.tensor_rows), inference's scan of the file (infer.scan.file_scan) and the count of
+# each (dtype, shape) (file_census)
+TENSOR_ROWS, FILE_SCAN, CENSUS = "tensor_rows", "file_scan", "census"
 
 
 def file_census(tensors: list[TensorInfo]) -> bytes:

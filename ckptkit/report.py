@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
-from .index import CENSUS, NAME_GROUPS, TENSOR_ROWS, TensorIndex, TensorInfo, file_census
+from .index import CENSUS, FILE_SCAN, TENSOR_ROWS, TensorIndex, TensorInfo, file_census
 
 if TYPE_CHECKING:
     from .infer import Inference
@@ -89,16 +89,16 @@ def tensor_rows(tensors: list[TensorInfo]) -> bytes:
     return tensors_json(tensors)[1:-1].encode()
 
 
-def name_groups(tensors: list[TensorInfo]) -> bytes:
-    """One file's tensor names grouped by pattern, for inference (infer.names.file_groups)."""
-    from .infer.names import file_groups
-    return file_groups([t.name for t in tensors])
+def file_scan(tensors: list[TensorInfo]) -> bytes:
+    """Inference's scan of one file's tensors (infer.scan.file_scan)."""
+    from .infer.scan import file_scan
+    return file_scan(tensors)
 
 
 #: What `inspect --json` has made of each file's tensors as the headers are read, on the cores
-#: that read them (TensorIndex.per_file): the report's rows, the names grouped for inference,
-#: and the census the report's parameter counts come from.
-PER_FILE = {TENSOR_ROWS: tensor_rows, NAME_GROUPS: name_groups, CENSUS: file_census}
+#: that read them (TensorIndex.per_file): the report's rows, inference's scan of
+#: the file, and the census the report's parameter counts come from.
+PER_FILE = {TENSOR_ROWS: tensor_rows, FILE_SCAN: file_scan, CENSUS: file_census}
 
 
 def tensors_json(tensors: Iterable[TensorInfo]) -> str:

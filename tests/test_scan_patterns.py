@@ -10,17 +10,15 @@ from math import prod
 import pytest
 
 from ckptkit import api, mapdata
-from ckptkit.index import NAME_GROUPS, FileInfo, TensorIndex, TensorInfo
+from ckptkit.index import FILE_SCAN, FileInfo, TensorIndex, TensorInfo
 from ckptkit.infer.names import (
-    file_groups,
     group_by_pattern,
-    merged_groups,
     number_text,
     parse_name,
     resolve_contextual,
     split_at_numbers,
 )
-from ckptkit.infer.scan import SCALE_PARTS, Layer, Scan, Seen, logical_shape, scan
+from ckptkit.infer.scan import SCALE_PARTS, Layer, Scan, Seen, _Acc, file_scan, logical_shape, scan
 
 
 def oracle(index: TensorIndex) -> Scan:
@@ -151,29 +149,68 @@ def test_patterns_group_names_by_their_text_between_numbers(names):
     assert list(groups) == list(dict.fromkeys(tuple(split_at_numbers(n)[0::2]) for n in names))
 
 
-@pytest.mark.parametrize("cuts", [(), (3,), (1, 5, 9), (0, 0, 7)])   # files (some with no names)
-def test_groups_made_file_by_file_merge_to_the_groups_of_all(cuts):
-    """Names grouped per file as the headers are read, then merged, are grouped as all at once;
-    pieces that do not add up to the names are refused (None), not trusted."""
-    bounds = [0, *cuts, len(ODD)]
-    files = [ODD[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    pieces = [file_groups(f) for f in files]
-    merged = merged_groups(pieces, len(ODD))
-    assert merged == group_by_pattern(ODD) and list(merged) == list(group_by_pattern(ODD))
-    assert merged_groups(pieces, len(ODD) + 1) is None
-    assert merged_groups(pieces[1:], len(ODD) - len(files[0])) == group_by_pattern(ODD[len(files[0]):])
-    assert merged_groups([b"[2, [[[\"a\"], [0, 5]]]]"], 2) is None     # a position past its file
-    assert merged_groups([b"not json"], 2) is None
+def in_files(index: TensorIndex, cuts: list[int]) -> TensorIndex:
+    """``index`` with its tensors (in their order) cut into files at ``cuts``, and each file's
+    scan made as header_reads.py makes it."""
+    ts = list(index.tensors.values())
+    bounds = [0, *cuts, len(ts)]
+    files = [ts[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    infos = [FileInfo(f"{k}.safetensors", None, "safetensors") for k in range(len(files))]
+    return dataclasses.replace(index, files=infos, per_file={FILE_SCAN: [file_scan(f) for f in files]})
 
 
-def test_scan_uses_groups_made_per_file_and_gets_the_same_result():
+@pytest.mark.parametrize("spec", ["deepseek_v3_671b", "gpt_oss_20b", "llama4_scout_like", "llama3_8b"])
+def test_scans_made_file_by_file_join_to_the_per_tensor_walk(spec, header_only_dir):
+    """Each file scanned as its header is read (by whichever process read it), then joined: the
+    same result as the per-tensor walk over all, however the tensors are cut into files and in
+    whatever order they come (layers and roles split across files, files without tensors)."""
+    index = api.inspect(str(header_only_dir(spec)))
+    n = len(index.tensors)
+    rng = random.Random(spec)
+    for seed in (None, 1):
+        idx = index if seed is None else shuffled(index, seed)
+        want = as_data(oracle(idx))
+        for cuts in ([], [1], [n // 2, n // 2], sorted(rng.sample(range(n), min(n, 37)))):
+            made = in_files(idx, cuts)
+            assert made.pieces(FILE_SCAN) is not None
+            assert as_data(scan(made)) == want, (spec, seed, cuts)
+
+
+@pytest.mark.parametrize("family", ["qwen3_next", "deepseek_v3", "gpt2", "glm4_moe"])
+def test_scans_made_file_by_file_on_tiny_models(family, tiny_model):
+    index = api.inspect(str(tiny_model(family)))
+    n = len(index.tensors)
+    for cuts in ([n // 3, 2 * n // 3], list(range(1, n))):
+        assert as_data(scan(in_files(index, cuts))) == as_data(oracle(index)), (family, cuts)
+
+
+def test_scans_made_file_by_file_on_odd_names():
+    tensors = {n: TensorInfo(n, "BF16", (4, 2), "a.safetensors", 0, 16) for n in ODD}
+    index = TensorIndex("safetensors", [], tensors, None, None, {}, "odd")
+    for cuts in ([3], [1, 5, 9], [0, 0, 7], list(range(1, len(ODD)))):
+        assert as_data(scan(in_files(index, cuts))) == as_data(oracle(index)), cuts
+
+
+def test_file_scans_that_do_not_add_up_are_not_trusted():
+    """Pieces that are not what file_scan writes, name other tensors or do not count them all are
+    refused, and the scan is made again from the index: never a wrong result."""
     tensors = {n: TensorInfo(n, "BF16", (4, 2), f"{i % 3}.safetensors", 0, 16) for i, n in enumerate(ODD)}
-    files = [FileInfo(f"{k}.safetensors", None, "safetensors") for k in range(3)]
-    index = TensorIndex("safetensors", files, dict(sorted(tensors.items(), key=lambda kv: kv[1].file)),
+    index = TensorIndex("safetensors", [], dict(sorted(tensors.items(), key=lambda kv: kv[1].file)),
                         None, None, {}, "odd")
-    by_file = [[t.name for t in index.tensors.values() if t.file == f.name] for f in files]
-    made = dataclasses.replace(index, per_file={NAME_GROUPS: [file_groups(n) for n in by_file]})
-    assert as_data(scan(made)) == as_data(scan(index)) == as_data(oracle(index))
-    for wrong in ([file_groups(n) for n in by_file[1:]],              # not one piece per file
-                  [file_groups(n) for n in by_file[:2]] + [b"[0, []]"]):  # not all the names
-        assert as_data(scan(dataclasses.replace(index, per_file={NAME_GROUPS: wrong}))) == as_data(scan(index))
+    made = in_files(index, [5, 11])
+    pieces = made.per_file[FILE_SCAN]
+    want = as_data(oracle(index))
+    assert as_data(scan(made)) == want
+    swapped = in_files(dataclasses.replace(index, tensors=dict(reversed(index.tensors.items()))), [5, 11])
+    shifted = pieces[0].replace(b'[[3, "model.layers.5.', b'[[2, "model.layers.5.')   # a name not at its position
+    assert shifted != pieces[0]
+    for wrong in ([pieces[1], pieces[0], pieces[2]],       # out of order: names are not where they say
+                  swapped.per_file[FILE_SCAN],              # another order of the same tensors
+                  pieces[:2] + [b"[0, [0, 0, 0, 0], [], [], [], [], [], [], [], []]"],  # not all the tensors
+                  [shifted, *pieces[1:]],
+                  [b"not json", *pieces[1:]],
+                  [pieces[0].replace(b"[", b"{", 1), *pieces[1:]]):
+        assert not _Acc(()).join(wrong, list(index.tensors.values()))
+        odd = dataclasses.replace(made, per_file={FILE_SCAN: wrong})
+        assert as_data(scan(odd)) == want
+    assert _Acc(()).join(pieces, list(index.tensors.values()))

@@ -7,7 +7,6 @@ maps to itself and an HF name maps to what llama.cpp would call it.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Iterable, Mapping
 from functools import lru_cache, partial
@@ -129,42 +128,6 @@ def group_by_pattern(names: list[str]) -> dict[tuple[str, ...], list[int]]:
         else:
             group.append(i)
     return {tuple(k.split("\0")): v for k, v in by_key.items()}
-
-
-def file_groups(names: list[str]) -> bytes:
-    """``group_by_pattern(names)`` of one file's tensor names as JSON: ``[count, [[pattern,
-    positions], ...]]``, joined to the other files' by ``merged_groups``."""
-    return json.dumps([len(names), [[list(k), v] for k, v in group_by_pattern(names).items()]]).encode()
-
-
-def merged_groups(pieces: list[bytes], total: int) -> dict[tuple[str, ...], list[int]] | None:
-    """``group_by_pattern`` of the names of several files in order, from their ``file_groups``
-    (positions after the first file's shifted by the names before): None unless the pieces are
-    what ``file_groups`` writes and count ``total`` names in all, every position once."""
-    out: dict[tuple[str, ...], list[int]] = {}
-    offset = 0
-    try:
-        for piece in pieces:
-            n, groups = json.loads(piece)
-            seen = 0
-            for pattern, positions in groups:
-                if not (set(map(type, pattern)) <= {str} and set(map(type, positions)) <= {int}) \
-                        or (positions and not 0 <= positions[0] <= positions[-1] < n):
-                    return None
-                key = tuple(pattern)
-                shifted = [p + offset for p in positions] if offset else positions
-                got = out.get(key)
-                if got is None:
-                    out[key] = shifted
-                else:
-                    got += shifted
-                seen += len(positions)
-            if seen != n:
-                return None
-            offset += n
-    except (ValueError, TypeError):
-        return None
-    return out if offset == total else None
 
 
 def number_text(name: str, pattern: tuple[str, ...], slot: int) -> str:

@@ -1,15 +1,17 @@
 """One pass over a tensor index: each tensor's role, grouped by layer, with parameter sums."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from itertools import groupby
 from math import prod
 from operator import itemgetter
+from typing import TypeGuard
 
 from .. import mapdata
-from ..index import NAME_GROUPS, TensorIndex, TensorInfo
-from .names import NameInfo, group_by_pattern, merged_groups, number_text, pattern_info, resolve_contextual
+from ..index import FILE_SCAN, TensorIndex, TensorInfo
+from .names import NameInfo, group_by_pattern, number_text, pattern_info, resolve_contextual
 
 SCALE_PARTS = ("scale", "scales", "input_scale")
 _DTYPE_SHAPE, _NAME, _FIRST_TEXT, _SECOND_TEXT = itemgetter(1, 2), itemgetter(0), itemgetter(0), itemgetter(1)
@@ -62,14 +64,29 @@ def scan(index: TensorIndex) -> Scan:
     pattern (a 92k-tensor checkpoint has about a hundred) and each pattern is parsed once; every
     ordered result (layers, roles, globals, dtypes, lists) keeps the index's tensor order."""
     tensors = list(index.tensors.values())
-    pieces = index.pieces(NAME_GROUPS)    # grouped file by file as the headers were read
-    groups = merged_groups(pieces, len(tensors)) if pieces is not None else None
-    if groups is None:
-        groups = group_by_pattern([t.name for t in tensors])
-    acc = _Acc(mapdata.roles().groups["routed_experts"].prefixes)
-    for pattern, positions in groups.items():
+    pieces = index.pieces(FILE_SCAN)    # scanned file by file as the headers were read
+    if pieces is not None:
+        joined = _Acc(_routed())
+        if joined.join(pieces, tensors):
+            return joined.finish()
+    return _scanned(tensors).finish()
+
+
+def file_scan(tensors: list[TensorInfo]) -> bytes:
+    """``scan``'s work on one file's tensors (in file order), as JSON that ``scan`` joins to the
+    other files' (``TensorIndex.per_file[FILE_SCAN]``, made as each header is read)."""
+    return _scanned(tensors).encode(len(tensors))
+
+
+def _routed() -> tuple[str, ...]:
+    return mapdata.roles().groups["routed_experts"].prefixes
+
+
+def _scanned(tensors: list[TensorInfo]) -> _Acc:
+    acc = _Acc(_routed())
+    for pattern, positions in group_by_pattern([t.name for t in tensors]).items():
         acc.add(pattern, *pattern_info(pattern), [(i, tensors[i]) for i in positions])
-    return acc.finish()
+    return acc
 
 
 @dataclass
@@ -229,6 +246,92 @@ class _Acc:
             got = self.layers[(apart, num)] = (pos, got[1])
         return got[1]
 
+    def encode(self, n: int) -> bytes:
+        """What was gathered from ``n`` tensors, as JSON for ``join`` (positions as they are)."""
+        s, key = self.s, {id(layer): k for k, (_, layer) in self.layers.items()}
+        layers = [[apart, num, pos, layer.params, layer.routed_params, sorted(layer.experts),
+                   [[role, p, *_seen_json(seen)] for role, (p, seen) in self.roles.get(id(layer), {}).items()]]
+                  for (apart, num), (pos, layer) in self.layers.items()]
+        return json.dumps([
+            n, [s.total_params, s.vision_params, s.buffer_params, s.mtp_global_params],
+            [[d, self.dtype_pos[d], k] for d, k in s.dtypes.items()], self.unknown,
+            [p for p, _ in self.scales], [p for p, _ in self.blocks],
+            [[role, p, *_seen_json(seen)] for role, (p, seen) in self.globals.items()],
+            [[role, p, k] for role, (p, k) in self.gparams.items()], layers,
+            [[p, alts, *key[id(layer)], *_seen_json(seen)] for p, alts, layer, seen in self.pending]]).encode()
+
+    def join(self, pieces: list[bytes], tensors: list[TensorInfo]) -> bool:
+        """Take in ``encode``'s pieces of consecutive runs of ``tensors`` (files, in order): the
+        same as gathering from all of them here. False, leaving this half-filled, unless each is
+        what ``encode`` writes (names where it gives them at their positions) and together they
+        count every tensor."""
+        at = 0
+        try:
+            for piece in pieces:
+                at += self._take(json.loads(piece), at, tensors)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return False
+        return at == len(tensors)
+
+    def _take(self, doc: list, at: int, tensors: list[TensorInfo]) -> int:
+        n, sums, dtypes, unknown, scales, blocks, globals_, gparams, layers, pending = doc
+        if not (_int(n) and n <= len(tensors) - at and len(sums) == 4 and all(map(_int, sums))):
+            raise ValueError("not a piece of these tensors")
+
+        def pos(p: object, name: object = None) -> int:
+            if not _int(p) or p >= n or (name is not None and tensors[at + p].name != name):
+                raise ValueError(f"no such tensor at {p!r}")
+            return at + p
+
+        def seen(p: object, name: object, shape: object, dtype: object) -> tuple[int, Seen]:
+            if type(dtype) is not str or type(shape) is not list or not all(map(_int, shape)):
+                raise ValueError("not a tensor")
+            return pos(p, name), Seen(name, tuple(shape), dtype)  # type: ignore[arg-type]
+
+        s = self.s
+        s.total_params += sums[0]
+        s.vision_params += sums[1]
+        s.buffer_params += sums[2]
+        s.mtp_global_params += sums[3]
+        for d, p, k in dtypes:
+            if type(d) is not str or not _int(k):
+                raise ValueError("not a dtype count")
+            self._dtype(pos(p), d, k)
+        self.unknown += [(pos(p, name), name) for p, name in unknown]
+        for into, ps in ((self.scales, scales), (self.blocks, blocks)):
+            if ps and not (all(map(_int, ps)) and max(ps) < n):
+                raise ValueError("no such tensor")
+            into += [(at + p, tensors[at + p]) for p in ps]
+        for role, p, *t in globals_:
+            got = seen(p, *t)
+            if type(role) is not str:
+                raise ValueError("not a role")
+            if role not in self.globals or got[0] < self.globals[role][0]:
+                self.globals[role] = got
+        for role, p, k in gparams:
+            if type(role) is not str or not _int(k):
+                raise ValueError("not a parameter count")
+            g = self.gparams.setdefault(role, [pos(p), 0])
+            g[0], g[1] = min(g[0], pos(p)), g[1] + k
+        for apart, num, p, params, routed, experts, roles in layers:
+            if type(apart) is not bool or not all(map(_int, [num, params, routed, *experts])):
+                raise ValueError("not a layer")
+            layer = self._layer(apart, num, pos(p))
+            layer.params += params
+            layer.routed_params += routed
+            layer.experts.update(experts)
+            first = self.roles.setdefault(id(layer), {})
+            for role, q, *t in roles:
+                got = seen(q, *t)
+                if role not in first or got[0] < first[role][0]:
+                    first[role] = got
+        for p, alts, apart, num, *t in pending:
+            if not (alts and all(type(a) is str for a in alts)):
+                raise ValueError("not a choice of roles")
+            at_p, got_seen = seen(p, *t)
+            self.pending.append((at_p, tuple(alts), self.layers[(apart, num)][1], got_seen))
+        return n
+
     def finish(self) -> Scan:
         s = self.s
         s.dtypes = {d: s.dtypes[d] for d in sorted(s.dtypes, key=self.dtype_pos.__getitem__)}
@@ -259,3 +362,11 @@ class _Acc:
 
 def _first(item: tuple) -> int:
     return item[0]
+
+
+def _int(x: object) -> TypeGuard[int]:
+    return type(x) is int and x >= 0
+
+
+def _seen_json(seen: Seen) -> list:
+    return [seen.name, list(seen.shape), seen.dtype]
