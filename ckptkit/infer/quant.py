@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from itertools import compress
 from math import prod
 from operator import itemgetter, methodcaller
 
 from ..index import TensorIndex, TensorInfo
 from .fact import Fact, Hints
-from .scan import Scan
+from .scan import FP8_SCALES, Scan
 
 FULL = {"F32", "F16", "BF16", "F64"}
+_NAME, _NBYTES = itemgetter(0), itemgetter(5)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -39,7 +41,8 @@ def block_size(weight: tuple[int, ...], scale: tuple[int, ...]) -> list[int] | N
 
 def _scaled_params(index: TensorIndex, scales: list[TensorInfo]) -> int:
     """Parameters of the weights the scale tensors scale (``x.weight`` for ``x.weight_scale_inv``),
-    counted per shape: DeepSeek-V3 has 45k scales, so each step runs in C."""
+    counted per shape, each step in C (the scan counts those in the scales' own files:
+    ``Scan.scaled_params``; these are the rest)."""
     bases = map(itemgetter(0), map(methodcaller("rpartition", "_scale"), map(itemgetter(0), scales)))
     weights = filter(None, map(index.tensors.get, bases))
     return sum(n * prod(shape) for shape, n in Counter(map(itemgetter(2), weights)).items())
@@ -66,7 +69,7 @@ def infer_quant(index: TensorIndex, s: Scan, h: Hints) -> Fact:
         value = {"method": "mxfp4", "quantized_params": q, "scale_tensors": len(scales),
                  "scale_bytes": sum(t.nbytes for t in scales), "block": 32}
         ev.append(f"{b.name} {b.dtype} {list(b.shape)}: 32 four-bit values per 16 bytes")
-    fp8 = [t for t in s.scales if t.name.endswith(("weight_scale_inv", "weight_scale"))]
+    fp8 = list(compress(s.scales, map(methodcaller("endswith", FP8_SCALES), map(_NAME, s.scales))))
     if fp8:
         sc = fp8[0]
         base = sc.name[: sc.name.rindex("_scale")]
@@ -81,8 +84,8 @@ def infer_quant(index: TensorIndex, s: Scan, h: Hints) -> Fact:
         value = {"method": "fp8", "weight_dtype": w.dtype if w is not None else None,
                  "granularity": granularity, "block_size": blk if granularity == "block" else None,
                  "scale_tensors": len(fp8),
-                 "scale_bytes": sum(t.nbytes for t in fp8),
-                 "quantized_params": _scaled_params(index, fp8)}
+                 "scale_bytes": sum(map(_NBYTES, fp8)),
+                 "quantized_params": s.scaled_params + _scaled_params(index, s.scaled_elsewhere)}
         ev.append(f"{sc.name} {list(sc.shape)} scales {base} "
                   f"{list(w.shape) if w is not None else '(missing)'}")
     if value is None:

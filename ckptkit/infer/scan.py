@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
-from itertools import groupby
+from itertools import compress, groupby
 from math import prod
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import TypeGuard
 
 from .. import mapdata
@@ -14,7 +15,9 @@ from ..index import FILE_SCAN, TensorIndex, TensorInfo
 from .names import NameInfo, group_by_pattern, number_text, pattern_info, resolve_contextual
 
 SCALE_PARTS = ("scale", "scales", "input_scale")
-_DTYPE_SHAPE, _NAME, _FIRST_TEXT, _SECOND_TEXT = itemgetter(1, 2), itemgetter(0), itemgetter(0), itemgetter(1)
+FP8_SCALES = ("weight_scale_inv", "weight_scale")  # the name ends of FP8 scales: "x.weight" + this
+_DTYPE_SHAPE, _NAME, _SHAPE = itemgetter(1, 2), itemgetter(0), itemgetter(2)
+_FIRST, _SECOND = _FIRST_TEXT, _SECOND_TEXT = itemgetter(0), itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class Scan:
     mtp_global_params: int = 0
     unknown: list[str] = field(default_factory=list)
     scales: list[TensorInfo] = field(default_factory=list)     # quantization scale tensors
+    # parameters of the weights the FP8 scales scale, found in the scales' own files; and the
+    # scales whose weight is not in their file (infer.quant looks those up in the whole index)
+    scaled_params: int = 0
+    scaled_elsewhere: list[TensorInfo] = field(default_factory=list)
     blocks: list[TensorInfo] = field(default_factory=list)     # MXFP4 packed blocks
     vision_params: int = 0
     buffer_params: int = 0
@@ -86,6 +93,7 @@ def _scanned(tensors: list[TensorInfo]) -> _Acc:
     acc = _Acc(_routed())
     for pattern, positions in group_by_pattern([t.name for t in tensors]).items():
         acc.add(pattern, *pattern_info(pattern), [(i, tensors[i]) for i in positions])
+    acc.weigh_scales(tensors)
     return acc
 
 
@@ -103,6 +111,8 @@ class _Acc:
     layers: dict[tuple[bool, int], tuple[int, Layer]] = field(default_factory=dict)  # (mtp?, n) -> first pos
     roles: dict[int, dict[str, tuple[int, Seen]]] = field(default_factory=dict)      # id(layer) -> role
     pending: list[tuple[int, tuple[str, ...], Layer, Seen]] = field(default_factory=list)
+    scaled: int = 0                                     # Scan.scaled_params
+    elsewhere: list[int] = field(default_factory=list)  # positions of Scan.scaled_elsewhere
 
     def _dtype(self, pos: int, dtype: str, n: int) -> None:
         d = self.s.dtypes
@@ -246,6 +256,21 @@ class _Acc:
             got = self.layers[(apart, num)] = (pos, got[1])
         return got[1]
 
+    def weigh_scales(self, tensors: list[TensorInfo]) -> None:
+        """``Scan.scaled_params`` and ``scaled_elsewhere`` of the FP8 scales gathered so far,
+        whose weights are looked for among ``tensors``; each step runs in C (DeepSeek-V3 has
+        45k scales)."""
+        names = list(map(_NAME, map(_SECOND, self.scales)))
+        is_fp8 = list(map(methodcaller("endswith", FP8_SCALES), names))
+        if not any(is_fp8):
+            return
+        fp8 = list(compress(self.scales, is_fp8))
+        named = dict(zip(map(_NAME, tensors), tensors, strict=True))
+        bases = map(_FIRST, map(methodcaller("rpartition", "_scale"), compress(names, is_fp8)))
+        weights = list(map(named.get, bases))
+        self.scaled = sum(n * prod(shape) for shape, n in Counter(map(_SHAPE, filter(None, weights))).items())
+        self.elsewhere = [pos for (pos, _), w in zip(fp8, weights, strict=True) if w is None]
+
     def encode(self, n: int) -> bytes:
         """What was gathered from ``n`` tensors, as JSON for ``join`` (positions as they are)."""
         s, key = self.s, {id(layer): k for k, (_, layer) in self.layers.items()}
@@ -258,7 +283,8 @@ class _Acc:
             [p for p, _ in self.scales], [p for p, _ in self.blocks],
             [[role, p, *_seen_json(seen)] for role, (p, seen) in self.globals.items()],
             [[role, p, k] for role, (p, k) in self.gparams.items()], layers,
-            [[p, alts, *key[id(layer)], *_seen_json(seen)] for p, alts, layer, seen in self.pending]]).encode()
+            [[p, alts, *key[id(layer)], *_seen_json(seen)] for p, alts, layer, seen in self.pending],
+            self.scaled, self.elsewhere]).encode()
 
     def join(self, pieces: list[bytes], tensors: list[TensorInfo]) -> bool:
         """Take in ``encode``'s pieces of consecutive runs of ``tensors`` (files, in order): the
@@ -274,8 +300,8 @@ class _Acc:
         return at == len(tensors)
 
     def _take(self, doc: list, at: int, tensors: list[TensorInfo]) -> int:
-        n, sums, dtypes, unknown, scales, blocks, globals_, gparams, layers, pending = doc
-        if not (_int(n) and n <= len(tensors) - at and len(sums) == 4 and all(map(_int, sums))):
+        n, sums, dtypes, unknown, scales, blocks, globals_, gparams, layers, pending, scaled, elsewhere = doc
+        if not (_int(n) and n <= len(tensors) - at and len(sums) == 4 and _ints([*sums, scaled])):
             raise ValueError("not a piece of these tensors")
 
         def pos(p: object, name: object = None) -> int:
@@ -284,7 +310,7 @@ class _Acc:
             return at + p
 
         def seen(p: object, name: object, shape: object, dtype: object) -> tuple[int, Seen]:
-            if type(dtype) is not str or type(shape) is not list or not all(map(_int, shape)):
+            if type(dtype) is not str or type(shape) is not list or not _ints(shape):
                 raise ValueError("not a tensor")
             return pos(p, name), Seen(name, tuple(shape), dtype)  # type: ignore[arg-type]
 
@@ -298,10 +324,14 @@ class _Acc:
                 raise ValueError("not a dtype count")
             self._dtype(pos(p), d, k)
         self.unknown += [(pos(p, name), name) for p, name in unknown]
-        for into, ps in ((self.scales, scales), (self.blocks, blocks)):
-            if ps and not (all(map(_int, ps)) and max(ps) < n):
+        for ps in (scales, blocks, elsewhere):
+            if ps and not (_ints(ps) and max(ps) < n):
                 raise ValueError("no such tensor")
-            into += [(at + p, tensors[at + p]) for p in ps]
+        for into, ps in ((self.scales, scales), (self.blocks, blocks)):
+            shifted = [p + at for p in ps] if at else ps
+            into += zip(shifted, map(tensors.__getitem__, shifted), strict=True)
+        self.elsewhere += [p + at for p in elsewhere]
+        self.scaled += scaled
         for role, p, *t in globals_:
             got = seen(p, *t)
             if type(role) is not str:
@@ -314,7 +344,7 @@ class _Acc:
             g = self.gparams.setdefault(role, [pos(p), 0])
             g[0], g[1] = min(g[0], pos(p)), g[1] + k
         for apart, num, p, params, routed, experts, roles in layers:
-            if type(apart) is not bool or not all(map(_int, [num, params, routed, *experts])):
+            if type(apart) is not bool or not _ints([num, params, routed, *experts]):
                 raise ValueError("not a layer")
             layer = self._layer(apart, num, pos(p))
             layer.params += params
@@ -336,8 +366,12 @@ class _Acc:
         s = self.s
         s.dtypes = {d: s.dtypes[d] for d in sorted(s.dtypes, key=self.dtype_pos.__getitem__)}
         s.unknown = [name for _, name in sorted(self.unknown)]
-        s.scales = [t for _, t in sorted(self.scales, key=_first)]
-        s.blocks = [t for _, t in sorted(self.blocks, key=_first)]
+        s.scales = list(map(_SECOND, sorted(self.scales, key=_FIRST)))
+        s.blocks = list(map(_SECOND, sorted(self.blocks, key=_FIRST)))
+        s.scaled_params = self.scaled
+        if self.elsewhere:
+            tensor_at = dict(self.scales)
+            s.scaled_elsewhere = [tensor_at[p] for p in sorted(self.elsewhere)]
         for role, (_, seen) in sorted(self.globals.items(), key=lambda kv: kv[1][0]):
             s.globals[role] = seen
         s.global_params = {r: v[1] for r, v in sorted(self.gparams.items(), key=lambda kv: kv[1][0])}
@@ -347,7 +381,7 @@ class _Acc:
             layer.roles = {r: seen for r, (_, seen) in sorted(roles.items(), key=lambda kv: kv[1][0])}
             (mtp_by_num if apart else s.layers)[num] = layer
         # decide every contextual role against the layers' other roles before adding any
-        self.pending.sort(key=_first)
+        self.pending.sort(key=_FIRST)
         decided = [(layer, resolve_contextual(alts, layer.roles.keys()), seen)
                    for _, alts, layer, seen in self.pending]
         for layer, role, seen in decided:
@@ -360,12 +394,13 @@ class _Acc:
         return s
 
 
-def _first(item: tuple) -> int:
-    return item[0]
-
-
 def _int(x: object) -> TypeGuard[int]:
     return type(x) is int and x >= 0
+
+
+def _ints(xs: list) -> bool:
+    """Whether every item is an int >= 0 (checked in C: DeepSeek-V3's pieces hold 45k)."""
+    return set(map(type, xs)) <= {int} and (not xs or min(xs) >= 0)
 
 
 def _seen_json(seen: Seen) -> list:
