@@ -100,7 +100,9 @@ def _claimed(source: Source, files: list[str], fetch: Callable[[str], Header], c
             claims.drain()  # all will be read again here: neither process need read more
             raise
 
-    source.map(worker, range(min(source.concurrency, len(files))))   # each reading thread claims in turn
+    # each reading thread claims in turn; the two processes together keep the source's number
+    # of reads in flight (more threads only contend for each process's interpreter lock)
+    source.map(worker, range(min(max(1, source.concurrency // 2), len(files))))
     return got
 
 
