@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -245,11 +246,12 @@ def _read_index(source: Source, progress: Progress | None, tokenizer: bool, spli
         wm = shard_index.get("weight_map") if isinstance(shard_index, dict) else None
         if not isinstance(wm, dict):
             raise FormatError("no weight_map object", index_file)
-        by_shard: dict[str, list[str]] = {}
-        for name, shard in wm.items():
-            if not isinstance(shard, str):
-                checked_shard_name(shard, index_file)  # raises
-            by_shard.setdefault(shard, []).append(name)
+        shards = wm.values()
+        if set(map(type, shards)) - {str}:
+            checked_shard_name(next(s for s in shards if type(s) is not str), index_file)  # raises
+        # each shard's names, in index order: every step in C (an index may name millions)
+        by_shard: dict[str, list[str]] = {shard: [] for shard in dict.fromkeys(shards)}
+        deque(map(list.append, map(by_shard.__getitem__, shards), wm), maxlen=0)
         for shard in by_shard:  # once per shard, not per tensor: an index may name millions
             checked_shard_name(shard, index_file)
         have = source.files()
