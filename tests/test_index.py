@@ -1,6 +1,7 @@
 """Loading the tensor index from local folders and files; collapsing names by pattern."""
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,18 @@ def test_index_path_traversal_refused(tmp_path, shard):
     idx["weight_map"]["b"] = shard
     (d / "model.safetensors.index.json").write_text(json.dumps(idx))
     with pytest.raises(UnsafeInputError, match="outside"):
+        api.inspect(str(d))
+
+
+@pytest.mark.parametrize("shard", [7, None, ["m-2.safetensors"], {"a": 1}])
+def test_index_shard_name_not_a_string_refused(tmp_path, shard):
+    """Whichever entry holds it, the first shard name that is not a non-empty string is named."""
+    d = _sharded(tmp_path)
+    idx = json.loads((d / "model.safetensors.index.json").read_text())
+    idx["weight_map"]["a.1.w"] = shard
+    idx["weight_map"]["b"] = 8
+    (d / "model.safetensors.index.json").write_text(json.dumps(idx))
+    with pytest.raises(FormatError, match=f"not a string: {re.escape(repr(shard))}$"):
         api.inspect(str(d))
 
 
