@@ -12,6 +12,7 @@ callers that read headers alone (inspect).
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import closing
@@ -29,6 +30,11 @@ PerFile = Mapping[str, Callable[[list[TensorInfo]], bytes]]
 
 # Fewer headers than this are read here: a child's start-up and hand-back would cost more.
 SPLIT_MIN_FILES = 16
+# How long a thread of this process may keep the interpreter while the headers are read
+# (Python's default is 5 ms): the parsing is bound by memory more than by instructions, and
+# threads taking turns every 5 ms on different files evict each other's from the caches. A
+# thread waiting for the network gives the interpreter up at once whatever this is.
+SWITCH_INTERVAL = 0.02
 
 
 def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header], progress: Progress | None,
@@ -62,11 +68,14 @@ def read_headers(source: Source, files: list[str], fetch: Callable[[str], Header
                                  name="ckptkit-headers", daemon=True)
     collector.start()   # takes the child's headers in as they come
     warm_up()  # in this process's waits for its headers, unless done earlier (joined below)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         mine: dict[int, tuple[Header, list[bytes]]] | None = _claimed(source, files, counted, claims, makers)
     except CkptError:
         mine = None
     finally:
+        sys.setswitchinterval(interval)
         forked.settle()     # the warm-up
         collector.join()
         claims.close()
@@ -86,6 +95,8 @@ def _claimed(source: Source, files: list[str], fetch: Callable[[str], Header], c
     position; ``emit`` also sends each one on as it is read (in a forked child: ``_collect``
     takes them in)."""
     got: dict[int, tuple[Header, list[bytes]]] = {}
+    if emit:    # the forked child: set here, as this process sets it around its own share
+        sys.setswitchinterval(SWITCH_INTERVAL)
 
     def worker(_: int) -> None:
         try:

@@ -197,6 +197,34 @@ def test_forked_inspect_text_is_the_same(tmp_path):
     assert forked.stdout == single.stdout and "up_proj" in forked.stdout
 
 
+SWITCHES = r"""
+import atexit, os, sys
+real_set = sys.setswitchinterval
+def logged(v):
+    with open(os.environ["SWITCH_LOG"], "a") as f:
+        f.write(f"{os.getpid()} {v}\n")
+    real_set(v)
+sys.setswitchinterval = logged
+atexit.register(lambda: sys.stderr.write(f"interval at exit {sys.getswitchinterval()}\n"))
+"""
+
+
+def test_forked_reads_take_longer_turns_and_give_the_interval_back(tmp_path):
+    """Both processes read with header_reads.SWITCH_INTERVAL; this one restores its own after."""
+    from ckptkit.header_reads import SWITCH_INTERVAL
+    d = _sharded(tmp_path / "ckpt", SPLIT_MIN_FILES + 1)
+    log = tmp_path / "switches.log"
+    out, forks = _inspect_spec(str(d), tmp_path, True, {"HF_HOME": str(tmp_path / "hf"), "SWITCH_LOG": str(log)},
+                               before=SWITCHES)
+    assert out.returncode == 0 and forks == 1, out.stderr
+    calls = [line.split() for line in log.read_text().splitlines()]
+    by_pid: dict[str, list[float]] = {}
+    for pid, v in calls:
+        by_pid.setdefault(pid, []).append(float(v))
+    assert sorted(by_pid.values()) == sorted([[SWITCH_INTERVAL], [SWITCH_INTERVAL, sys.getswitchinterval()]])
+    assert f"interval at exit {sys.getswitchinterval()}" in out.stderr
+
+
 PROGRESS = r"""
 import json, sys
 from ckptkit import api, forked
