@@ -226,7 +226,8 @@ def test_file_scans_that_do_not_add_up_are_not_trusted():
                   pieces[:2] + [b"[0, [0, 0, 0, 0], [], [], [], [], [], [], [], []]"],  # not all the tensors
                   [shifted, *pieces[1:]],
                   [b"not json", *pieces[1:]],
-                  [pieces[0].replace(b"[", b"{", 1), *pieces[1:]]):
+                  [pieces[0].replace(b"[", b"{", 1), *pieces[1:]],
+                  [pieces[0][:-3] + b"[0]]", *pieces[1:]]):   # a scale "elsewhere" that is not a scale
         assert not _Acc(()).join(wrong, list(index.tensors.values()))
         odd = dataclasses.replace(made, per_file={FILE_SCAN: wrong})
         assert as_data(scan(odd)) == want

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import compress, groupby
 from math import prod
@@ -17,7 +18,8 @@ from .names import NameInfo, group_by_pattern, number_text, pattern_info, resolv
 SCALE_PARTS = ("scale", "scales", "input_scale")
 FP8_SCALES = ("weight_scale_inv", "weight_scale")  # the name ends of FP8 scales: "x.weight" + this
 _DTYPE_SHAPE, _NAME, _SHAPE = itemgetter(1, 2), itemgetter(0), itemgetter(2)
-_FIRST, _SECOND = _FIRST_TEXT, _SECOND_TEXT = itemgetter(0), itemgetter(1)
+_FIRST = _FIRST_TEXT = itemgetter(0)
+_SECOND = _SECOND_TEXT = itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -76,24 +78,25 @@ def scan(index: TensorIndex) -> Scan:
         joined = _Acc(_routed())
         if joined.join(pieces, tensors):
             return joined.finish()
-    return _scanned(tensors).finish()
+    return _scanned(tensors, index.tensors).finish()
 
 
 def file_scan(tensors: list[TensorInfo]) -> bytes:
     """``scan``'s work on one file's tensors (in file order), as JSON that ``scan`` joins to the
     other files' (``TensorIndex.per_file[FILE_SCAN]``, made as each header is read)."""
-    return _scanned(tensors).encode(len(tensors))
+    return _scanned(tensors, {t.name: t for t in tensors}).encode(len(tensors))
 
 
 def _routed() -> tuple[str, ...]:
     return mapdata.roles().groups["routed_experts"].prefixes
 
 
-def _scanned(tensors: list[TensorInfo]) -> _Acc:
+def _scanned(tensors: list[TensorInfo], named: Mapping[str, TensorInfo]) -> _Acc:
+    """What ``scan`` gathers from ``tensors`` (``named``: them by name)."""
     acc = _Acc(_routed())
     for pattern, positions in group_by_pattern([t.name for t in tensors]).items():
         acc.add(pattern, *pattern_info(pattern), [(i, tensors[i]) for i in positions])
-    acc.weigh_scales(tensors)
+    acc.weigh_scales(named)
     return acc
 
 
@@ -256,16 +259,15 @@ class _Acc:
             got = self.layers[(apart, num)] = (pos, got[1])
         return got[1]
 
-    def weigh_scales(self, tensors: list[TensorInfo]) -> None:
+    def weigh_scales(self, named: Mapping[str, TensorInfo]) -> None:
         """``Scan.scaled_params`` and ``scaled_elsewhere`` of the FP8 scales gathered so far,
-        whose weights are looked for among ``tensors``; each step runs in C (DeepSeek-V3 has
-        45k scales)."""
+        whose weights are looked for in ``named``; each step runs in C (DeepSeek-V3 has 45k
+        scales)."""
         names = list(map(_NAME, map(_SECOND, self.scales)))
         is_fp8 = list(map(methodcaller("endswith", FP8_SCALES), names))
         if not any(is_fp8):
             return
         fp8 = list(compress(self.scales, is_fp8))
-        named = dict(zip(map(_NAME, tensors), tensors, strict=True))
         bases = map(_FIRST, map(methodcaller("rpartition", "_scale"), compress(names, is_fp8)))
         weights = list(map(named.get, bases))
         self.scaled = sum(n * prod(shape) for shape, n in Counter(map(_SHAPE, filter(None, weights))).items())
@@ -327,6 +329,8 @@ class _Acc:
         for ps in (scales, blocks, elsewhere):
             if ps and not (_ints(ps) and max(ps) < n):
                 raise ValueError("no such tensor")
+        if not set(elsewhere) <= set(scales):
+            raise ValueError("a scale not among the scales")
         for into, ps in ((self.scales, scales), (self.blocks, blocks)):
             shifted = [p + at for p in ps] if at else ps
             into += zip(shifted, map(tensors.__getitem__, shifted), strict=True)
