@@ -1,14 +1,12 @@
 """Quantization: FP8 block scales, MXFP4 blocks, GGUF quant types."""
 from __future__ import annotations
 
-from collections import Counter
 from itertools import compress
-from math import prod
 from operator import itemgetter, methodcaller
 
-from ..index import TensorIndex, TensorInfo
+from ..index import TensorIndex
 from .fact import Fact, Hints
-from .scan import FP8_SCALES, Scan
+from .scan import FP8_SCALES, Scan, params_of, scaled_weights
 
 FULL = {"F32", "F16", "BF16", "F64"}
 _NAME, _NBYTES = itemgetter(0), itemgetter(5)
@@ -37,15 +35,6 @@ def block_size(weight: tuple[int, ...], scale: tuple[int, ...]) -> list[int] | N
             return None
         out.append(b)
     return out
-
-
-def _scaled_params(index: TensorIndex, scales: list[TensorInfo]) -> int:
-    """Parameters of the weights the scale tensors scale (``x.weight`` for ``x.weight_scale_inv``),
-    counted per shape, each step in C (the scan counts those in the scales' own files:
-    ``Scan.scaled_params``; these are the rest)."""
-    bases = map(itemgetter(0), map(methodcaller("rpartition", "_scale"), map(itemgetter(0), scales)))
-    weights = filter(None, map(index.tensors.get, bases))
-    return sum(n * prod(shape) for shape, n in Counter(map(itemgetter(2), weights)).items())
 
 
 def infer_quant(index: TensorIndex, s: Scan, h: Hints) -> Fact:
@@ -85,7 +74,8 @@ def infer_quant(index: TensorIndex, s: Scan, h: Hints) -> Fact:
                  "granularity": granularity, "block_size": blk if granularity == "block" else None,
                  "scale_tensors": len(fp8),
                  "scale_bytes": sum(map(_NBYTES, fp8)),
-                 "quantized_params": s.scaled_params + _scaled_params(index, s.scaled_elsewhere)}
+                 "quantized_params": s.scaled_params + params_of(filter(None, scaled_weights(
+                     index.tensors, map(_NAME, s.scaled_elsewhere))))}
         ev.append(f"{sc.name} {list(sc.shape)} scales {base} "
                   f"{list(w.shape) if w is not None else '(missing)'}")
     if value is None:

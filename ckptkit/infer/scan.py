@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import compress, groupby
 from math import prod
@@ -268,9 +268,8 @@ class _Acc:
         if not any(is_fp8):
             return
         fp8 = list(compress(self.scales, is_fp8))
-        bases = map(_FIRST, map(methodcaller("rpartition", "_scale"), compress(names, is_fp8)))
-        weights = list(map(named.get, bases))
-        self.scaled = sum(n * prod(shape) for shape, n in Counter(map(_SHAPE, filter(None, weights))).items())
+        weights = scaled_weights(named, compress(names, is_fp8))
+        self.scaled = params_of(filter(None, weights))
         self.elsewhere = [pos for (pos, _), w in zip(fp8, weights, strict=True) if w is None]
 
     def encode(self, n: int) -> bytes:
@@ -396,6 +395,17 @@ class _Acc:
         for num, layer in mtp_by_num.items():
             s.mtp_layers[-1 - num] = layer      # Qwen3-Next "mtp.layers.N": keep apart from main
         return s
+
+
+def scaled_weights(named: Mapping[str, TensorInfo], scale_names: Iterable[str]) -> list[TensorInfo | None]:
+    """The weight each FP8 scale scales (``x.weight`` for ``x.weight_scale_inv``), None where
+    ``named`` has none; in C (DeepSeek-V3 has 45k scales)."""
+    return list(map(named.get, map(_FIRST, map(methodcaller("rpartition", "_scale"), scale_names))))
+
+
+def params_of(tensors: Iterable[TensorInfo]) -> int:
+    """Their parameters, counted per shape in C."""
+    return sum(n * prod(shape) for shape, n in Counter(map(_SHAPE, tensors)).items())
 
 
 def _int(x: object) -> TypeGuard[int]:
