@@ -425,18 +425,36 @@ def header_only_tensors(spec: str) -> list[TensorSpec]:
 def _header_only(spec: str) -> tuple[tuple[str, bytes | VirtualFile], ...]:
     s = HEADER_ONLY_SPECS[spec]
     config_bytes = (CONFIG_DIR / "real" / s.config).read_bytes()
-    tensors = s.tensors(json.loads(config_bytes))
+    return tuple(header_only_files(config_bytes, s.tensors(json.loads(config_bytes)), s.shards,
+                                   s.shard_name).items())
+
+
+def header_only_files(config_bytes: bytes, tensors: list[TensorSpec], shards: int,
+                      shard_name: Callable[[int, int], str] = _hf_name) -> FileMap:
+    """config.json, ``tensors`` cut into ``shards`` header-only files, and their index."""
     files: FileMap = {"config.json": config_bytes}
     weight_map: dict[str, str] = {}
-    for i, group in enumerate(_shard(tensors, s.shards), start=1):
-        name = s.shard_name(i, s.shards)
+    for i, group in enumerate(_shard(tensors, shards), start=1):
+        name = shard_name(i, shards)
         prefix, data = safetensors_prefix(group)
         files[name] = VirtualFile(prefix=prefix, size=len(prefix) + data)
         weight_map.update((t.name, name) for t in group)
     index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)},
              "weight_map": dict(sorted(weight_map.items()))}
     files["model.safetensors.index.json"] = (json.dumps(index, indent=2) + "\n").encode()
-    return tuple(files.items())
+    return files
+
+
+def meta_replica(config_file: str, dest: Path, shards: int = 4) -> Path:
+    """A full-size header-only checkpoint of tests/configs/real/``config_file``, its tensors named
+    and shaped by the transformers class of the config's architecture (built on the meta device)
+    and stored as ``save_pretrained`` stores them: a tied output head is not stored."""
+    config_bytes = (CONFIG_DIR / "real" / config_file).read_bytes()
+    cfg = json.loads(config_bytes)
+    tensors = _meta_tensors(cfg, "F32" if cfg.get("torch_dtype") == "float32" else "BF16")
+    if cfg.get("tie_word_embeddings"):
+        tensors = [t for t in tensors if t.name != "lm_head.weight"]
+    return materialize(header_only_files(config_bytes, tensors, shards), dest)
 
 
 def make_header_only(spec: str) -> FileMap:
