@@ -151,7 +151,8 @@ def _child(fd: int, work: Callable[[Callable[[bytes], None]], object]) -> int:
     """``work(emit)`` with one thread writing the frames ``emit`` queues, so that the threads of
     ``work`` go on as soon as they have one: writing waits for the pipe and, after each system
     call, for the interpreter lock, which ``work``'s threads hold while they compute. 0 if all
-    was written, with the end mark (only when ``work`` returned)."""
+    was written, with the end mark (only when ``work`` returned); if the parent stops reading,
+    the child ends at once."""
     frames: queue.SimpleQueue[bytes | bool] = queue.SimpleQueue()  # then True: work ended; False: it failed
     written: list[bool] = []
 
@@ -162,8 +163,8 @@ def _child(fd: int, work: Callable[[Callable[[bytes], None]], object]) -> int:
             if frame:
                 _write_all(fd, [_END])
                 written.append(True)
-        except OSError:     # a broken pipe: the parent stopped reading
-            pass
+        except OSError:     # a broken pipe: the parent stopped reading and will do the work itself,
+            os._exit(1)     # so the rest of this child's is wasted: it ends here
 
     t = threading.Thread(target=writer, name="ckptkit-child-writer", daemon=True)
     t.start()

@@ -66,6 +66,17 @@ elif case == "fails-late":  # work that raises after its frames: they arrive, bu
         raise ValueError("no")
     c = forked.start_stream(late)
     print(list(c.frames()) == [b"one"] and not c.complete)
+elif case == "stopped":   # the parent stops reading: the child ends then, not after all its work
+    def endless(emit):
+        for _ in range(600):    # 60 s, were it not stopped
+            emit(b"x" * 100000)
+            time.sleep(0.1)
+    c = forked.start_stream(endless)
+    t0 = time.monotonic()
+    frames = c.frames()
+    next(frames)
+    frames.close()          # stops reading: closes the pipe and waits for the child
+    print(not c.complete and time.monotonic() - t0 < 20)
 elif case == "claims":    # every number once, to threads of two processes
     from concurrent.futures import ThreadPoolExecutor
     n = 3000
@@ -99,6 +110,7 @@ else:   # "not-allowed", "env": no child
 
 
 @pytest.mark.parametrize("case", ["bytes", "raises", "killed", "helper", "thread", "not-allowed", "env", "frames", "cut-short", "fails-late",
+                                  "stopped",
                                   pytest.param("claims", marks=LINUX), pytest.param("drain", marks=LINUX),
                                   pytest.param("claims-too-many", marks=LINUX)])
 def test_child(case):
