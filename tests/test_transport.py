@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from ckptkit.errors import NetworkError, SourceError
-from ckptkit.sources import transport
+from ckptkit.sources import listing, transport
 from ckptkit.sources.http import RetryPolicy, get_range
 from ckptkit.sources.hub import HubSource
 
@@ -115,6 +115,12 @@ def test_redirect_loop_is_one_line_error(monkeypatch):
         with pytest.raises(NetworkError, match="redirects"):
             get_range(url, {}, 0, 10, lambda b: None, RetryPolicy(timeout=2, retries=1), "loop", lambda e: e)
         assert _Loop.hits == transport.MAX_REDIRECTS + 1  # not retried: a loop stays a loop
+        # the repo listing meets the same loop, in its own words
+        _Loop.hits = 0
+        endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+        with pytest.raises(SourceError, match="^a/b: listing the repo: more than .* redirects$") as e:
+            listing.online(endpoint, "a/b", None, None, {}, RetryPolicy(timeout=2, retries=1), "a/b", lambda e: e)
+        assert e.type is SourceError and _Loop.hits == transport.MAX_REDIRECTS + 1
     finally:
         srv.shutdown()
         srv.server_close()

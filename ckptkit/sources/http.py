@@ -221,14 +221,9 @@ def get_range(url: str, headers: dict[str, str], start: int, end: int | None,
     def via_stdlib() -> int | None:
         """The same GET made by transport.py."""
         set_range()
-        try:
-            reply = transport.get(url, headers, policy.timeout)
-        except transport.UseLibrary:
+        reply = open_reply(url, headers, policy.timeout, lambda loop: NetworkError(f"reading: {loop}", where))
+        if reply is None:
             return via_library()
-        except transport.TRANSPORT_ERRORS as e:
-            raise as_retry(e) from None
-        except transport.RedirectLoop as e:
-            raise NetworkError(f"reading: {e}", where) from None
         try:
             status = reply.status
             encoded = (reply.header("Content-Encoding") or "identity").strip().lower() != "identity"
@@ -254,6 +249,21 @@ def _chunks(reply: transport.Reply) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+def open_reply(url: str, headers: dict[str, str], timeout: float,
+               on_loop: Callable[[str], Exception]) -> transport.Reply | None:
+    """``transport.get`` with its failures sorted for ``retrying``: None when huggingface_hub's
+    client must make this request instead, a transport failure as the Retry it is, a redirect
+    loop as ``on_loop``'s error."""
+    try:
+        return transport.get(url, headers, timeout)
+    except transport.UseLibrary:
+        return None
+    except transport.TRANSPORT_ERRORS as e:
+        raise as_retry(e) from None
+    except transport.RedirectLoop as e:
+        raise on_loop(str(e)) from None
 
 
 def as_retry(e: BaseException) -> Retry:

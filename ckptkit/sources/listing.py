@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from ..errors import SourceError
 from . import transport
-from .http import RETRY_STATUS, Retry, RetryPolicy, as_retry, retry_after, retrying
+from .http import RETRY_STATUS, Retry, RetryPolicy, as_retry, open_reply, retry_after, retrying
 
 Entries = dict[str, tuple[int | None, str | None, str | None]]  # path -> (size, LFS sha256, git blob id)
 _HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -53,14 +53,10 @@ def online(endpoint: str, repo_id: str, revision: str | None, token: str | bool 
         return _checked(info.sha, info.id, rows, endpoint, label, bad)
 
     def stdlib() -> tuple[str, str | None, Entries]:
-        try:
-            reply = transport.get(url, {**light_headers, "Accept": "application/json"}, policy.timeout)
-        except transport.UseLibrary:
+        reply = open_reply(url, {**light_headers, "Accept": "application/json"}, policy.timeout,
+                           lambda loop: SourceError(f"listing the repo: {loop}", label))
+        if reply is None:
             return library()
-        except transport.TRANSPORT_ERRORS as e:
-            raise as_retry(e) from None
-        except transport.RedirectLoop as e:
-            raise SourceError(f"listing the repo: {e}", label) from None
         try:
             if reply.status in RETRY_STATUS:
                 raise Retry(f"HTTP {reply.status}", retry_after(reply.header))
