@@ -10,7 +10,7 @@ import click
 from .errors import CkptError
 
 
-def fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> None:
     click.echo(f"ckptkit: {message}", err=True)
     sys.exit(code)
 
@@ -26,17 +26,17 @@ def guarded(fn):
         except CkptError as e:
             if debug:
                 raise
-            fail(str(e), e.exit_code)
+            _fail(str(e), e.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            _fail("interrupted", 130)
         except BrokenPipeError:
             sys.exit(1)
         except MemoryError:
-            fail("out of memory", 2)
+            _fail("out of memory", 2)
         except Exception as e:  # a bug in ckptkit: still one line unless asked for more
             if debug:
                 raise
-            fail(f"internal error: {type(e).__name__}: {e} (run with --debug for a traceback)", 3)
+            _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for a traceback)", 3)
 
     return wrapper
 
