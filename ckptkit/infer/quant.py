@@ -6,7 +6,7 @@ from operator import itemgetter, methodcaller
 
 from ..index import TensorIndex
 from .fact import Fact, Hints
-from .scan import FP8_SCALES, Scan, params_of, scaled_weights
+from .scan import Scan, fp8_scale_ends, params_of, scaled_weights
 
 FULL = {"F32", "F16", "BF16", "F64"}
 _NAME, _NBYTES = itemgetter(0), itemgetter(5)
@@ -58,7 +58,7 @@ def infer_quant(index: TensorIndex, s: Scan, h: Hints) -> Fact:
         value = {"method": "mxfp4", "quantized_params": q, "scale_tensors": len(scales),
                  "scale_bytes": sum(t.nbytes for t in scales), "block": 32}
         ev.append(f"{b.name} {b.dtype} {list(b.shape)}: 32 four-bit values per 16 bytes")
-    fp8 = list(compress(s.scales, map(methodcaller("endswith", FP8_SCALES), map(_NAME, s.scales))))
+    fp8 = list(compress(s.scales, map(methodcaller("endswith", fp8_scale_ends()), map(_NAME, s.scales))))
     if fp8:
         sc = fp8[0]
         base = sc.name[: sc.name.rindex("_scale")]

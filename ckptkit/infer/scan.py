@@ -16,10 +16,15 @@ from ..index import FILE_SCAN, TensorIndex, TensorInfo
 from .names import NameInfo, group_by_pattern, number_text, pattern_info, resolve_contextual
 
 SCALE_PARTS = ("scale", "scales", "input_scale")
-FP8_SCALES = ("weight_scale_inv", "weight_scale")  # the name ends of FP8 scales: "x.weight" + this
 _DTYPE_SHAPE, _NAME, _SHAPE = itemgetter(1, 2), itemgetter(0), itemgetter(2)
 _FIRST = _FIRST_TEXT = itemgetter(0)
 _SECOND = _SECOND_TEXT = itemgetter(1)
+
+
+def fp8_scale_ends() -> tuple[str, ...]:
+    """The name ends of FP8 scales ("x.weight" + this): the suffixes whose part is "scale" in
+    mappings/roles.toml [parts]."""
+    return tuple(end for end, part in mapdata.roles().parts.items() if part == "scale")
 
 
 @dataclass(frozen=True)
@@ -264,7 +269,7 @@ class _Acc:
         whose weights are looked for in ``named``; each step runs in C (DeepSeek-V3 has 45k
         scales)."""
         names = list(map(_NAME, map(_SECOND, self.scales)))
-        is_fp8 = list(map(methodcaller("endswith", FP8_SCALES), names))
+        is_fp8 = list(map(methodcaller("endswith", fp8_scale_ends()), names))
         if not any(is_fp8):
             return
         fp8 = list(compress(self.scales, is_fp8))
