@@ -17,8 +17,8 @@ from .names import NameInfo, group_by_pattern, number_text, pattern_info, resolv
 
 SCALE_PARTS = ("scale", "scales", "input_scale")
 _DTYPE_SHAPE, _NAME, _SHAPE = itemgetter(1, 2), itemgetter(0), itemgetter(2)
-_FIRST = _FIRST_TEXT = itemgetter(0)
-_SECOND = _SECOND_TEXT = itemgetter(1)
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 
 
 def fp8_scale_ends() -> tuple[str, ...]:
@@ -229,8 +229,8 @@ class _Acc:
             shape = shape[::-1]              # always [out, in] from here on
         n = 0 if is_scale else prod(shape)
         i = 0
-        for layer_text, run in groupby(numbers, key=_FIRST_TEXT):  # members come in index order
-            experts = list(map(_SECOND_TEXT, run))
+        for layer_text, run in groupby(numbers, key=_FIRST):  # members come in index order
+            experts = list(map(_SECOND, run))
             pos, t = members[i]
             layer = self._layer(apart, int(layer_text), pos)
             roles = self.roles.setdefault(id(layer), {})
